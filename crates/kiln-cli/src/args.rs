@@ -1,0 +1,215 @@
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// kiln: train, export, optimize and run models, one Rust-native pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about = None, arg_required_else_help = true,
+    after_help = "Start with `kiln pipeline --demo --out runs/demo`, which generates data and runs every stage.")]
+pub struct Cli {
+    /// Print one JSON summary object on stdout (logs go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only print errors and the final result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail (per-batch progress lines).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kiln's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train an MLP classifier on a CSV/JSONL file with burn.
+    #[command(after_help = "Examples:\n  kiln train --data train.csv --val-data val.csv --out runs/iris\n  kiln train --config kiln.toml --epochs 50 --out runs/long")]
+    Train(TrainArgs),
+    /// Export a trained model directory to a verified ONNX file.
+    #[command(after_help = "Examples:\n  kiln export --model runs/iris/model --output iris.onnx\n  kiln export --model runs/iris/model --output iris13.onnx --opset 13")]
+    Export(ExportArgs),
+    /// Optimize an ONNX model: graph clean-up and int8 quantization.
+    #[command(after_help = "Examples:\n  kiln optimize --model iris.onnx --output iris.int8.onnx --quantization dynamic --validate-data val.csv\n  kiln optimize --model model.onnx --output clean.onnx")]
+    Optimize(OptimizeArgs),
+    /// Run an ONNX model over a CSV/JSONL file, one output row per input row.
+    #[command(after_help = "Examples:\n  kiln infer --model iris.onnx --data test.csv --output predictions.csv\n  cat rows.csv | kiln infer --model iris.onnx --data -")]
+    Infer(InferArgs),
+    /// Run train → export → optimize → infer in one go.
+    #[command(after_help = "Examples:\n  kiln pipeline --demo --out runs/demo\n  kiln pipeline --data train.csv --val-data val.csv --test-data test.csv --out runs/mine")]
+    Pipeline(PipelineArgs),
+    /// Show an ONNX model's inputs, outputs, operators and metadata.
+    #[command(after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json")]
+    Inspect(InspectArgs),
+}
+
+/// Training hyper-parameters shared by `train` and `pipeline`. Unset flags fall back to the
+/// config file, then to the defaults.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TrainFlags {
+    /// Target column name [default: label].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Number of epochs [default: 20].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Rows per optimizer step [default: 32].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate [default: 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Hidden layer widths, comma-separated [default: 64,64].
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Dropout after each hidden layer [default: 0].
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Adam weight decay [default: 0].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Random seed for initialisation and data order [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// TOML config file; its relative paths resolve against its own folder.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `kiln train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training data (CSV or JSONL with a target column).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Validation data, evaluated every epoch; the best epoch's weights are kept.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Output directory: <out>/model, <out>/metrics.json, <out>/config.toml.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overwrite an existing output directory's model.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub train: TrainFlags,
+}
+
+/// `kiln export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Trained model directory (<run>/model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output .onnx file.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// ONNX opset, 13 to 21.
+    #[arg(long, default_value_t = 17)]
+    pub opset: i64,
+    /// Skip verification against burn's outputs.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Verification tolerance (max abs diff).
+    #[arg(long, default_value_t = 1e-5)]
+    pub atol: f32,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kiln optimize`.
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// Input .onnx file (never modified).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output .onnx file.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Quantization: none or dynamic (int8 weights).
+    #[arg(long, default_value = "none")]
+    pub quantization: String,
+    /// Graph passes: none or basic.
+    #[arg(long, default_value = "basic")]
+    pub graph_level: String,
+    /// Calibration data (needed by static quantization).
+    #[arg(long)]
+    pub calibration_data: Option<PathBuf>,
+    /// Labelled data to report accuracy before and after.
+    #[arg(long)]
+    pub validate_data: Option<PathBuf>,
+    /// Target column of the validation data.
+    #[arg(long, default_value = "label")]
+    pub target: String,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kiln infer`.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// ONNX model.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input rows: CSV or JSONL file, or - for CSV on stdin.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output file (.csv or .jsonl); stdout as CSV when absent.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Rows per engine call.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Inference engine.
+    #[arg(long, default_value = "tract")]
+    pub engine: String,
+    /// Target column; when present, accuracy is reported.
+    #[arg(long, default_value = "label")]
+    pub target: String,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `kiln pipeline`.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Generate a synthetic data set and run the whole pipeline on it.
+    #[arg(long, conflicts_with_all = ["data", "val_data", "test_data"])]
+    pub demo: bool,
+    /// Training data.
+    #[arg(long, required_unless_present = "demo")]
+    pub data: Option<PathBuf>,
+    /// Validation data (also used to validate quantization).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Held-out test data, run through the exported models.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Output directory for every artifact [default: runs/demo with --demo].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Quantization of the optimized model: none or dynamic.
+    #[arg(long, default_value = "dynamic")]
+    pub quantization: String,
+    /// Calibration data (needed by static quantization).
+    #[arg(long)]
+    pub calibration_data: Option<PathBuf>,
+    /// ONNX opset.
+    #[arg(long, default_value_t = 17)]
+    pub opset: i64,
+    /// Overwrite an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub train: TrainFlags,
+}
+
+/// `kiln inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// ONNX model.
+    pub model: PathBuf,
+}

@@ -1,0 +1,439 @@
+use crate::args::{Cli, Command, ExportArgs, InferArgs, InspectArgs, OptimizeArgs, PipelineArgs, TrainArgs, TrainFlags};
+use crate::render::Reporter;
+use anyhow::{Context, Result};
+use kiln_core::{Dataset, TrainedModel};
+use kiln_export::{ExportOptions, OnnxExporter};
+use kiln_infer::{BatchOptions, EngineKind, Model, OutputFormat};
+use kiln_optimize::{GraphLevel, GraphOptimizer, OptimizeOptions, Quantization};
+use kiln_train::{BurnTrainer, TrainConfig, TrainOutcome};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// A usage or configuration error (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let mut rep = Reporter::new(cli.quiet, cli.verbose);
+    match &cli.command {
+        Command::Train(a) => train(cli, a, &mut rep),
+        Command::Export(a) => export(cli, a, &mut rep),
+        Command::Optimize(a) => optimize(cli, a, &mut rep),
+        Command::Infer(a) => infer(cli, a, &mut rep),
+        Command::Pipeline(a) => pipeline(cli, a, &mut rep),
+        Command::Inspect(a) => inspect(cli, a),
+    }
+}
+
+/// Prints the result: JSON on stdout with `--json`, else the human text. `to_stderr` is used when
+/// stdout carries data (predictions).
+fn summary(cli: &Cli, human: &str, value: serde_json::Value, to_stderr: bool) {
+    let text = if cli.json { serde_json::to_string_pretty(&value).unwrap_or_default() } else { human.to_string() };
+    if to_stderr {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+}
+
+/// A `kiln.toml` file: data paths and a `[train]` table. Unknown keys are errors.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data: Option<PathBuf>,
+    val_data: Option<PathBuf>,
+    test_data: Option<PathBuf>,
+    out: Option<PathBuf>,
+    train: Option<TrainConfig>,
+}
+
+fn load_config(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| usage(format!("config file {}: {}", path.display(), e.to_string().trim())))?;
+    // Relative paths in a config file are relative to the file, not to the working directory.
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in [&mut cfg.data, &mut cfg.val_data, &mut cfg.test_data, &mut cfg.out].into_iter().flatten() {
+        *p = resolve(base, p);
+    }
+    Ok(cfg)
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    let expanded = match p.to_str().and_then(|s| s.strip_prefix("~/")) {
+        Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)).unwrap_or_else(|| p.to_path_buf()),
+        None => p.to_path_buf(),
+    };
+    if expanded.is_absolute() { expanded } else { base.join(expanded) }
+}
+
+/// Defaults < config file < flags.
+fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
+    let mut c = file.train.clone().unwrap_or_default();
+    if let Some(v) = &flags.target {
+        c.target = v.clone();
+    }
+    if let Some(v) = flags.epochs {
+        c.epochs = v;
+    }
+    if let Some(v) = flags.batch_size {
+        c.batch_size = v;
+    }
+    if let Some(v) = flags.lr {
+        c.lr = v;
+    }
+    if let Some(v) = &flags.hidden {
+        c.hidden = v.clone();
+    }
+    if let Some(v) = flags.dropout {
+        c.dropout = v;
+    }
+    if let Some(v) = flags.weight_decay {
+        c.weight_decay = v;
+    }
+    if let Some(v) = flags.seed {
+        c.seed = v;
+    }
+    c.validate().map_err(|e| usage(e.to_string()))?;
+    Ok(c)
+}
+
+fn load_data(path: &Path, target: &str, classes: Option<&[String]>) -> Result<Dataset> {
+    Ok(kiln_data::load_dataset(path, target, classes)?)
+}
+
+struct TrainRun {
+    outcome: TrainOutcome,
+    model_dir: PathBuf,
+}
+
+fn run_training(rep: &mut Reporter, cfg: &TrainConfig, data: &Path, val_path: Option<&Path>, out: &Path, force: bool) -> Result<TrainRun> {
+    let model_dir = out.join("model");
+    if model_dir.join("kiln-model.json").exists() && !force {
+        return Err(usage(format!("{} already holds a trained model; pass --force to overwrite it or choose another --out", model_dir.display())));
+    }
+    let train = load_data(data, &cfg.target, None)?;
+    let val = match val_path {
+        Some(v) => Some(load_data(v, &cfg.target, train.class_names())?),
+        None => None,
+    };
+    if let Some(v) = &val {
+        if v.feature_names != train.feature_names {
+            return Err(usage(format!(
+                "validation data columns ({}) differ from training data columns ({})",
+                v.feature_names.join(","),
+                train.feature_names.join(",")
+            )));
+        }
+    }
+    let outcome = BurnTrainer::new(cfg.clone()).run(&train, val.as_ref(), &model_dir, rep)?;
+    let metrics = json!({
+        "history": outcome.history,
+        "best_epoch": outcome.best_epoch,
+        "seconds": outcome.seconds,
+        "samples_per_second": outcome.samples_per_second,
+        "train_rows": train.rows(),
+        "val_rows": val.as_ref().map(|v| v.rows()),
+        "classes": train.class_names(),
+    });
+    kiln_core::fsutil::write_json(&out.join("metrics.json"), &metrics)?;
+    // The effective configuration, so the run can be repeated with `kiln train --config`.
+    let effective = ConfigFile {
+        data: Some(absolute(data)),
+        val_data: val_path.map(absolute),
+        test_data: None,
+        out: Some(absolute(out)),
+        train: Some(cfg.clone()),
+    };
+    let toml_text = toml::to_string_pretty(&effective).context("rendering config.toml")?;
+    kiln_core::fsutil::write_atomic(&out.join("config.toml"), toml_text.as_bytes())?;
+    Ok(TrainRun { outcome, model_dir })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
+    let file = match &a.train.config {
+        Some(p) => load_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let cfg = train_config(&a.train, &file)?;
+    let data = a.data.clone().or(file.data.clone()).ok_or_else(|| usage("missing training data: pass --data <CSV> (or set `data` in the config file)"))?;
+    let out = a.out.clone().or(file.out.clone()).ok_or_else(|| usage("missing output directory: pass --out <DIR> (or set `out` in the config file)"))?;
+    let val = a.val_data.clone().or(file.val_data.clone());
+    let run = run_training(rep, &cfg, &data, val.as_deref(), &out, a.force)?;
+    let o = &run.outcome;
+    let best = &o.history[o.best_epoch - 1];
+    let mut human = format!("trained model: {}
+best epoch {} of {}: train_acc {:.4}", run.model_dir.display(), o.best_epoch, o.history.len(), best.train_accuracy);
+    if let Some(v) = best.val_accuracy {
+        human.push_str(&format!(", val_acc {v:.4}"));
+    }
+    human.push_str(&format!("
+metrics: {}", out.join("metrics.json").display()));
+    summary(cli, &human, json!({
+        "command": "train",
+        "model": run.model_dir,
+        "metrics": out.join("metrics.json"),
+        "best_epoch": o.best_epoch,
+        "epochs": o.history.len(),
+        "train_accuracy": best.train_accuracy,
+        "val_accuracy": best.val_accuracy,
+        "val_loss": best.val_loss,
+        "seconds": o.seconds,
+        "samples_per_second": o.samples_per_second,
+    }), false);
+    Ok(())
+}
+
+fn export_model(rep: &mut Reporter, model_dir: &Path, output: &Path, opts: ExportOptions) -> Result<kiln_export::ExportOutcome> {
+    let trained = TrainedModel::load(model_dir)?;
+    Ok(OnnxExporter::new(opts).run(&trained, output, rep)?)
+}
+
+fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
+    let opts = ExportOptions { opset: a.opset, verify: !a.no_verify, atol: a.atol, force: a.force, ..ExportOptions::default() };
+    let o = export_model(rep, &a.model, &a.output, opts)?;
+    let mut human = format!("exported {} ({} bytes, opset {})", a.output.display(), o.bytes, a.opset);
+    if let Some(v) = &o.verification {
+        human.push_str(&format!("
+verified against burn: max abs diff {:.3e}, argmax agreement {:.4}", v.max_abs_diff, v.argmax_agreement));
+    }
+    summary(cli, &human, json!({ "command": "export", "output": a.output, "bytes": o.bytes, "opset": a.opset, "verification": o.verification }), false);
+    Ok(())
+}
+
+fn optimize_opts(quantization: &str, level: &str, calibration: Option<&Path>, validate: Option<PathBuf>, target: &str, force: bool) -> Result<OptimizeOptions> {
+    if quantization == "static" && calibration.is_none() {
+        return Err(usage("--quantization static requires --calibration-data <CSV>"));
+    }
+    Ok(OptimizeOptions {
+        level: GraphLevel::parse(level).map_err(|e| usage(e.to_string()))?,
+        quantization: Quantization::parse(quantization).map_err(|e| usage(e.to_string()))?,
+        validate_data: validate,
+        target: target.to_string(),
+        force,
+    })
+}
+
+fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
+    let opts = optimize_opts(&a.quantization, &a.graph_level, a.calibration_data.as_deref(), a.validate_data.clone(), &a.target, a.force)?;
+    let r = GraphOptimizer::new(opts).run(&a.model, &a.output, rep)?;
+    let mut human = format!(
+        "optimized {} -> {}
+size {} -> {} bytes ({:.1}%), nodes {} -> {}
+{}",
+        a.model.display(),
+        a.output.display(),
+        r.bytes_before,
+        r.bytes_after,
+        100.0 * r.bytes_after as f64 / r.bytes_before.max(1) as f64,
+        r.nodes_before,
+        r.nodes_after,
+        r.comparison.summary()
+    );
+    if let Some(ratio) = r.comparison.accuracy_ratio() {
+        human.push_str(&format!("
+accuracy ratio (optimized / input): {ratio:.4}"));
+    }
+    summary(cli, &human, json!({ "command": "optimize", "report": r, "accuracy_ratio": r.comparison.accuracy_ratio() }), false);
+    Ok(())
+}
+
+fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
+    if let Some(out) = &a.output {
+        if out.exists() && !a.force {
+            return Err(usage(format!("{} already exists; pass --force to overwrite it", out.display())));
+        }
+    }
+    if a.batch_size == 0 {
+        return Err(usage("--batch-size must be at least 1"));
+    }
+    let engine = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
+    let model = Model::load(&a.model, engine)?;
+    let opts = BatchOptions { batch_size: a.batch_size, target: a.target.clone(), format: None };
+    let report = kiln_infer::infer_file(&model, &a.data, &opts, rep)?;
+    let format = a.output.as_deref().map(OutputFormat::from_path).unwrap_or(OutputFormat::Csv);
+    kiln_infer::write_predictions(&model, &report, a.output.as_deref(), format)?;
+    let mut human = format!("{} rows: {} predicted, {} errors ({:.0} rows/s in {})", report.rows, report.ok, report.failed, report.rows_per_second, model.engine_name());
+    if let Some(acc) = report.accuracy {
+        human.push_str(&format!("
+accuracy {acc:.4} on {} labelled rows", report.labelled));
+    }
+    if let Some(o) = &a.output {
+        human.push_str(&format!("
+predictions: {}", o.display()));
+    }
+    summary(cli, &human, json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "report": report }), a.output.is_none());
+    Ok(())
+}
+
+fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
+    let file = match &a.train.config {
+        Some(p) => load_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let mut cfg = train_config(&a.train, &file)?;
+    let out = a.out.clone().or(file.out.clone()).or_else(|| a.demo.then(|| PathBuf::from("runs/demo"))).ok_or_else(|| usage("missing output directory: pass --out <DIR>"))?;
+    if out.join("summary.json").exists() && !a.force {
+        return Err(usage(format!("{} already holds a pipeline run; pass --force to overwrite it or choose another --out", out.display())));
+    }
+    let (data, val, test) = if a.demo {
+        // A separable 3-class problem with correlated, partly redundant features.
+        let all = kiln_data::synthetic::make_classification(1500, 8, 4, 3, 2.0, cfg.seed);
+        let parts = kiln_data::split(&all, 0.7, 0.15, cfg.seed);
+        let dir = out.join("data");
+        let (tr, va, te) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("test.csv"));
+        kiln_data::write_csv(&tr, &parts.train, &cfg.target)?;
+        kiln_data::write_csv(&va, &parts.val, &cfg.target)?;
+        kiln_data::write_csv(&te, &parts.test, &cfg.target)?;
+        if a.train.epochs.is_none() && file.train.is_none() {
+            cfg.epochs = 15;
+        }
+        (tr, Some(va), Some(te))
+    } else {
+        let data = a.data.clone().or(file.data.clone()).ok_or_else(|| usage("missing training data: pass --data <CSV> or --demo"))?;
+        (data, a.val_data.clone().or(file.val_data.clone()), a.test_data.clone().or(file.test_data.clone()))
+    };
+    let run = run_training(rep, &cfg, &data, val.as_deref(), &out, true)?;
+    let onnx = out.join("model.onnx");
+    let exported = export_model(rep, &run.model_dir, &onnx, ExportOptions { opset: a.opset, force: true, ..ExportOptions::default() })?;
+    let optimized_path = out.join(if a.quantization == "none" { "model.opt.onnx" } else { "model.int8.onnx" });
+    let opts = optimize_opts(&a.quantization, "basic", a.calibration_data.as_deref(), val.clone(), &cfg.target, true)?;
+    let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
+    let mut test_results = serde_json::Map::new();
+    let mut human = format!(
+        "pipeline finished in {}
+  model:      {}
+  onnx:       {} (verified, max abs diff {:.2e})
+  optimized:  {} ({} -> {} bytes)",
+        out.display(),
+        run.model_dir.display(),
+        onnx.display(),
+        exported.verification.as_ref().map(|v| v.max_abs_diff).unwrap_or(f32::NAN),
+        optimized_path.display(),
+        opt.bytes_before,
+        opt.bytes_after
+    );
+    if let Some(test) = &test {
+        for (name, path, file) in [("float", &onnx, "predictions.csv"), ("optimized", &optimized_path, "predictions.opt.csv")] {
+            let model = Model::load(path, EngineKind::Tract)?;
+            let report = kiln_infer::infer_file(&model, test, &BatchOptions { target: cfg.target.clone(), ..BatchOptions::default() }, rep)?;
+            let pred_path = out.join(file);
+            kiln_infer::write_predictions(&model, &report, Some(&pred_path), OutputFormat::Csv)?;
+            human.push_str(&format!(
+                "
+  test ({name}): accuracy {} on {} rows -> {}",
+                report.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "n/a".into()),
+                report.rows,
+                pred_path.display()
+            ));
+            test_results.insert(name.into(), json!({ "predictions": pred_path, "report": report }));
+        }
+    }
+    let value = json!({
+        "command": "pipeline",
+        "out": out,
+        "model": run.model_dir,
+        "onnx": onnx,
+        "optimized": optimized_path,
+        "best_epoch": run.outcome.best_epoch,
+        "val_accuracy": run.outcome.history[run.outcome.best_epoch - 1].val_accuracy,
+        "export": { "bytes": exported.bytes, "verification": exported.verification },
+        "optimize": opt,
+        "test": test_results,
+    });
+    kiln_core::fsutil::write_json(&out.join("summary.json"), &value)?;
+    summary(cli, &human, value, false);
+    Ok(())
+}
+
+fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
+    let m = kiln_onnx::load(&a.model)?;
+    let g = m.graph.clone().unwrap_or_default();
+    let describe = |v: &kiln_onnx::proto::ValueInfoProto| -> String {
+        use kiln_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
+        match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => {
+                let dims: Vec<String> = t
+                    .shape
+                    .as_ref()
+                    .map(|s| s.dim.iter().map(|d| match &d.value {
+                        Some(Value::DimValue(n)) => n.to_string(),
+                        Some(Value::DimParam(p)) => p.clone(),
+                        None => "?".into(),
+                    }).collect())
+                    .unwrap_or_default();
+                format!("{}: {} [{}]", v.name(), kiln_onnx::proto::data_type::name(t.elem_type()), dims.join(", "))
+            }
+            _ => format!("{}: (non-tensor)", v.name()),
+        }
+    };
+    let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    let inputs: Vec<String> = g.input.iter().filter(|i| !inits.contains(i.name())).map(describe).collect();
+    let outputs: Vec<String> = g.output.iter().map(describe).collect();
+    let ops = kiln_onnx::graph::op_counts(&g);
+    let meta = kiln_onnx::metadata(&m);
+    let opsets: Vec<String> = m.opset_import.iter().map(|o| format!("{}:{}", if o.domain().is_empty() { "ai.onnx" } else { o.domain() }, o.version())).collect();
+    let mut human = format!(
+        "{}
+  producer: {} {}
+  ir_version {}, opsets {}
+  inputs:
+    {}
+  outputs:
+    {}
+  operators ({} nodes, {} initializers):
+",
+        a.model.display(),
+        m.producer_name(),
+        m.producer_version(),
+        m.ir_version(),
+        opsets.join(", "),
+        inputs.join("
+    "),
+        outputs.join("
+    "),
+        g.node.len(),
+        g.initializer.len()
+    );
+    for (op, n) in &ops {
+        human.push_str(&format!("    {op:<24} {n}
+"));
+    }
+    human.push_str("  metadata:
+");
+    for (k, v) in &meta {
+        let v = if v.len() > 100 { format!("{}…", &v[..v.char_indices().nth(100).map_or(v.len(), |(i, _)| i)]) } else { v.clone() };
+        human.push_str(&format!("    {k} = {v}
+"));
+    }
+    summary(cli, human.trim_end(), json!({
+        "command": "inspect",
+        "model": a.model,
+        "producer": m.producer_name(),
+        "producer_version": m.producer_version(),
+        "ir_version": m.ir_version(),
+        "opsets": opsets,
+        "inputs": inputs,
+        "outputs": outputs,
+        "nodes": g.node.len(),
+        "ops": ops.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "metadata": meta.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }), false);
+    Ok(())
+}

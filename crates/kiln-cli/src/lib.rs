@@ -1,0 +1,69 @@
+//! The `kiln` command-line front end. It parses arguments and config files into validated
+//! stage configurations, dispatches to the stage crates, and renders their events and results.
+//! No pipeline logic lives here: every command is a few calls into `kiln-train`,
+//! `kiln-export`, `kiln-optimize` and `kiln-infer`.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 input data error.
+//!
+//! ```no_run
+//! std::process::exit(kiln_cli::main_with_args(["kiln", "pipeline", "--demo", "--out", "runs/demo"]));
+//! ```
+
+mod args;
+mod commands;
+mod render;
+
+pub use args::Cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit code for a usage or configuration error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for bad input data.
+pub const EXIT_DATA: i32 = 3;
+
+/// Runs the CLI with the process arguments.
+pub fn main() -> ExitCode {
+    ExitCode::from(main_with_args(std::env::args_os()) as u8)
+}
+
+/// Runs the CLI with the given arguments and returns the exit code.
+pub fn main_with_args<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match commands::run(&cli) {
+        Ok(()) => 0,
+        Err(err) => {
+            let code = classify(&err);
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            code
+        }
+    }
+}
+
+/// Maps an error to its exit code by looking for the stage error types in its chain.
+fn classify(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<kiln_data::DataError>().is_some() {
+            return EXIT_DATA;
+        }
+        if let Some(commands::UsageError(_)) = cause.downcast_ref::<commands::UsageError>() {
+            return EXIT_USAGE;
+        }
+    }
+    1
+}

@@ -1,0 +1,106 @@
+use crate::{ExportError, ExportOptions, Weights};
+use kiln_core::{Activation, LayerSpec, Task, TrainedModel};
+use kiln_onnx::proto::{data_type::FLOAT, data_type::INT64, ModelProto};
+use kiln_onnx::{attr_int, Dim, GraphBuilder};
+
+fn batch() -> Dim {
+    Dim::Symbol("N".into())
+}
+
+/// Builds the ONNX graph of a trained model: standardisation, the layers, then softmax + argmax
+/// for classifiers. Every intermediate value gets a `value_info` entry.
+pub fn build_model(model: &TrainedModel, weights: &Weights, opts: &ExportOptions) -> Result<ModelProto, ExportError> {
+    let spec = &model.spec;
+    spec.validate()?;
+    let meta = &model.metadata;
+    let f = spec.input_features;
+    let mut g = GraphBuilder::new(&format!("kiln_{}", spec.kind));
+    let input = opts.input_name.as_str();
+    g.input(input, FLOAT, &[batch(), Dim::Fixed(f)]);
+    let mut x = input.to_string();
+    if let Some(norm) = &meta.normalization {
+        if norm.mean.len() != f || norm.std.len() != f {
+            return Err(ExportError::Core(kiln_core::CoreError::InvalidArtifact {
+                path: model.dir.clone(),
+                reason: format!("normalization has {} means for {f} features", norm.mean.len()),
+            }));
+        }
+        let mean = g.constant_f32("norm.mean", &[f], &norm.mean);
+        let std = g.constant_f32("norm.std", &[f], &norm.std);
+        x = g.node("Sub", &[&x, &mean], &[]);
+        g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(f)]);
+        x = g.node("Div", &[&x, &std], &[]);
+        g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(f)]);
+    }
+    let mut width = f;
+    for layer in &spec.layers {
+        match layer {
+            LayerSpec::Linear { name, in_features, out_features } => {
+                let w = weights.get(&format!("{name}.weight"), &[*in_features, *out_features])?;
+                let b = weights.get(&format!("{name}.bias"), &[*out_features])?;
+                let wn = g.constant_f32(&format!("{name}.weight"), &[*in_features, *out_features], w);
+                let bn = g.constant_f32(&format!("{name}.bias"), &[*out_features], b);
+                // burn stores W as [in, out], which is Gemm's B without transposition.
+                x = g.node("Gemm", &[&x, &wn, &bn], &[]);
+                width = *out_features;
+            }
+            LayerSpec::Activation { activation } => {
+                let op = match activation {
+                    Activation::Relu => "Relu",
+                    Activation::Tanh => "Tanh",
+                    Activation::Sigmoid => "Sigmoid",
+                };
+                x = g.node(op, &[&x], &[]);
+            }
+            // Dropout is the identity at inference time, so it is not exported.
+            LayerSpec::Dropout { .. } => continue,
+        }
+        g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(width)]);
+    }
+    match spec.task {
+        Task::Classification => {
+            g.node_named("Softmax", &[&x], &["probabilities"], &[attr_int("axis", 1)]);
+            g.node_named("ArgMax", &["probabilities"], &["label"], &[attr_int("axis", 1), attr_int("keepdims", 0)]);
+            g.output("probabilities", FLOAT, &[batch(), Dim::Fixed(width)]);
+            g.output("label", INT64, &[batch()]);
+        }
+        Task::Regression => {
+            g.node_named("Identity", &[&x], &["predictions"], &[]);
+            g.output("predictions", FLOAT, &[batch(), Dim::Fixed(width)]);
+        }
+    }
+    let mut m = g.into_model(opts.opset);
+    m.producer_name = Some("kiln".into());
+    m.producer_version = Some(kiln_core::KILN_VERSION.into());
+    m.doc_string = Some(format!(
+        "{} {} trained by kiln {} with burn {}; input {input}: float32 [N, {f}] raw features (standardisation is inside the graph)",
+        spec.kind,
+        match spec.task {
+            Task::Classification => "classifier",
+            Task::Regression => "regressor",
+        },
+        meta.kiln_version,
+        meta.burn_version
+    ));
+    let set = |m: &mut ModelProto, k: &str, v: String| kiln_onnx::set_metadata(m, k, &v);
+    set(&mut m, "kiln.task", match spec.task {
+        Task::Classification => "classification".into(),
+        Task::Regression => "regression".into(),
+    });
+    set(&mut m, "kiln.class_names", to_json(&meta.class_names));
+    set(&mut m, "kiln.feature_names", to_json(&meta.feature_names));
+    set(&mut m, "kiln.target", meta.target.clone());
+    if let Some(n) = &meta.normalization {
+        set(&mut m, "kiln.normalization", to_json(n));
+    }
+    set(&mut m, "kiln.version", meta.kiln_version.clone());
+    set(&mut m, "kiln.burn_version", meta.burn_version.clone());
+    set(&mut m, "kiln.created_unix", meta.created_unix.to_string());
+    set(&mut m, "kiln.weights_sha256", weights.sha256().to_string());
+    set(&mut m, "kiln.spec", to_json(spec));
+    Ok(m)
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}

@@ -1,0 +1,47 @@
+use crate::VerifyReport;
+use std::path::PathBuf;
+
+/// Errors of the export stage.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The requested opset is outside the supported range.
+    #[error("opset {opset} is not supported; kiln exports opsets 13 to 21 (default 17)")]
+    Opset {
+        /// The requested opset.
+        opset: i64,
+    },
+    /// The output exists and `force` was not given.
+    #[error("{path} already exists; pass --force to overwrite it")]
+    Exists {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// The weights file is missing, unreadable, or does not match the spec.
+    #[error("weights {path}: {reason}")]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Verification needs reference outputs, and the artifact has none.
+    #[error("{dir} has no reference.json with burn's outputs to verify against; pass --no-verify to export without verification")]
+    NoReference {
+        /// The artifact directory.
+        dir: PathBuf,
+    },
+    /// The ONNX outputs differ from burn's by more than the tolerance.
+    #[error("verification failed: max abs diff {:.3e} exceeds tolerance {atol:.1e} (argmax agreement {:.4}); the file was not written", report.max_abs_diff, report.argmax_agreement)]
+    Verification {
+        /// The comparison.
+        report: VerifyReport,
+        /// The tolerance.
+        atol: f32,
+    },
+    /// The exported graph could not be run for verification.
+    #[error("running the exported model for verification: {0}")]
+    Infer(#[from] kiln_infer::InferError),
+    /// The artifact could not be read or the output not written.
+    #[error(transparent)]
+    Core(#[from] kiln_core::CoreError),
+}

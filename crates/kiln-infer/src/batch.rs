@@ -1,0 +1,256 @@
+use crate::{InferError, Model, Prediction};
+use kiln_core::{Event, EventSink};
+use kiln_data::Format;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// Options for batch inference over a file.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Rows per engine call.
+    pub batch_size: usize,
+    /// Name of the target column; when present, accuracy is reported.
+    pub target: String,
+    /// Input format (picked from the extension when `None`).
+    pub format: Option<Format>,
+}
+
+impl Default for BatchOptions {
+    fn default() -> Self {
+        Self { batch_size: 64, target: kiln_data::DEFAULT_TARGET.into(), format: None }
+    }
+}
+
+/// The outcome of one input row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutcome {
+    /// The row was predicted.
+    Ok {
+        /// 0-based data row.
+        row: usize,
+        /// The prediction.
+        prediction: Prediction,
+        /// The row's target cell, when the file has a target column.
+        target: Option<String>,
+    },
+    /// The row could not be predicted.
+    Err {
+        /// 0-based data row.
+        row: usize,
+        /// Why.
+        error: String,
+    },
+}
+
+/// What a batch inference run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    /// One outcome per input row, in input order.
+    #[serde(skip)]
+    pub outcomes: Vec<RowOutcome>,
+    /// Input rows.
+    pub rows: usize,
+    /// Rows predicted.
+    pub ok: usize,
+    /// Rows that got an error record.
+    pub failed: usize,
+    /// Accuracy over predicted rows that have a target, when the file has a target column.
+    pub accuracy: Option<f64>,
+    /// Rows counted in the accuracy.
+    pub labelled: usize,
+    /// Seconds spent in the engine.
+    pub engine_seconds: f64,
+    /// Seconds for the whole run (reading included).
+    pub total_seconds: f64,
+    /// Predicted rows per second of engine time.
+    pub rows_per_second: f64,
+}
+
+/// Runs every row of a CSV/JSONL file through `model` in batches of `opts.batch_size`.
+///
+/// Rows that cannot be parsed get an error record and the run continues. If the engine fails on
+/// a batch, the batch is retried row by row so that one bad row cannot fail its neighbours.
+pub fn infer_file(model: &Model, path: &Path, opts: &BatchOptions, events: &mut dyn EventSink) -> Result<BatchReport, InferError> {
+    let start = Instant::now();
+    let expected = model.info().feature_names.clone();
+    let mut table = kiln_data::read_rows(path, opts.format, &opts.target, expected.as_deref())?;
+    if expected.is_none() {
+        if let Some(w) = model.info().input_width.filter(|&w| w != table.feature_names.len()) {
+            return Err(InferError::Data(kiln_data::DataError::Schema {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the model expects {w} features per row but the file has {} feature columns; check the file or --target",
+                    table.feature_names.len()
+                ),
+            }));
+        }
+    }
+    let total = table.rows.len();
+    let mut outcomes: Vec<Option<RowOutcome>> = vec![None; total];
+    let batch = opts.batch_size.max(1);
+    let mut engine_seconds = 0.0;
+    let mut pending: Vec<(usize, Vec<f32>, Option<String>)> = Vec::with_capacity(batch);
+    let flush = |pending: &mut Vec<(usize, Vec<f32>, Option<String>)>, outcomes: &mut Vec<Option<RowOutcome>>, engine_seconds: &mut f64| {
+        if pending.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let features: Vec<f32> = pending.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
+        match model.predict(&features, pending.len()) {
+            Ok(preds) => {
+                for ((row, _, target), prediction) in pending.drain(..).zip(preds) {
+                    outcomes[row] = Some(RowOutcome::Ok { row, prediction, target });
+                }
+            }
+            Err(_) => {
+                for (row, x, target) in pending.drain(..) {
+                    outcomes[row] = Some(match model.predict(&x, 1) {
+                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok { row, prediction: p.remove(0), target },
+                        Ok(_) => RowOutcome::Err { row, error: "the engine returned no prediction".into() },
+                        Err(e) => RowOutcome::Err { row, error: e.to_string() },
+                    });
+                }
+            }
+        }
+        *engine_seconds += t.elapsed().as_secs_f64();
+    };
+    for (done, rec) in table.rows.drain(..).enumerate() {
+        match rec.result {
+            Ok((x, target)) => pending.push((rec.row, x, target)),
+            Err(e) => outcomes[rec.row] = Some(RowOutcome::Err { row: rec.row, error: e.to_string() }),
+        }
+        if pending.len() >= batch {
+            flush(&mut pending, &mut outcomes, &mut engine_seconds);
+            events.emit(Event::Progress { stage: "infer".into(), done: done as u64 + 1, total: Some(total as u64), unit: "row".into() });
+        }
+    }
+    flush(&mut pending, &mut outcomes, &mut engine_seconds);
+    events.emit(Event::Progress { stage: "infer".into(), done: total as u64, total: Some(total as u64), unit: "row".into() });
+
+    let outcomes: Vec<RowOutcome> = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(row, o)| o.unwrap_or(RowOutcome::Err { row, error: "row was not processed".into() }))
+        .collect();
+    let ok = outcomes.iter().filter(|o| matches!(o, RowOutcome::Ok { .. })).count();
+    let (mut labelled, mut correct) = (0usize, 0usize);
+    if table.has_target && model.info().task == kiln_core::Task::Classification {
+        for o in &outcomes {
+            if let RowOutcome::Ok { prediction, target: Some(t), .. } = o {
+                labelled += 1;
+                if prediction.label == *t || prediction.class_index.map(|i| i.to_string()).as_deref() == Some(t) && model.info().class_names.is_none() {
+                    correct += 1;
+                }
+            }
+        }
+    }
+    Ok(BatchReport {
+        rows: total,
+        ok,
+        failed: total - ok,
+        accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
+        labelled,
+        engine_seconds,
+        total_seconds: start.elapsed().as_secs_f64(),
+        rows_per_second: if engine_seconds > 0.0 { ok as f64 / engine_seconds } else { 0.0 },
+        outcomes,
+    })
+}
+
+/// Output file format for predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// `row,label,prob_<class>…,error`
+    Csv,
+    /// One JSON object per row.
+    Jsonl,
+}
+
+impl OutputFormat {
+    /// Picks the format from a file extension (JSONL for `.jsonl`/`.ndjson`, else CSV).
+    pub fn from_path(path: &Path) -> Self {
+        match Format::from_path(path) {
+            Format::Jsonl => Self::Jsonl,
+            Format::Csv => Self::Csv,
+        }
+    }
+}
+
+fn score_columns(model: &Model, width: usize) -> Vec<String> {
+    let info = model.info();
+    match (&info.class_names, info.task) {
+        (_, kiln_core::Task::Regression) => (0..width).map(|i| format!("value_{i}")).collect(),
+        (Some(names), _) if names.len() == width => names.iter().map(|n| format!("prob_{n}")).collect(),
+        _ => (0..width).map(|i| format!("score_{i}")).collect(),
+    }
+}
+
+/// Writes one output record per input row, in input order. Predicted rows carry the label and
+/// the scores (f32 printed in shortest round-trip form); error rows carry the row number and the
+/// reason in the `error` column. A file is written atomically; `None` writes to stdout.
+pub fn write_predictions(model: &Model, report: &BatchReport, output: Option<&Path>, format: OutputFormat) -> Result<(), InferError> {
+    let width = report
+        .outcomes
+        .iter()
+        .find_map(|o| match o {
+            RowOutcome::Ok { prediction, .. } => Some(prediction.scores.len()),
+            _ => None,
+        })
+        .or_else(|| model.info().class_names.as_ref().map(Vec::len))
+        .unwrap_or(0);
+    let columns = score_columns(model, width);
+    let render = |w: &mut dyn Write| -> std::io::Result<()> {
+        match format {
+            OutputFormat::Csv => {
+                let mut out = csv::Writer::from_writer(w);
+                let mut header = vec!["row".to_string(), "label".to_string()];
+                header.extend(columns.iter().cloned());
+                header.push("error".into());
+                out.write_record(&header)?;
+                for o in &report.outcomes {
+                    let rec: Vec<String> = match o {
+                        RowOutcome::Ok { row, prediction, .. } => {
+                            let mut r = vec![row.to_string(), prediction.label.clone()];
+                            r.extend(prediction.scores.iter().map(|v| v.to_string()));
+                            r.push(String::new());
+                            r
+                        }
+                        RowOutcome::Err { row, error } => {
+                            let mut r = vec![row.to_string(), String::new()];
+                            r.extend(std::iter::repeat_n(String::new(), width));
+                            r.push(error.clone());
+                            r
+                        }
+                    };
+                    out.write_record(&rec)?;
+                }
+                out.flush()
+            }
+            OutputFormat::Jsonl => {
+                for o in &report.outcomes {
+                    let v = match o {
+                        RowOutcome::Ok { row, prediction, .. } => {
+                            let scores: serde_json::Map<String, serde_json::Value> =
+                                columns.iter().zip(&prediction.scores).map(|(c, s)| (c.clone(), serde_json::json!(s))).collect();
+                            serde_json::json!({ "row": row, "label": prediction.label, "scores": scores })
+                        }
+                        RowOutcome::Err { row, error } => serde_json::json!({ "row": row, "error": error }),
+                    };
+                    writeln!(w, "{v}")?;
+                }
+                Ok(())
+            }
+        }
+    };
+    match output {
+        Some(p) => kiln_core::fsutil::write_atomic_with(p, render)?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            render(&mut lock).map_err(|e| InferError::Input(format!("writing to stdout: {e}")))?;
+        }
+    }
+    Ok(())
+}

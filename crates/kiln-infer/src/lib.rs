@@ -1,0 +1,33 @@
+//! Inference stage of kiln: load an ONNX model (kiln's or anyone's), run rows through it, and
+//! write one output per input row.
+//!
+//! - [`TractEngine`] implements [`kiln_core::InferenceEngine`] with tract, a pure-Rust engine
+//!   that needs nothing installed. It is the default.
+//! - [`Model`] wraps an engine with what the file says about itself (class names, feature
+//!   names, input width), turning rows into [`Prediction`]s.
+//! - [`infer_file`] runs a CSV/JSONL file in batches. Every input row gets exactly one
+//!   [`RowOutcome`]: a prediction, or an error record with the row number and the reason.
+//!
+//! Design decision: this crate never links burn. It only sees ONNX files, so it can be embedded
+//! in a service without the training stack.
+//!
+//! ```no_run
+//! use kiln_infer::{Model, EngineKind};
+//!
+//! let model = Model::load("model.onnx".as_ref(), EngineKind::Tract)?;
+//! let preds = model.predict(&[5.1, 3.5, 1.4, 0.2], 1)?;
+//! println!("{} {:?}", preds[0].label, preds[0].scores);
+//! # Ok::<(), kiln_infer::InferError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+mod model;
+mod tract_engine;
+
+pub use batch::{infer_file, write_predictions, BatchOptions, BatchReport, OutputFormat, RowOutcome};
+pub use error::InferError;
+pub use model::{EngineKind, Model, ModelInfo, Prediction};
+pub use tract_engine::TractEngine;

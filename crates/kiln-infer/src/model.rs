@@ -1,0 +1,243 @@
+use crate::{InferError, TractEngine};
+use kiln_core::{InferenceEngine, Task, Tensor};
+use kiln_onnx::proto::{data_type, tensor_shape_proto::dimension::Value as DimValue, type_proto, ModelProto, ValueInfoProto};
+use std::path::Path;
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// tract: pure Rust, the default.
+    #[default]
+    Tract,
+}
+
+impl EngineKind {
+    /// Parses an engine name.
+    pub fn parse(name: &str) -> Result<Self, InferError> {
+        match name {
+            "tract" | "auto" => Ok(Self::Tract),
+            "ort" | "onnxruntime" => Err(InferError::Input(
+                "the ONNX Runtime engine is not built into this kiln; use --engine tract".into(),
+            )),
+            other => Err(InferError::Input(format!("unknown engine {other:?}; use tract"))),
+        }
+    }
+}
+
+/// What a model file says about itself.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Name of the (single) data input.
+    pub input_name: String,
+    /// Number of features per row, when the input's second dimension is fixed.
+    pub input_width: Option<usize>,
+    /// Feature names from kiln metadata.
+    pub feature_names: Option<Vec<String>>,
+    /// Class names from kiln metadata.
+    pub class_names: Option<Vec<String>>,
+    /// The model's task, from metadata (classification when absent).
+    pub task: Task,
+    /// Output names, graph order.
+    pub output_names: Vec<String>,
+    /// Index of the float output holding scores/probabilities (or regression values).
+    pub scores_output: usize,
+    /// Index of an int64 label output, when the model has one.
+    pub label_output: Option<usize>,
+    /// All `metadata_props`.
+    pub metadata: Vec<(String, String)>,
+}
+
+fn elem_type(v: &ValueInfoProto) -> Option<i32> {
+    match v.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => t.elem_type,
+        _ => None,
+    }
+}
+
+fn dims(v: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    match v.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => Some(
+            t.shape
+                .as_ref()?
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(DimValue::DimValue(n)) => Some(n),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+impl ModelInfo {
+    /// Reads the signature and kiln metadata of a model.
+    pub fn from_proto(model: &ModelProto) -> Result<Self, InferError> {
+        let graph = model.graph.as_ref().ok_or_else(|| InferError::Signature("the model has no graph".into()))?;
+        let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+        let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !inits.contains(i.name())).collect();
+        let [input] = inputs.as_slice() else {
+            return Err(InferError::Signature(format!(
+                "kiln runs tabular models with exactly one input, this one has {} ({})",
+                inputs.len(),
+                inputs.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+            )));
+        };
+        if elem_type(input) != Some(data_type::FLOAT) {
+            return Err(InferError::Signature(format!(
+                "input {:?} is {}, kiln feeds float32 features",
+                input.name(),
+                data_type::name(elem_type(input).unwrap_or(0))
+            )));
+        }
+        let input_dims = dims(input).unwrap_or_default();
+        if input_dims.len() != 2 {
+            return Err(InferError::Signature(format!(
+                "input {:?} has rank {}, kiln feeds [batch, features] rows",
+                input.name(),
+                input_dims.len()
+            )));
+        }
+        let input_width = input_dims[1].map(|w| w as usize);
+        let output_names: Vec<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
+        let scores_output = graph
+            .output
+            .iter()
+            .position(|o| o.name() == "probabilities")
+            .or_else(|| graph.output.iter().position(|o| elem_type(o) == Some(data_type::FLOAT)))
+            .ok_or_else(|| InferError::Signature("the model has no float32 output to read scores from".into()))?;
+        let label_output = graph
+            .output
+            .iter()
+            .position(|o| o.name() == "label")
+            .or_else(|| graph.output.iter().position(|o| elem_type(o) == Some(data_type::INT64)));
+        let metadata = kiln_onnx::metadata(model);
+        let json_list = |key: &str| -> Option<Vec<String>> {
+            kiln_onnx::metadata_value(model, key).and_then(|v| serde_json::from_str(v).ok())
+        };
+        let task = match kiln_onnx::metadata_value(model, "kiln.task") {
+            Some("regression") => Task::Regression,
+            _ => Task::Classification,
+        };
+        Ok(Self {
+            input_name: input.name().to_string(),
+            input_width,
+            feature_names: json_list("kiln.feature_names"),
+            class_names: json_list("kiln.class_names"),
+            task,
+            output_names,
+            scores_output,
+            label_output,
+            metadata,
+        })
+    }
+}
+
+/// One row's prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The predicted class name (or index, when the model names no classes); for regression,
+    /// the first predicted value.
+    pub label: String,
+    /// The predicted class index (classification).
+    pub class_index: Option<usize>,
+    /// Class probabilities (or raw scores), or regression values.
+    pub scores: Vec<f32>,
+}
+
+/// A loaded model: an engine plus what the file says about itself.
+pub struct Model {
+    engine: Box<dyn InferenceEngine<Error = InferError>>,
+    info: ModelInfo,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("engine", &self.engine.name()).field("info", &self.info).finish()
+    }
+}
+
+impl Model {
+    /// Loads an ONNX file with the chosen engine.
+    pub fn load(path: &Path, engine: EngineKind) -> Result<Self, InferError> {
+        // kiln_onnx::load gives the clear errors (directory, truncated file, size limit).
+        kiln_onnx::load(path)?;
+        let bytes = std::fs::read(path).map_err(|e| InferError::Load { path: path.to_path_buf(), engine: "tract", reason: e.to_string() })?;
+        Self::from_bytes(&bytes, path, engine)
+    }
+
+    /// Loads a serialized model; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path, engine: EngineKind) -> Result<Self, InferError> {
+        let proto = kiln_onnx::decode(bytes)?;
+        let info = ModelInfo::from_proto(&proto)?;
+        let engine: Box<dyn InferenceEngine<Error = InferError>> = match engine {
+            EngineKind::Tract => Box::new(TractEngine::from_bytes(bytes, origin)?),
+        };
+        Ok(Self { engine, info })
+    }
+
+    /// The model's signature and metadata.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Runs `rows` rows of row-major features and returns one prediction per row.
+    pub fn predict(&self, features: &[f32], rows: usize) -> Result<Vec<Prediction>, InferError> {
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        if features.len() % rows != 0 {
+            return Err(InferError::Input(format!("{} values do not split into {rows} rows", features.len())));
+        }
+        let width = features.len() / rows;
+        if let Some(w) = self.info.input_width.filter(|&w| w != width) {
+            return Err(InferError::Input(format!("the model expects {w} features per row, got {width}")));
+        }
+        let outputs = self.engine.run(vec![Tensor::F32 { shape: vec![rows, width], data: features.to_vec() }])?;
+        let scores = match outputs.get(self.info.scores_output) {
+            Some(Tensor::F32 { shape, data }) => {
+                if shape.first() != Some(&rows) {
+                    return Err(InferError::Signature(format!("score output has shape {shape:?}, expected {rows} rows first")));
+                }
+                data
+            }
+            _ => return Err(InferError::Signature("the score output is not float32".into())),
+        };
+        let per_row = scores.len() / rows;
+        let labels: Option<&Vec<i64>> = match self.info.label_output.and_then(|i| outputs.get(i)) {
+            Some(Tensor::I64 { data, .. }) if data.len() == rows => Some(data),
+            _ => None,
+        };
+        Ok((0..rows)
+            .map(|r| {
+                let s = scores[r * per_row..(r + 1) * per_row].to_vec();
+                if self.info.task == Task::Regression {
+                    return Prediction { label: s.first().map(|v| v.to_string()).unwrap_or_default(), class_index: None, scores: s };
+                }
+                let idx = match labels {
+                    Some(l) => l[r].max(0) as usize,
+                    None => argmax(&s),
+                };
+                let label = self.info.class_names.as_ref().and_then(|n| n.get(idx).cloned()).unwrap_or_else(|| idx.to_string());
+                Prediction { label, class_index: Some(idx), scores: s }
+            })
+            .collect())
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub(crate) fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,35 @@
+use std::path::PathBuf;
+
+/// Errors of the optimization stage.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    /// The options are invalid or conflict.
+    #[error("{0}")]
+    Options(String),
+    /// The output exists and `force` was not given.
+    #[error("{path} already exists; pass --force to overwrite it")]
+    Exists {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// The model could not be read.
+    #[error(transparent)]
+    Onnx(#[from] kiln_onnx::OnnxError),
+    /// A pass met a graph it cannot handle.
+    #[error("pass {pass}: {reason}")]
+    Pass {
+        /// The pass.
+        pass: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Running a model to compare input and output failed.
+    #[error("comparing the optimized model with the input: {0}")]
+    Infer(#[from] kiln_infer::InferError),
+    /// Reading validation data failed.
+    #[error(transparent)]
+    Data(#[from] kiln_data::DataError),
+    /// Writing the output failed.
+    #[error(transparent)]
+    Core(#[from] kiln_core::CoreError),
+}

@@ -1,0 +1,222 @@
+//! Optimization stage of kiln: graph passes and int8 quantization over **any** ONNX model, with
+//! a comparison of the result against the input so a wrong model is never handed back silently.
+//!
+//! Principal types: [`Pass`] (one graph rewrite that reports what it changed), the passes in
+//! [`passes`], [`quantize::dynamic_int8`], and [`GraphOptimizer`], which runs a level of passes
+//! plus optional quantization and implements [`kiln_core::Optimizer`].
+//!
+//! Design decision: passes operate on kiln's complete [`kiln_onnx::proto::ModelProto`], never on
+//! an engine's internal graph, so everything a pass does not touch (metadata, functions, custom
+//! ops, doc strings) survives unchanged, and the input file is never modified.
+//!
+//! ```no_run
+//! use kiln_core::{NullSink, OnnxModel, Optimizer};
+//! use kiln_optimize::{GraphLevel, GraphOptimizer, OptimizeOptions, Quantization};
+//!
+//! let opts = OptimizeOptions { quantization: Quantization::Dynamic, ..OptimizeOptions::default() };
+//! let out = GraphOptimizer::new(opts).optimize(
+//!     &OnnxModel { path: "model.onnx".into() },
+//!     "model.int8.onnx".as_ref(),
+//!     &mut NullSink,
+//! )?;
+//! # Ok::<(), kiln_optimize::OptimizeError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+mod fold;
+pub mod passes;
+pub mod quantize;
+mod validate;
+
+pub use error::OptimizeError;
+pub use passes::{Pass, PassReport};
+pub use validate::{compare_models, Comparison};
+
+use kiln_core::{Event, EventSink, OnnxModel, Optimizer};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How much graph rewriting to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphLevel {
+    /// No graph passes.
+    None,
+    /// Identity/dropout removal, constant folding, dead-code elimination.
+    #[default]
+    Basic,
+}
+
+impl GraphLevel {
+    /// Parses a level name.
+    pub fn parse(s: &str) -> Result<Self, OptimizeError> {
+        match s {
+            "none" => Ok(Self::None),
+            "basic" => Ok(Self::Basic),
+            other => Err(OptimizeError::Options(format!("unknown graph level {other:?}; use none or basic"))),
+        }
+    }
+
+    /// The passes of this level, in the order they run.
+    pub fn passes(self) -> Vec<Box<dyn Pass>> {
+        match self {
+            GraphLevel::None => vec![],
+            GraphLevel::Basic => vec![
+                Box::new(passes::RemoveIdentities),
+                Box::new(passes::FoldConstants),
+                Box::new(passes::EliminateDead),
+            ],
+        }
+    }
+}
+
+/// Which quantization to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// Keep float weights.
+    #[default]
+    None,
+    /// int8 weights, activations quantized at run time (`DynamicQuantizeLinear` + `MatMulInteger`).
+    Dynamic,
+}
+
+impl Quantization {
+    /// Parses a quantization name.
+    pub fn parse(s: &str) -> Result<Self, OptimizeError> {
+        match s {
+            "none" => Ok(Self::None),
+            "dynamic" => Ok(Self::Dynamic),
+            "static" => Err(OptimizeError::Options(
+                "static quantization (calibrated QDQ) is not available in this kiln yet; use --quantization dynamic".into(),
+            )),
+            other => Err(OptimizeError::Options(format!("unknown quantization {other:?}; use none or dynamic"))),
+        }
+    }
+}
+
+/// Options of the optimization stage.
+#[derive(Debug, Clone)]
+pub struct OptimizeOptions {
+    /// Graph passes to run.
+    pub level: GraphLevel,
+    /// Quantization to apply after the passes.
+    pub quantization: Quantization,
+    /// Labelled data to measure accuracy before and after.
+    pub validate_data: Option<PathBuf>,
+    /// Target column of the validation data.
+    pub target: String,
+    /// Overwrite an existing output.
+    pub force: bool,
+}
+
+impl Default for OptimizeOptions {
+    fn default() -> Self {
+        Self { level: GraphLevel::Basic, quantization: Quantization::None, validate_data: None, target: kiln_data::DEFAULT_TARGET.into(), force: false }
+    }
+}
+
+/// What an optimize run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeReport {
+    /// The output file.
+    pub output: PathBuf,
+    /// Input size in bytes.
+    pub bytes_before: usize,
+    /// Output size in bytes.
+    pub bytes_after: usize,
+    /// Nodes before.
+    pub nodes_before: usize,
+    /// Nodes after.
+    pub nodes_after: usize,
+    /// Per-pass reports, in order (quantization last).
+    pub passes: Vec<PassReport>,
+    /// Output model compared with the input.
+    pub comparison: Comparison,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+/// Runs a level of graph passes and optional quantization.
+#[derive(Debug, Clone, Default)]
+pub struct GraphOptimizer {
+    options: OptimizeOptions,
+}
+
+impl Optimizer for GraphOptimizer {
+    type Error = OptimizeError;
+
+    fn optimize(&self, model: &OnnxModel, output: &Path, events: &mut dyn EventSink) -> Result<OnnxModel, OptimizeError> {
+        self.run(&model.path, output, events).map(|r| OnnxModel { path: r.output })
+    }
+}
+
+impl GraphOptimizer {
+    /// An optimizer with these options.
+    pub fn new(options: OptimizeOptions) -> Self {
+        Self { options }
+    }
+
+    /// Optimizes `input` into `output` and reports what changed and how the output compares.
+    pub fn run(&self, input: &Path, output: &Path, events: &mut dyn EventSink) -> Result<OptimizeReport, OptimizeError> {
+        let start = Instant::now();
+        events.emit(Event::StageStarted { stage: "optimize".into() });
+        if same_file(input, output) {
+            return Err(OptimizeError::Options(format!(
+                "the output {} is the input file; kiln never modifies its input, choose another --output",
+                output.display()
+            )));
+        }
+        if output.exists() && !self.options.force {
+            return Err(OptimizeError::Exists { path: output.to_path_buf() });
+        }
+        let original_bytes = std::fs::read(input).map_err(|e| OptimizeError::Onnx(kiln_onnx::OnnxError::Io { path: input.to_path_buf(), source: e }))?;
+        let mut model = kiln_onnx::load(input)?;
+        let nodes_before = model.graph.as_ref().map_or(0, |g| g.node.len());
+        let mut reports = Vec::new();
+        for pass in self.options.level.passes() {
+            let r = pass.run(&mut model)?;
+            events.emit(Event::Message { level: kiln_core::Level::Info, text: r.summary() });
+            reports.push(r);
+        }
+        if self.options.quantization == Quantization::Dynamic {
+            let r = quantize::dynamic_int8(&mut model)?;
+            events.emit(Event::Message { level: kiln_core::Level::Info, text: r.summary() });
+            if r.changes == 0 {
+                events.emit(Event::Message {
+                    level: kiln_core::Level::Warn,
+                    text: "no MatMul/Gemm with constant float weights was found; the model is not quantized".into(),
+                });
+            }
+            reports.push(r);
+        }
+        kiln_onnx::set_metadata(&mut model, "kiln.optimize.level", &format!("{:?}", self.options.level).to_lowercase());
+        kiln_onnx::set_metadata(&mut model, "kiln.optimize.quantization", &format!("{:?}", self.options.quantization).to_lowercase());
+        let bytes = kiln_onnx::encode(&model);
+        let comparison = compare_models(&original_bytes, &bytes, self.options.validate_data.as_deref(), &self.options.target, input)?;
+        events.emit(Event::Message { level: kiln_core::Level::Info, text: comparison.summary() });
+        kiln_core::fsutil::write_atomic(output, &bytes)?;
+        let seconds = start.elapsed().as_secs_f64();
+        events.emit(Event::StageFinished { stage: "optimize".into(), seconds });
+        Ok(OptimizeReport {
+            output: output.to_path_buf(),
+            bytes_before: original_bytes.len(),
+            bytes_after: bytes.len(),
+            nodes_before,
+            nodes_after: model.graph.as_ref().map_or(0, |g| g.node.len()),
+            passes: reports,
+            comparison,
+            seconds,
+        })
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}

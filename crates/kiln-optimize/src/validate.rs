@@ -1,0 +1,127 @@
+use crate::OptimizeError;
+use kiln_infer::{EngineKind, Model};
+use rand::SeedableRng;
+use rand_distr_free::standard_normal;
+use serde::Serialize;
+use std::path::Path;
+
+/// How an optimized model compares with the model it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Where the rows came from: "validation data" or "generated inputs".
+    pub source: String,
+    /// Rows compared.
+    pub rows: usize,
+    /// Largest absolute difference between the two models' score outputs.
+    pub max_abs_diff: f32,
+    /// Fraction of rows where both models predict the same class.
+    pub agreement: f64,
+    /// Accuracy of the input model (validation data only).
+    pub accuracy_before: Option<f64>,
+    /// Accuracy of the optimized model (validation data only).
+    pub accuracy_after: Option<f64>,
+}
+
+impl Comparison {
+    /// One summary line.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "compared on {} rows of {}: agreement {:.4}, max abs diff {:.3e}",
+            self.rows, self.source, self.agreement, self.max_abs_diff
+        );
+        if let (Some(a), Some(b)) = (self.accuracy_before, self.accuracy_after) {
+            s.push_str(&format!(", accuracy {a:.4} -> {b:.4}"));
+        }
+        s
+    }
+
+    /// `accuracy_after / accuracy_before`, when both are known.
+    pub fn accuracy_ratio(&self) -> Option<f64> {
+        match (self.accuracy_before, self.accuracy_after) {
+            (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+            _ => None,
+        }
+    }
+}
+
+mod rand_distr_free {
+    use rand::Rng;
+
+    /// A standard normal sample (Box–Muller), so this crate needs no distribution crate.
+    pub fn standard_normal(rng: &mut impl Rng) -> f32 {
+        let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.random();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+}
+
+/// Runs both serialized models (tract) on the same rows and compares their predictions: on
+/// labelled `data` when given (accuracy of each), else on 256 generated rows drawn around the
+/// model's standardisation statistics.
+pub fn compare_models(before: &[u8], after: &[u8], data: Option<&Path>, target: &str, origin: &Path) -> Result<Comparison, OptimizeError> {
+    let a = Model::from_bytes(before, origin, EngineKind::Tract)?;
+    let b = Model::from_bytes(after, origin, EngineKind::Tract)?;
+    let (features, rows, targets, source) = match data {
+        Some(path) => {
+            let table = kiln_data::read_rows(path, None, target, a.info().feature_names.as_deref())?;
+            let mut x = Vec::new();
+            let mut t = Vec::new();
+            for r in table.rows {
+                if let Ok((f, label)) = r.result {
+                    x.extend(f);
+                    t.push(label);
+                }
+            }
+            let n = t.len();
+            (x, n, Some(t), "validation data".to_string())
+        }
+        None => {
+            let width = a.info().input_width.ok_or_else(|| {
+                OptimizeError::Options("the model's input width is not fixed; pass --validate-data to compare on real rows".into())
+            })?;
+            let (mean, std) = a
+                .info()
+                .metadata
+                .iter()
+                .find(|(k, _)| k == "kiln.normalization")
+                .and_then(|(_, v)| serde_json::from_str::<kiln_core::Normalization>(v).ok())
+                .map(|n| (n.mean, n.std))
+                .unwrap_or_else(|| (vec![0.0; width], vec![1.0; width]));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b696c6e);
+            let n = 256;
+            let x = (0..n * width).map(|i| mean[i % width] + std[i % width] * standard_normal(&mut rng)).collect();
+            (x, n, None, "generated inputs".to_string())
+        }
+    };
+    if rows == 0 {
+        return Err(OptimizeError::Options("the validation data has no readable rows".into()));
+    }
+    let pa = a.predict(&features, rows)?;
+    let pb = b.predict(&features, rows)?;
+    let mut max_abs = 0f32;
+    let mut agree = 0usize;
+    for (x, y) in pa.iter().zip(&pb) {
+        for (p, q) in x.scores.iter().zip(&y.scores) {
+            let d = (p - q).abs();
+            if !(d <= max_abs) {
+                max_abs = d;
+            }
+        }
+        if x.label == y.label {
+            agree += 1;
+        }
+    }
+    let accuracy = |preds: &[kiln_infer::Prediction]| -> Option<f64> {
+        let t = targets.as_ref()?;
+        let labelled: Vec<(&kiln_infer::Prediction, &String)> = preds.iter().zip(t).filter_map(|(p, l)| l.as_ref().map(|l| (p, l))).collect();
+        (!labelled.is_empty()).then(|| labelled.iter().filter(|(p, l)| p.label == **l).count() as f64 / labelled.len() as f64)
+    };
+    Ok(Comparison {
+        source,
+        rows,
+        max_abs_diff: max_abs,
+        agreement: agree as f64 / rows as f64,
+        accuracy_before: accuracy(&pa),
+        accuracy_after: accuracy(&pb),
+    })
+}

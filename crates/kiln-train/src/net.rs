@@ -1,0 +1,92 @@
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use kiln_core::{Activation, LayerSpec, ModelSpec};
+
+/// A network built from a [`ModelSpec`]: its linear layers are burn modules, the rest of the
+/// spec (activations, dropout placement) drives the forward pass.
+#[derive(Module, Debug)]
+pub struct Net {
+    linears: Vec<Linear>,
+    dropouts: Vec<Dropout>,
+    #[module(skip)]
+    layers: Vec<LayerSpec>,
+}
+
+impl Net {
+    /// Initialises a network with burn's default initialisers on `device`.
+    pub fn init(spec: &ModelSpec, device: &Device) -> Self {
+        let mut linears = Vec::new();
+        let mut dropouts = Vec::new();
+        for l in &spec.layers {
+            match l {
+                LayerSpec::Linear { in_features, out_features, .. } => linears.push(LinearConfig::new(*in_features, *out_features).init(device)),
+                LayerSpec::Dropout { prob } => dropouts.push(DropoutConfig::new(*prob).init()),
+                LayerSpec::Activation { .. } => {}
+            }
+        }
+        Self { linears, dropouts, layers: spec.layers.clone() }
+    }
+
+    /// The forward pass: raw scores (logits) for each row.
+    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let (mut li, mut di) = (0, 0);
+        for l in &self.layers {
+            x = match l {
+                LayerSpec::Linear { .. } => {
+                    li += 1;
+                    self.linears[li - 1].forward(x)
+                }
+                LayerSpec::Dropout { .. } => {
+                    di += 1;
+                    self.dropouts[di - 1].forward(x)
+                }
+                LayerSpec::Activation { activation } => match activation {
+                    Activation::Relu => burn::tensor::activation::relu(x),
+                    Activation::Tanh => burn::tensor::activation::tanh(x),
+                    Activation::Sigmoid => burn::tensor::activation::sigmoid(x),
+                },
+            };
+        }
+        x
+    }
+
+    /// The named weights in burn's layout, in spec order: `{name}.weight` `[in, out]` and
+    /// `{name}.bias` `[out]`.
+    pub fn named_weights(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+        let mut out = Vec::new();
+        let mut li = 0;
+        for l in &self.layers {
+            if let LayerSpec::Linear { name, in_features, out_features } = l {
+                let lin = &self.linears[li];
+                li += 1;
+                let w = lin.weight.val().to_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                out.push((format!("{name}.weight"), vec![*in_features, *out_features], w));
+                let b = match &lin.bias {
+                    Some(b) => b.val().to_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
+                    None => vec![0.0; *out_features],
+                };
+                out.push((format!("{name}.bias"), vec![*out_features], b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A copy of this network with its weights replaced by `weights` (as produced by
+    /// [`Net::named_weights`]).
+    pub fn with_weights(mut self, weights: &[(String, Vec<usize>, Vec<f32>)], device: &Device) -> Self {
+        let mut li = 0;
+        for l in &self.layers {
+            if let LayerSpec::Linear { name, in_features, out_features } = l {
+                let find = |n: String| weights.iter().find(|(k, _, _)| *k == n).map(|(_, _, v)| v.clone());
+                if let (Some(w), Some(b)) = (find(format!("{name}.weight")), find(format!("{name}.bias"))) {
+                    let lin = &mut self.linears[li];
+                    lin.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [*in_features, *out_features]), device));
+                    lin.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, [*out_features]), device)));
+                }
+                li += 1;
+            }
+        }
+        self
+    }
+}

@@ -1,0 +1,310 @@
+use crate::net::Net;
+use crate::{TrainConfig, TrainError, BURN_VERSION};
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use kiln_core::{Dataset, Event, EventSink, ModelMetadata, ModelSpec, Normalization, Reference, Task, TrainedModel, Trainer};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Metrics of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy.
+    pub train_accuracy: f64,
+    /// Validation loss.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_accuracy: Option<f64>,
+    /// Learning rate.
+    pub lr: f64,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+/// What a training run produced.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// The written artifact.
+    pub model: TrainedModel,
+    /// Per-epoch metrics.
+    pub history: Vec<EpochMetrics>,
+    /// The epoch whose weights were kept (lowest validation loss, or the last without
+    /// validation data).
+    pub best_epoch: usize,
+    /// Total wall time.
+    pub seconds: f64,
+    /// Training rows processed per second.
+    pub samples_per_second: f64,
+}
+
+/// Trains declarative models with burn on the flex CPU backend.
+#[derive(Debug, Clone, Default)]
+pub struct BurnTrainer {
+    config: TrainConfig,
+}
+
+impl Trainer for BurnTrainer {
+    type Error = TrainError;
+
+    fn train(&self, train: &Dataset, val: Option<&Dataset>, out_dir: &Path, events: &mut dyn EventSink) -> Result<TrainedModel, TrainError> {
+        self.run(train, val, out_dir, events).map(|o| o.model)
+    }
+}
+
+struct Batches {
+    x: Vec<f32>,
+    y: Vec<i64>,
+    f: usize,
+}
+
+impl Batches {
+    fn new(data: &Dataset, norm: Option<&Normalization>) -> Result<Self, TrainError> {
+        let mut x = data.features.clone();
+        if let Some(n) = norm {
+            n.apply(&mut x);
+        }
+        let y = data
+            .class_indices()
+            .ok_or_else(|| TrainError::Data("the data has no class targets".into()))?
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        Ok(Self { x, y, f: data.n_features() })
+    }
+
+    fn gather(&self, idx: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+        let mut xb = Vec::with_capacity(idx.len() * self.f);
+        let mut yb = Vec::with_capacity(idx.len());
+        for &i in idx {
+            xb.extend_from_slice(&self.x[i * self.f..(i + 1) * self.f]);
+            yb.push(self.y[i]);
+        }
+        (
+            Tensor::from_data(TensorData::new(xb, [idx.len(), self.f]), device),
+            Tensor::from_data(TensorData::new(yb, [idx.len()]), device),
+        )
+    }
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+fn correct(logits: &Tensor<2>, y: &Tensor<1, Int>) -> i64 {
+    let pred = logits.clone().argmax(1).flatten::<1>(0, 1);
+    pred.equal(y.clone()).int().sum().into_scalar::<i64>()
+}
+
+/// Mean loss and accuracy of `net` on `data`, in batches, without gradients.
+fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> (f64, f64) {
+    let n = data.y.len();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let (mut loss_sum, mut hits) = (0f64, 0i64);
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(batch_size.max(256)) {
+        let (x, y) = data.gather(chunk, device);
+        let logits = net.forward(x);
+        hits += correct(&logits, &y);
+        loss_sum += scalar(loss_fn.forward(logits, y)) * chunk.len() as f64;
+    }
+    (loss_sum / n.max(1) as f64, hits as f64 / n.max(1) as f64)
+}
+
+impl BurnTrainer {
+    /// A trainer for this configuration.
+    pub fn new(config: TrainConfig) -> Self {
+        Self { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Trains and writes the artifact into `out_dir`, returning it with the epoch history.
+    pub fn run(&self, train: &Dataset, val: Option<&Dataset>, out_dir: &Path, events: &mut dyn EventSink) -> Result<TrainOutcome, TrainError> {
+        let cfg = &self.config;
+        cfg.validate()?;
+        let start = Instant::now();
+        events.emit(Event::StageStarted { stage: "train".into() });
+        let classes = train
+            .class_names()
+            .ok_or_else(|| TrainError::Data("the training data has no class labels; kiln trains classifiers from a target column".into()))?
+            .to_vec();
+        if classes.len() < 2 {
+            return Err(TrainError::Data(format!(
+                "the target column has {} distinct value(s); a classifier needs at least 2",
+                classes.len()
+            )));
+        }
+        if train.rows() == 0 {
+            return Err(TrainError::Data("the training data has no rows".into()));
+        }
+        if let Some(v) = val {
+            if v.n_features() != train.n_features() {
+                return Err(TrainError::Data(format!(
+                    "validation data has {} features, training data has {}",
+                    v.n_features(),
+                    train.n_features()
+                )));
+            }
+        }
+        let spec = ModelSpec::mlp(train.n_features(), &cfg.hidden, classes.len(), cfg.dropout);
+        let norm = cfg.standardize.then(|| kiln_data::fit_normalization(train));
+        let train_b = Batches::new(train, norm.as_ref())?;
+        let val_b = val.filter(|v| v.rows() > 0).map(|v| Batches::new(v, norm.as_ref())).transpose()?;
+
+        let device = Device::flex().autodiff();
+        device.seed(cfg.seed);
+        let mut net = Net::init(&spec, &device);
+        let mut adam = AdamConfig::new();
+        if cfg.weight_decay > 0.0 {
+            adam = adam.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(cfg.weight_decay as f32)));
+        }
+        let mut optim = adam.init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+        let mut order: Vec<usize> = (0..train.rows()).collect();
+        let mut history = Vec::with_capacity(cfg.epochs);
+        let mut best: Option<(f64, usize, Vec<(String, Vec<usize>, Vec<f32>)>)> = None;
+        let steps_per_epoch = train.rows().div_ceil(cfg.batch_size) as u64;
+
+        for epoch in 1..=cfg.epochs {
+            let t0 = Instant::now();
+            order.shuffle(&mut rng);
+            let (mut loss_sum, mut hits) = (0f64, 0i64);
+            for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
+                let (x, y) = train_b.gather(chunk, &device);
+                let logits = net.forward(x);
+                hits += correct(&logits, &y);
+                let loss = loss_fn.forward(logits, y);
+                let grads = GradientsParams::from_grads(loss.backward(), &net);
+                loss_sum += scalar(loss) * chunk.len() as f64;
+                net = optim.step(cfg.lr, net, grads);
+                events.emit(Event::Progress {
+                    stage: "train".into(),
+                    done: (epoch as u64 - 1) * steps_per_epoch + step as u64 + 1,
+                    total: Some(steps_per_epoch * cfg.epochs as u64),
+                    unit: "batch".into(),
+                });
+            }
+            let train_loss = loss_sum / train.rows() as f64;
+            if !train_loss.is_finite() {
+                return Err(TrainError::Diverged { epoch, loss: train_loss });
+            }
+            let plain = net.valid();
+            let (val_loss, val_acc) = match &val_b {
+                Some(v) => {
+                    let (l, a) = evaluate(&plain, v, cfg.batch_size, &plain_device());
+                    (Some(l), Some(a))
+                }
+                None => (None, None),
+            };
+            let m = EpochMetrics {
+                epoch,
+                train_loss,
+                train_accuracy: hits as f64 / train.rows() as f64,
+                val_loss,
+                val_accuracy: val_acc,
+                lr: cfg.lr,
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            events.emit(Event::Epoch {
+                epoch,
+                epochs: cfg.epochs,
+                train_loss: m.train_loss,
+                train_accuracy: Some(m.train_accuracy),
+                val_loss: m.val_loss,
+                val_accuracy: m.val_accuracy,
+                lr: m.lr,
+                seconds: m.seconds,
+            });
+            // Keep the weights of the epoch with the lowest validation loss (the last epoch
+            // when there is no validation data).
+            let score = val_loss.unwrap_or(0.0);
+            if best.as_ref().is_none_or(|(s, _, _)| score < *s || val_loss.is_none()) {
+                best = Some((score, epoch, plain.named_weights().map_err(TrainError::Burn)?));
+            }
+            history.push(m);
+        }
+        let (_, best_epoch, weights) = best.ok_or_else(|| TrainError::Config("no epoch ran".into()))?;
+        let samples_per_second = (train.rows() * cfg.epochs) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+
+        // Reference rows: burn's own outputs for sample rows, so export can verify itself.
+        let plain_dev = plain_device();
+        let final_net = Net::init(&spec, &plain_dev).with_weights(&weights, &plain_dev);
+        let sample_src = val.filter(|v| v.rows() > 0).unwrap_or(train);
+        let n_ref = sample_src.rows().min(64);
+        let reference = reference_outputs(&final_net, sample_src, n_ref, norm.as_ref(), &plain_dev)?;
+
+        std::fs::create_dir_all(out_dir).map_err(|e| kiln_core::CoreError::Io { action: "creating", path: out_dir.to_path_buf(), source: e })?;
+        let weights_bytes = serialize_weights(&weights)?;
+        kiln_core::fsutil::write_atomic(&out_dir.join("weights.safetensors"), &weights_bytes)?;
+        use sha2::Digest;
+        let metadata = ModelMetadata {
+            task: Task::Classification,
+            class_names: classes,
+            feature_names: train.feature_names.clone(),
+            target: cfg.target.clone(),
+            normalization: norm,
+            kiln_version: kiln_core::KILN_VERSION.into(),
+            burn_version: BURN_VERSION.into(),
+            created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            training: serde_json::to_value(cfg).unwrap_or_default(),
+            weights_sha256: hex::encode(sha2::Sha256::digest(&weights_bytes)),
+        };
+        let model = TrainedModel { dir: out_dir.to_path_buf(), spec, metadata, reference: Some(reference) };
+        model.save_json_parts()?;
+        let seconds = start.elapsed().as_secs_f64();
+        events.emit(Event::StageFinished { stage: "train".into(), seconds });
+        Ok(TrainOutcome { model, history, best_epoch, seconds, samples_per_second })
+    }
+}
+
+fn plain_device() -> Device {
+    Device::flex()
+}
+
+fn reference_outputs(net: &Net, data: &Dataset, n: usize, norm: Option<&Normalization>, device: &Device) -> Result<Reference, TrainError> {
+    let idx: Vec<usize> = (0..n).collect();
+    let raw = data.select(&idx);
+    let mut x = raw.features.clone();
+    if let Some(nm) = norm {
+        nm.apply(&mut x);
+    }
+    let f = raw.n_features();
+    let logits = net.forward(Tensor::from_data(TensorData::new(x, [n, f]), device));
+    let probs = burn::tensor::activation::softmax(logits, 1);
+    let flat = probs.into_data().try_to_vec::<f32>().map_err(|e| TrainError::Burn(format!("{e:?}")))?;
+    let c = flat.len() / n.max(1);
+    Ok(Reference {
+        inputs: (0..n).map(|i| raw.row(i).to_vec()).collect(),
+        outputs: (0..n).map(|i| flat[i * c..(i + 1) * c].to_vec()).collect(),
+    })
+}
+
+fn serialize_weights(weights: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>, TrainError> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        weights.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| TrainError::Burn(format!("weights {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "kiln-burn-layout".to_string());
+    safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Burn(format!("serializing weights: {e}")))
+}
+
