@@ -21,7 +21,7 @@ fn bad_inputs_get_clear_errors() {
         (vec!["train", "--data", "badcell.csv", "--out", "r"], 3, vec!["badcell.csv", "row 1", "\"b\"", "not a number"]),
         (vec!["train", "--data", "oneclass.csv", "--out", "r"], 1, vec!["at least 2"]),
         (vec!["train", "--out", "r"], 2, vec!["--data"]),
-        (vec!["train", "--data", &train, "--out", "r", "--lr", "-1"], 2, vec!["lr"]),
+        (vec!["train", "--data", &train, "--out", "r", "--lr=0"], 2, vec!["lr must be a positive number"]),
         (vec!["train", "--config", "bad.toml", "--out", "r"], 2, vec!["bad.toml", "epoch"]),
         (vec!["export", "--model", "nowhere", "--output", "x.onnx"], 1, vec!["nowhere"]),
         (vec!["infer", "--model", "garbage.onnx", "--data", &val], 1, vec!["garbage.onnx", "not a valid ONNX model"]),
@@ -44,7 +44,7 @@ fn existing_outputs_are_kept_without_force() {
     k.ok(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", "run", "--epochs", "2", "-q"]);
     k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
     let before = std::fs::read(k.path("m.onnx")).expect("model");
-    let err = k.fails(&["export", "--model", "run/model", "--output", "m.onnx"], 1);
+    let err = k.fails(&["export", "--model", "run/model", "--output", "m.onnx"], 2);
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(k.path("m.onnx")).expect("model"), before, "the old file must be intact");
     let err = k.fails(&["optimize", "--model", "m.onnx", "--output", "m.onnx", "--force"], 2);

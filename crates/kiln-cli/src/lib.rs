@@ -57,11 +57,38 @@ where
 
 /// Maps an error to its exit code by looking for the stage error types in its chain.
 fn classify(err: &anyhow::Error) -> i32 {
+    use kiln_export::ExportError;
+    use kiln_infer::InferError;
+    use kiln_optimize::OptimizeError;
+    fn infer_code(e: &InferError) -> Option<i32> {
+        matches!(e, InferError::Data(_)).then_some(EXIT_DATA)
+    }
     for cause in err.chain() {
         if cause.downcast_ref::<kiln_data::DataError>().is_some() {
             return EXIT_DATA;
         }
-        if let Some(commands::UsageError(_)) = cause.downcast_ref::<commands::UsageError>() {
+        if cause.downcast_ref::<commands::UsageError>().is_some() {
+            return EXIT_USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<InferError>() {
+            return infer_code(e).unwrap_or(1);
+        }
+        if let Some(e) = cause.downcast_ref::<ExportError>() {
+            return match e {
+                ExportError::Exists { .. } | ExportError::Opset { .. } => EXIT_USAGE,
+                ExportError::Infer(i) => infer_code(i).unwrap_or(1),
+                _ => 1,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<OptimizeError>() {
+            return match e {
+                OptimizeError::Exists { .. } | OptimizeError::Options(_) => EXIT_USAGE,
+                OptimizeError::Data(_) => EXIT_DATA,
+                OptimizeError::Infer(i) => infer_code(i).unwrap_or(1),
+                _ => 1,
+            };
+        }
+        if let Some(kiln_train::TrainError::Config(_)) = cause.downcast_ref::<kiln_train::TrainError>() {
             return EXIT_USAGE;
         }
     }

@@ -129,10 +129,11 @@ pub fn dynamic_int8(model: &mut ModelProto) -> Result<PassReport, OptimizeError>
         g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
         g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
         let v = |s: &str| format!("{stem}.{s}");
+        // Node names follow their first output, which is unique in the graph.
         let mk = |op: &str, ins: Vec<String>, outs: Vec<String>, attrs: Vec<kiln_onnx::proto::AttributeProto>| NodeProto {
+            name: Some(format!("{op}/{}", outs.first().map(String::as_str).unwrap_or(""))),
             input: ins,
             output: outs,
-            name: Some(format!("{stem}/{op}/{}", outs.first().map(String::as_str).unwrap_or(""))),
             op_type: Some(op.into()),
             attribute: attrs,
             ..Default::default()
