@@ -4,19 +4,27 @@
 //! Python tools come from `KILN_PYTHON` or the repository's `.venv` (`scripts/setup-python.sh`).
 //! Without them the tests say so and skip, except under CI (`CI` set), where that is a failure.
 
-use crate::util::{repo, synthetic_splits, Kiln};
+use crate::util::{Kiln, repo, synthetic_splits};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn python() -> Option<PathBuf> {
-    let candidates = [std::env::var_os("KILN_PYTHON").map(PathBuf::from), Some(repo().join(".venv/bin/python"))];
+    let candidates = [
+        std::env::var_os("KILN_PYTHON").map(PathBuf::from),
+        Some(repo().join(".venv/bin/python")),
+    ];
     for c in candidates.into_iter().flatten() {
-        let ok = Command::new(&c).args(["-c", "import onnx, onnxruntime, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = Command::new(&c)
+            .args(["-c", "import onnx, onnxruntime, numpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         if ok {
             return Some(c);
         }
     }
-    let msg = "Python with onnx + onnxruntime not found (run scripts/setup-python.sh or set KILN_PYTHON)";
+    let msg =
+        "Python with onnx + onnxruntime not found (run scripts/setup-python.sh or set KILN_PYTHON)";
     if std::env::var_os("CI").is_some() {
         panic!("{msg}: CI must run the cross-checks");
     }
@@ -28,15 +36,29 @@ pub fn python() -> Option<PathBuf> {
 fn crosscheck(py: &Path, model: &Path, rows: &[Vec<f32>]) -> serde_json::Value {
     let rows_path = model.with_extension("rows.json");
     std::fs::write(&rows_path, serde_json::to_vec(rows).expect("json")).expect("write rows");
-    let out = Command::new(py).arg(repo().join("scripts/onnx_crosscheck.py")).arg(model).arg(&rows_path).output().expect("run python");
-    assert!(out.status.success(), "cross-check of {} failed:\n{}", model.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(py)
+        .arg(repo().join("scripts/onnx_crosscheck.py"))
+        .arg(model)
+        .arg(&rows_path)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "cross-check of {} failed:\n{}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("cross-check JSON")
 }
 
 fn tract_outputs(model: &Path, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let m = kiln::infer::Model::load(model, kiln::infer::EngineKind::Tract).expect("load");
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    m.predict(&flat, rows.len()).expect("predict").into_iter().map(|p| p.scores).collect()
+    m.predict(&flat, rows.len())
+        .expect("predict")
+        .into_iter()
+        .map(|p| p.scores)
+        .collect()
 }
 
 #[test]
@@ -44,28 +66,73 @@ fn exported_and_quantized_models_pass_onnx_checker_and_onnxruntime() {
     let Some(py) = python() else { return };
     let k = Kiln::new();
     let (train, val, _) = synthetic_splits(&k, 21);
-    k.ok(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", "run", "--epochs", "4", "-q"]);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "4",
+        "-q",
+    ]);
     let data = kiln::data::load_dataset(&val, "label", None).expect("val");
     let rows: Vec<Vec<f32>> = (0..data.rows()).map(|i| data.row(i).to_vec()).collect();
     for opset in ["13", "17", "21"] {
         let model = k.path(&format!("m{opset}.onnx"));
-        k.ok(&["export", "--model", "run/model", "--output", model.to_str().unwrap(), "--opset", opset, "-q"]);
+        k.ok(&[
+            "export",
+            "--model",
+            "run/model",
+            "--output",
+            model.to_str().unwrap(),
+            "--opset",
+            opset,
+            "-q",
+        ]);
         let ort = crosscheck(&py, &model, &rows);
         let ours = tract_outputs(&model, &rows);
-        let theirs: Vec<Vec<f32>> = serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
-        let max = ours.iter().flatten().zip(theirs.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max <= 1e-5, "opset {opset}: tract and ONNX Runtime differ by {max}");
-        let labels: Vec<i64> = serde_json::from_value(ort["outputs"]["label"].clone()).expect("labels");
+        let theirs: Vec<Vec<f32>> =
+            serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
+        let max = ours
+            .iter()
+            .flatten()
+            .zip(theirs.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max <= 1e-5,
+            "opset {opset}: tract and ONNX Runtime differ by {max}"
+        );
+        let labels: Vec<i64> =
+            serde_json::from_value(ort["outputs"]["label"].clone()).expect("labels");
         assert_eq!(labels.len(), rows.len());
     }
     let q = k.path("m8.onnx");
-    k.ok(&["optimize", "--model", k.path("m17.onnx").to_str().unwrap(), "--output", q.to_str().unwrap(), "--quantization", "dynamic", "-q"]);
+    k.ok(&[
+        "optimize",
+        "--model",
+        k.path("m17.onnx").to_str().unwrap(),
+        "--output",
+        q.to_str().unwrap(),
+        "--quantization",
+        "dynamic",
+        "-q",
+    ]);
     let ort = crosscheck(&py, &q, &rows);
     let ours = tract_outputs(&q, &rows);
-    let theirs: Vec<Vec<f32>> = serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
+    let theirs: Vec<Vec<f32>> =
+        serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
     // Both engines run the same integer arithmetic on u8 operands; they may differ only where
     // DynamicQuantizeLinear's rounding of the activation scale differs in the last float bit.
-    let max = ours.iter().flatten().zip(theirs.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max = ours
+        .iter()
+        .flatten()
+        .zip(theirs.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(max <= 1e-3, "int8: tract and ONNX Runtime differ by {max}");
 }
 
@@ -76,8 +143,16 @@ fn onnx_messages_round_trip_models_from_python() {
     let Some(py) = python() else { return };
     let k = Kiln::new();
     let dir = k.path("models");
-    let out = Command::new(&py).arg(repo().join("scripts/make_diverse_models.py")).arg(&dir).output().expect("python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&py)
+        .arg(repo().join("scripts/make_diverse_models.py"))
+        .arg(&dir)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("dir") {
         let p = entry.expect("entry").path();
@@ -90,6 +165,16 @@ fn onnx_messages_round_trip_models_from_python() {
         }
     }
     assert!(n >= 5, "expected several models, got {n}");
-    let out = Command::new(&py).arg(repo().join("scripts/make_diverse_models.py")).arg(&dir).arg("--compare").output().expect("python");
-    assert!(out.status.success(), "round trip lost information:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&py)
+        .arg(repo().join("scripts/make_diverse_models.py"))
+        .arg(&dir)
+        .arg("--compare")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "round trip lost information:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

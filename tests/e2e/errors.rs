@@ -1,7 +1,7 @@
 //! Bad input gets a clear error naming the problem and the fix, the right exit code, no panic,
 //! and leaves earlier results intact.
 
-use crate::util::{synthetic_splits, Kiln};
+use crate::util::{Kiln, synthetic_splits};
 
 #[test]
 fn bad_inputs_get_clear_errors() {
@@ -16,23 +16,83 @@ fn bad_inputs_get_clear_errors() {
     k.write("garbage.onnx", "definitely not protobuf");
     // (args, exit code, fragments the error must contain)
     let cases: Vec<(Vec<&str>, i32, Vec<&str>)> = vec![
-        (vec!["train", "--data", "missing.csv", "--out", "r"], 3, vec!["missing.csv"]),
-        (vec!["train", "--data", "nolabel.csv", "--out", "r"], 3, vec!["no target column \"label\"", "--target"]),
-        (vec!["train", "--data", "badcell.csv", "--out", "r"], 3, vec!["badcell.csv", "row 1", "\"b\"", "not a number"]),
-        (vec!["train", "--data", "oneclass.csv", "--out", "r"], 1, vec!["at least 2"]),
+        (
+            vec!["train", "--data", "missing.csv", "--out", "r"],
+            3,
+            vec!["missing.csv"],
+        ),
+        (
+            vec!["train", "--data", "nolabel.csv", "--out", "r"],
+            3,
+            vec!["no target column \"label\"", "--target"],
+        ),
+        (
+            vec!["train", "--data", "badcell.csv", "--out", "r"],
+            3,
+            vec!["badcell.csv", "row 1", "\"b\"", "not a number"],
+        ),
+        (
+            vec!["train", "--data", "oneclass.csv", "--out", "r"],
+            1,
+            vec!["at least 2"],
+        ),
         (vec!["train", "--out", "r"], 2, vec!["--data"]),
-        (vec!["train", "--data", &train, "--out", "r", "--lr=0"], 2, vec!["lr must be a positive number"]),
-        (vec!["train", "--config", "bad.toml", "--out", "r"], 2, vec!["bad.toml", "epoch"]),
-        (vec!["export", "--model", "nowhere", "--output", "x.onnx"], 1, vec!["nowhere"]),
-        (vec!["infer", "--model", "garbage.onnx", "--data", &val], 1, vec!["garbage.onnx", "not a valid ONNX model"]),
-        (vec!["optimize", "--model", "garbage.onnx", "--output", "y.onnx", "--quantization", "static"], 2, vec!["--calibration-data"]),
-        (vec!["optimize", "--model", "garbage.onnx", "--output", "y.onnx", "--quantization", "fancy"], 2, vec!["fancy"]),
+        (
+            vec!["train", "--data", &train, "--out", "r", "--lr=0"],
+            2,
+            vec!["lr must be a positive number"],
+        ),
+        (
+            vec!["train", "--config", "bad.toml", "--out", "r"],
+            2,
+            vec!["bad.toml", "epoch"],
+        ),
+        (
+            vec!["export", "--model", "nowhere", "--output", "x.onnx"],
+            1,
+            vec!["nowhere"],
+        ),
+        (
+            vec!["infer", "--model", "garbage.onnx", "--data", &val],
+            1,
+            vec!["garbage.onnx", "not a valid ONNX model"],
+        ),
+        (
+            vec![
+                "optimize",
+                "--model",
+                "garbage.onnx",
+                "--output",
+                "y.onnx",
+                "--quantization",
+                "static",
+            ],
+            2,
+            vec!["--calibration-data"],
+        ),
+        (
+            vec![
+                "optimize",
+                "--model",
+                "garbage.onnx",
+                "--output",
+                "y.onnx",
+                "--quantization",
+                "fancy",
+            ],
+            2,
+            vec!["fancy"],
+        ),
         (vec!["frobnicate"], 2, vec!["frobnicate"]),
     ];
     for (args, code, wants) in cases {
         let err = k.fails(&args, code);
         for w in wants {
-            assert!(err.contains(w), "kiln {}: error should mention {w:?}:\n{err}", args.join(" "));
+            assert!(
+                err.contains(w),
+                "kiln {}: error should mention {w:?}:\n{err}",
+                args.join(" ")
+            );
         }
     }
 }
@@ -41,19 +101,70 @@ fn bad_inputs_get_clear_errors() {
 fn existing_outputs_are_kept_without_force() {
     let k = Kiln::new();
     let (train, val, test) = synthetic_splits(&k, 2);
-    k.ok(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", "run", "--epochs", "2", "-q"]);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "2",
+        "-q",
+    ]);
     k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
     let before = std::fs::read(k.path("m.onnx")).expect("model");
     let err = k.fails(&["export", "--model", "run/model", "--output", "m.onnx"], 2);
     assert!(err.contains("--force"), "{err}");
-    assert_eq!(std::fs::read(k.path("m.onnx")).expect("model"), before, "the old file must be intact");
-    let err = k.fails(&["optimize", "--model", "m.onnx", "--output", "m.onnx", "--force"], 2);
+    assert_eq!(
+        std::fs::read(k.path("m.onnx")).expect("model"),
+        before,
+        "the old file must be intact"
+    );
+    let err = k.fails(
+        &[
+            "optimize", "--model", "m.onnx", "--output", "m.onnx", "--force",
+        ],
+        2,
+    );
     assert!(err.contains("never modifies its input"), "{err}");
     assert_eq!(std::fs::read(k.path("m.onnx")).expect("model"), before);
-    k.ok(&["infer", "--model", "m.onnx", "--data", test.to_str().unwrap(), "--output", "p.csv", "-q"]);
-    let err = k.fails(&["infer", "--model", "m.onnx", "--data", test.to_str().unwrap(), "--output", "p.csv"], 2);
+    k.ok(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "p.csv",
+        "-q",
+    ]);
+    let err = k.fails(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            test.to_str().unwrap(),
+            "--output",
+            "p.csv",
+        ],
+        2,
+    );
     assert!(err.contains("--force"), "{err}");
-    let err = k.fails(&["train", "--data", train.to_str().unwrap(), "--out", "run", "--epochs", "1"], 2);
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--out",
+            "run",
+            "--epochs",
+            "1",
+        ],
+        2,
+    );
     assert!(err.contains("--force"), "{err}");
 }
 
@@ -61,17 +172,35 @@ fn existing_outputs_are_kept_without_force() {
 fn wrong_feature_count_is_a_data_error() {
     let k = Kiln::new();
     let (train, val, _) = synthetic_splits(&k, 4);
-    k.ok(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", "run", "--epochs", "1", "-q"]);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "1",
+        "-q",
+    ]);
     k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
     k.write("narrow.csv", "a,b,label\n1,2,0\n");
     let err = k.fails(&["infer", "--model", "m.onnx", "--data", "narrow.csv"], 3);
-    assert!(err.contains("expects 6 features") && err.contains("2 feature columns"), "{err}");
+    assert!(
+        err.contains("expects 6 features") && err.contains("2 feature columns"),
+        "{err}"
+    );
 }
 
 #[test]
 fn no_arguments_prints_help() {
     let k = Kiln::new();
     let out = k.run(&[]);
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("pipeline") && text.contains("Usage"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pipeline") && text.contains("Usage"),
+        "{text}"
+    );
 }

@@ -1,4 +1,4 @@
-use crate::util::{f, read_csv, repo, synthetic_splits, Kiln};
+use crate::util::{Kiln, f, read_csv, repo, synthetic_splits};
 
 /// The seed scenario: train on 1000 rows, validate on 100, test on 100, through all four stages.
 #[test]
@@ -7,29 +7,51 @@ fn full_pipeline_on_synthetic_data() {
     let (train, val, test) = synthetic_splits(&k, 7);
     let s = k.json(&[
         "pipeline",
-        "--data", train.to_str().unwrap(),
-        "--val-data", val.to_str().unwrap(),
-        "--test-data", test.to_str().unwrap(),
-        "--out", "run",
-        "--epochs", "15",
-        "--batch-size", "32",
-        "--lr", "0.003",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--test-data",
+        test.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "15",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.003",
     ]);
     let float_acc = f(&s, "/test/float/report/accuracy");
     let int8_acc = f(&s, "/test/optimized/report/accuracy");
     assert!(float_acc > 0.95, "float test accuracy {float_acc}");
-    assert!(int8_acc >= 0.99 * float_acc, "int8 accuracy {int8_acc} < 0.99 x float {float_acc}");
+    assert!(
+        int8_acc >= 0.99 * float_acc,
+        "int8 accuracy {int8_acc} < 0.99 x float {float_acc}"
+    );
     // The export verified itself against burn's forward pass.
     assert!(f(&s, "/export/verification/max_abs_diff") <= 1e-5, "{s:#}");
     assert_eq!(f(&s, "/export/verification/argmax_agreement"), 1.0);
     // int8 is smaller.
     assert!(f(&s, "/optimize/bytes_after") < f(&s, "/optimize/bytes_before"));
-    for file in ["model/spec.json", "model/weights.safetensors", "model/metadata.json", "model.onnx", "model.int8.onnx", "metrics.json", "config.toml", "summary.json"] {
+    for file in [
+        "model/spec.json",
+        "model/weights.safetensors",
+        "model/metadata.json",
+        "model.onnx",
+        "model.int8.onnx",
+        "metrics.json",
+        "config.toml",
+        "summary.json",
+    ] {
         assert!(k.path("run").join(file).is_file(), "{file} missing");
     }
     let (header, rows) = read_csv(&k.path("run/predictions.csv"));
     assert_eq!(rows.len(), 100, "rows out = rows in");
-    assert_eq!(header, ["row", "label", "prob_0", "prob_1", "prob_2", "error"]);
+    assert_eq!(
+        header,
+        ["row", "label", "prob_0", "prob_1", "prob_2", "error"]
+    );
 }
 
 /// Each stage on its own through the CLI, with the artifacts of the previous stage.
@@ -37,19 +59,55 @@ fn full_pipeline_on_synthetic_data() {
 fn stages_run_one_by_one() {
     let k = Kiln::new();
     let (train, val, test) = synthetic_splits(&k, 11);
-    let t = k.json(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", "run", "--epochs", "8", "--hidden", "32,16"]);
+    let t = k.json(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "8",
+        "--hidden",
+        "32,16",
+    ]);
     assert!(f(&t, "/val_accuracy") > 0.9, "{t:#}");
     let e = k.json(&["export", "--model", "run/model", "--output", "m.onnx"]);
     assert!(f(&e, "/verification/max_abs_diff") <= 1e-5);
-    let o = k.json(&["optimize", "--model", "m.onnx", "--output", "m8.onnx", "--quantization", "dynamic", "--validate-data", val.to_str().unwrap()]);
+    let o = k.json(&[
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--output",
+        "m8.onnx",
+        "--quantization",
+        "dynamic",
+        "--validate-data",
+        val.to_str().unwrap(),
+    ]);
     assert!(f(&o, "/accuracy_ratio") >= 0.99, "{o:#}");
-    let i = k.json(&["infer", "--model", "m8.onnx", "--data", test.to_str().unwrap(), "--output", "p.csv", "--batch-size", "7"]);
+    let i = k.json(&[
+        "infer",
+        "--model",
+        "m8.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "p.csv",
+        "--batch-size",
+        "7",
+    ]);
     assert_eq!(f(&i, "/report/rows"), 100.0);
     assert_eq!(f(&i, "/report/failed"), 0.0);
     assert!(f(&i, "/report/accuracy") > 0.9);
     // metadata survives optimization
     let meta = k.json(&["inspect", "m8.onnx"]);
-    assert_eq!(meta.pointer("/metadata/kiln.class_names").and_then(|v| v.as_str()), Some("[\"0\",\"1\",\"2\"]"));
+    assert_eq!(
+        meta.pointer("/metadata/kiln.class_names")
+            .and_then(|v| v.as_str()),
+        Some("[\"0\",\"1\",\"2\"]")
+    );
     assert!(meta.pointer("/ops/MatMulInteger").is_some(), "{meta:#}");
 }
 
@@ -58,7 +116,18 @@ fn stages_run_one_by_one() {
 fn malformed_rows_get_error_records() {
     let k = Kiln::new();
     let (train, val, _) = synthetic_splits(&k, 3);
-    k.ok(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", "run", "--epochs", "3", "-q"]);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "3",
+        "-q",
+    ]);
     k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
     let body = "f0,f1,f2,f3,f4,f5,label\n\
                 0.1,0.2,0.3,0.4,0.5,0.6,1\n\
@@ -67,15 +136,30 @@ fn malformed_rows_get_error_records() {
                 0.1,0.2,0.3,0.4,0.5,inf,2\n\
                 1,2,3,4,5,6,0\n";
     let data = k.write("bad.csv", body);
-    let i = k.json(&["infer", "--model", "m.onnx", "--data", data.to_str().unwrap(), "--output", "p.csv"]);
+    let i = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        "p.csv",
+    ]);
     assert_eq!(f(&i, "/report/rows"), 5.0);
     assert_eq!(f(&i, "/report/failed"), 3.0);
     let (header, rows) = read_csv(&k.path("p.csv"));
     assert_eq!(rows.len(), 5);
-    let err_col = header.iter().position(|h| h == "error").expect("error column");
+    let err_col = header
+        .iter()
+        .position(|h| h == "error")
+        .expect("error column");
     let errors: Vec<&str> = rows.iter().map(|r| r[err_col].as_str()).collect();
     assert!(errors[0].is_empty() && errors[4].is_empty());
-    assert!(errors[1].contains("\"f0\"") && errors[1].contains("not a number"), "{}", errors[1]);
+    assert!(
+        errors[1].contains("\"f0\"") && errors[1].contains("not a number"),
+        "{}",
+        errors[1]
+    );
     assert!(errors[2].contains("3 fields"), "{}", errors[2]);
     assert!(errors[3].contains("finite"), "{}", errors[3]);
     for (i, r) in rows.iter().enumerate() {
@@ -103,19 +187,30 @@ fn real_data_sets_reach_high_accuracy() {
         let d = repo().join("data").join(name);
         let s = k.json(&[
             "pipeline",
-            "--data", d.join("train.csv").to_str().unwrap(),
-            "--val-data", d.join("val.csv").to_str().unwrap(),
-            "--test-data", d.join("test.csv").to_str().unwrap(),
-            "--out", "run",
-            "--epochs", "200",
-            "--batch-size", "16",
-            "--lr", "0.01",
-            "--hidden", "32,16",
+            "--data",
+            d.join("train.csv").to_str().unwrap(),
+            "--val-data",
+            d.join("val.csv").to_str().unwrap(),
+            "--test-data",
+            d.join("test.csv").to_str().unwrap(),
+            "--out",
+            "run",
+            "--epochs",
+            "200",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.01",
+            "--hidden",
+            "32,16",
         ]);
         let float_acc = f(&s, "/test/float/report/accuracy");
         let int8_acc = f(&s, "/test/optimized/report/accuracy");
         assert!(float_acc > min_acc, "{name}: float accuracy {float_acc}");
-        assert!(int8_acc >= 0.99 * float_acc, "{name}: int8 {int8_acc} vs float {float_acc}");
+        assert!(
+            int8_acc >= 0.99 * float_acc,
+            "{name}: int8 {int8_acc} vs float {float_acc}"
+        );
         assert!(f(&s, "/export/verification/max_abs_diff") <= 1e-5);
     }
 }
@@ -126,7 +221,22 @@ fn training_is_reproducible() {
     let k = Kiln::new();
     let (train, val, _) = synthetic_splits(&k, 5);
     for out in ["a", "b"] {
-        k.ok(&["train", "--data", train.to_str().unwrap(), "--val-data", val.to_str().unwrap(), "--out", out, "--epochs", "3", "--seed", "9", "--dropout", "0.1", "-q"]);
+        k.ok(&[
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--val-data",
+            val.to_str().unwrap(),
+            "--out",
+            out,
+            "--epochs",
+            "3",
+            "--seed",
+            "9",
+            "--dropout",
+            "0.1",
+            "-q",
+        ]);
     }
     let a = std::fs::read(k.path("a/model/weights.safetensors")).expect("a");
     let b = std::fs::read(k.path("b/model/weights.safetensors")).expect("b");

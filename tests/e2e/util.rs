@@ -9,15 +9,13 @@ pub struct Kiln {
 
 impl Kiln {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir") }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
-    }
-
-    pub fn root(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Runs `kiln ARGS` in the temporary directory.
@@ -50,7 +48,11 @@ impl Kiln {
         a.push("--json");
         let out = self.ok(&a);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("kiln {} printed invalid JSON ({e}):\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "kiln {} printed invalid JSON ({e}):\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
@@ -58,7 +60,12 @@ impl Kiln {
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(code), "kiln {} should exit {code}; stderr:\n{stderr}", args.join(" "));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "kiln {} should exit {code}; stderr:\n{stderr}",
+            args.join(" ")
+        );
         assert!(!stderr.contains("panicked"), "kiln panicked:\n{stderr}");
         stderr
     }
@@ -81,8 +88,15 @@ impl Kiln {
 pub fn synthetic_splits(k: &Kiln, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
     let all = kiln::data::synthetic::make_classification(1200, 6, 3, 3, 2.5, seed);
     let parts = kiln::data::split(&all, 1000.0 / 1200.0, 100.0 / 1200.0, seed);
-    assert_eq!((parts.train.rows(), parts.val.rows(), parts.test.rows()), (1000, 100, 100));
-    (k.write_dataset("train.csv", &parts.train), k.write_dataset("val.csv", &parts.val), k.write_dataset("test.csv", &parts.test))
+    assert_eq!(
+        (parts.train.rows(), parts.val.rows(), parts.test.rows()),
+        (1000, 100, 100)
+    );
+    (
+        k.write_dataset("train.csv", &parts.train),
+        k.write_dataset("val.csv", &parts.val),
+        k.write_dataset("test.csv", &parts.test),
+    )
 }
 
 /// The repository root (for data/ and scripts/).
@@ -92,12 +106,25 @@ pub fn repo() -> PathBuf {
 
 /// Reads a CSV file into header + rows.
 pub fn read_csv(p: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut r = csv::ReaderBuilder::new().flexible(true).from_path(p).expect("open csv");
-    let header = r.headers().expect("header").iter().map(String::from).collect();
-    let rows = r.records().map(|rec| rec.expect("record").iter().map(String::from).collect()).collect();
+    let mut r = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(p)
+        .expect("open csv");
+    let header = r
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.expect("record").iter().map(String::from).collect())
+        .collect();
     (header, rows)
 }
 
 pub fn f(v: &serde_json::Value, ptr: &str) -> f64 {
-    v.pointer(ptr).and_then(|x| x.as_f64()).unwrap_or_else(|| panic!("no number at {ptr} in {v:#}"))
+    v.pointer(ptr)
+        .and_then(|x| x.as_f64())
+        .unwrap_or_else(|| panic!("no number at {ptr} in {v:#}"))
 }

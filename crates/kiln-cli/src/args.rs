@@ -24,22 +24,34 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train an MLP classifier on a CSV/JSONL file with burn.
-    #[command(after_help = "Examples:\n  kiln train --data train.csv --val-data val.csv --out runs/iris\n  kiln train --config kiln.toml --epochs 50 --out runs/long")]
+    #[command(
+        after_help = "Examples:\n  kiln train --data train.csv --val-data val.csv --out runs/iris\n  kiln train --config kiln.toml --epochs 50 --out runs/long"
+    )]
     Train(TrainArgs),
     /// Export a trained model directory to a verified ONNX file.
-    #[command(after_help = "Examples:\n  kiln export --model runs/iris/model --output iris.onnx\n  kiln export --model runs/iris/model --output iris13.onnx --opset 13")]
+    #[command(
+        after_help = "Examples:\n  kiln export --model runs/iris/model --output iris.onnx\n  kiln export --model runs/iris/model --output iris13.onnx --opset 13"
+    )]
     Export(ExportArgs),
     /// Optimize an ONNX model: graph clean-up and int8 quantization.
-    #[command(after_help = "Examples:\n  kiln optimize --model iris.onnx --output iris.int8.onnx --quantization dynamic --validate-data val.csv\n  kiln optimize --model model.onnx --output clean.onnx")]
+    #[command(
+        after_help = "Examples:\n  kiln optimize --model iris.onnx --output iris.int8.onnx --quantization dynamic --validate-data val.csv\n  kiln optimize --model model.onnx --output clean.onnx"
+    )]
     Optimize(OptimizeArgs),
     /// Run an ONNX model over a CSV/JSONL file, one output row per input row.
-    #[command(after_help = "Examples:\n  kiln infer --model iris.onnx --data test.csv --output predictions.csv\n  cat rows.csv | kiln infer --model iris.onnx --data -")]
+    #[command(
+        after_help = "Examples:\n  kiln infer --model iris.onnx --data test.csv --output predictions.csv\n  cat rows.csv | kiln infer --model iris.onnx --data -"
+    )]
     Infer(InferArgs),
     /// Run train → export → optimize → infer in one go.
-    #[command(after_help = "Examples:\n  kiln pipeline --demo --out runs/demo\n  kiln pipeline --data train.csv --val-data val.csv --test-data test.csv --out runs/mine")]
+    #[command(
+        after_help = "Examples:\n  kiln pipeline --demo --out runs/demo\n  kiln pipeline --data train.csv --val-data val.csv --test-data test.csv --out runs/mine"
+    )]
     Pipeline(PipelineArgs),
     /// Show an ONNX model's inputs, outputs, operators and metadata.
-    #[command(after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json")]
+    #[command(
+        after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
+    )]
     Inspect(InspectArgs),
 }
 

@@ -1,4 +1,7 @@
-use crate::args::{Cli, Command, ExportArgs, InferArgs, InspectArgs, OptimizeArgs, PipelineArgs, TrainArgs, TrainFlags};
+use crate::args::{
+    Cli, Command, ExportArgs, InferArgs, InspectArgs, OptimizeArgs, PipelineArgs, TrainArgs,
+    TrainFlags,
+};
 use crate::render::Reporter;
 use anyhow::{Context, Result};
 use kiln_core::{Dataset, TrainedModel};
@@ -41,7 +44,11 @@ pub fn run(cli: &Cli) -> Result<()> {
 /// Prints the result: JSON on stdout with `--json`, else the human text. `to_stderr` is used when
 /// stdout carries data (predictions).
 fn summary(cli: &Cli, human: &str, value: serde_json::Value, to_stderr: bool) {
-    let text = if cli.json { serde_json::to_string_pretty(&value).unwrap_or_default() } else { human.to_string() };
+    let text = if cli.json {
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    } else {
+        human.to_string()
+    };
     if to_stderr {
         eprintln!("{text}");
     } else {
@@ -61,11 +68,26 @@ struct ConfigFile {
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| usage(format!("config file {}: {}", path.display(), e.to_string().trim())))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+        usage(format!(
+            "config file {}: {}",
+            path.display(),
+            e.to_string().trim()
+        ))
+    })?;
     // Relative paths in a config file are relative to the file, not to the working directory.
     let base = path.parent().unwrap_or(Path::new("."));
-    for p in [&mut cfg.data, &mut cfg.val_data, &mut cfg.test_data, &mut cfg.out].into_iter().flatten() {
+    for p in [
+        &mut cfg.data,
+        &mut cfg.val_data,
+        &mut cfg.test_data,
+        &mut cfg.out,
+    ]
+    .into_iter()
+    .flatten()
+    {
         *p = resolve(base, p);
     }
     Ok(cfg)
@@ -73,10 +95,16 @@ fn load_config(path: &Path) -> Result<ConfigFile> {
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     let expanded = match p.to_str().and_then(|s| s.strip_prefix("~/")) {
-        Some(rest) => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(rest)).unwrap_or_else(|| p.to_path_buf()),
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| p.to_path_buf()),
         None => p.to_path_buf(),
     };
-    if expanded.is_absolute() { expanded } else { base.join(expanded) }
+    if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    }
 }
 
 /// Defaults < config file < flags.
@@ -119,24 +147,34 @@ struct TrainRun {
     model_dir: PathBuf,
 }
 
-fn run_training(rep: &mut Reporter, cfg: &TrainConfig, data: &Path, val_path: Option<&Path>, out: &Path, force: bool) -> Result<TrainRun> {
+fn run_training(
+    rep: &mut Reporter,
+    cfg: &TrainConfig,
+    data: &Path,
+    val_path: Option<&Path>,
+    out: &Path,
+    force: bool,
+) -> Result<TrainRun> {
     let model_dir = out.join("model");
     if model_dir.join("kiln-model.json").exists() && !force {
-        return Err(usage(format!("{} already holds a trained model; pass --force to overwrite it or choose another --out", model_dir.display())));
+        return Err(usage(format!(
+            "{} already holds a trained model; pass --force to overwrite it or choose another --out",
+            model_dir.display()
+        )));
     }
     let train = load_data(data, &cfg.target, None)?;
     let val = match val_path {
         Some(v) => Some(load_data(v, &cfg.target, train.class_names())?),
         None => None,
     };
-    if let Some(v) = &val {
-        if v.feature_names != train.feature_names {
-            return Err(usage(format!(
-                "validation data columns ({}) differ from training data columns ({})",
-                v.feature_names.join(","),
-                train.feature_names.join(",")
-            )));
-        }
+    if let Some(v) = &val
+        && v.feature_names != train.feature_names
+    {
+        return Err(usage(format!(
+            "validation data columns ({}) differ from training data columns ({})",
+            v.feature_names.join(","),
+            train.feature_names.join(",")
+        )));
     }
     let outcome = BurnTrainer::new(cfg.clone()).run(&train, val.as_ref(), &model_dir, rep)?;
     let metrics = json!({
@@ -172,54 +210,105 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
         None => ConfigFile::default(),
     };
     let cfg = train_config(&a.train, &file)?;
-    let data = a.data.clone().or(file.data.clone()).ok_or_else(|| usage("missing training data: pass --data <CSV> (or set `data` in the config file)"))?;
-    let out = a.out.clone().or(file.out.clone()).ok_or_else(|| usage("missing output directory: pass --out <DIR> (or set `out` in the config file)"))?;
+    let data = a.data.clone().or(file.data.clone()).ok_or_else(|| {
+        usage("missing training data: pass --data <CSV> (or set `data` in the config file)")
+    })?;
+    let out = a.out.clone().or(file.out.clone()).ok_or_else(|| {
+        usage("missing output directory: pass --out <DIR> (or set `out` in the config file)")
+    })?;
     let val = a.val_data.clone().or(file.val_data.clone());
     let run = run_training(rep, &cfg, &data, val.as_deref(), &out, a.force)?;
     let o = &run.outcome;
     let best = &o.history[o.best_epoch - 1];
-    let mut human = format!("trained model: {}
-best epoch {} of {}: train_acc {:.4}", run.model_dir.display(), o.best_epoch, o.history.len(), best.train_accuracy);
+    let mut human = format!(
+        "trained model: {}
+best epoch {} of {}: train_acc {:.4}",
+        run.model_dir.display(),
+        o.best_epoch,
+        o.history.len(),
+        best.train_accuracy
+    );
     if let Some(v) = best.val_accuracy {
         human.push_str(&format!(", val_acc {v:.4}"));
     }
-    human.push_str(&format!("
-metrics: {}", out.join("metrics.json").display()));
-    summary(cli, &human, json!({
-        "command": "train",
-        "model": run.model_dir,
-        "metrics": out.join("metrics.json"),
-        "best_epoch": o.best_epoch,
-        "epochs": o.history.len(),
-        "train_accuracy": best.train_accuracy,
-        "val_accuracy": best.val_accuracy,
-        "val_loss": best.val_loss,
-        "seconds": o.seconds,
-        "samples_per_second": o.samples_per_second,
-    }), false);
+    human.push_str(&format!(
+        "
+metrics: {}",
+        out.join("metrics.json").display()
+    ));
+    summary(
+        cli,
+        &human,
+        json!({
+            "command": "train",
+            "model": run.model_dir,
+            "metrics": out.join("metrics.json"),
+            "best_epoch": o.best_epoch,
+            "epochs": o.history.len(),
+            "train_accuracy": best.train_accuracy,
+            "val_accuracy": best.val_accuracy,
+            "val_loss": best.val_loss,
+            "seconds": o.seconds,
+            "samples_per_second": o.samples_per_second,
+        }),
+        false,
+    );
     Ok(())
 }
 
-fn export_model(rep: &mut Reporter, model_dir: &Path, output: &Path, opts: ExportOptions) -> Result<kiln_export::ExportOutcome> {
+fn export_model(
+    rep: &mut Reporter,
+    model_dir: &Path,
+    output: &Path,
+    opts: ExportOptions,
+) -> Result<kiln_export::ExportOutcome> {
     let trained = TrainedModel::load(model_dir)?;
     Ok(OnnxExporter::new(opts).run(&trained, output, rep)?)
 }
 
 fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
-    let opts = ExportOptions { opset: a.opset, verify: !a.no_verify, atol: a.atol, force: a.force, ..ExportOptions::default() };
+    let opts = ExportOptions {
+        opset: a.opset,
+        verify: !a.no_verify,
+        atol: a.atol,
+        force: a.force,
+        ..ExportOptions::default()
+    };
     let o = export_model(rep, &a.model, &a.output, opts)?;
-    let mut human = format!("exported {} ({} bytes, opset {})", a.output.display(), o.bytes, a.opset);
+    let mut human = format!(
+        "exported {} ({} bytes, opset {})",
+        a.output.display(),
+        o.bytes,
+        a.opset
+    );
     if let Some(v) = &o.verification {
-        human.push_str(&format!("
-verified against burn: max abs diff {:.3e}, argmax agreement {:.4}", v.max_abs_diff, v.argmax_agreement));
+        human.push_str(&format!(
+            "
+verified against burn: max abs diff {:.3e}, argmax agreement {:.4}",
+            v.max_abs_diff, v.argmax_agreement
+        ));
     }
-    summary(cli, &human, json!({ "command": "export", "output": a.output, "bytes": o.bytes, "opset": a.opset, "verification": o.verification }), false);
+    summary(
+        cli,
+        &human,
+        json!({ "command": "export", "output": a.output, "bytes": o.bytes, "opset": a.opset, "verification": o.verification }),
+        false,
+    );
     Ok(())
 }
 
-fn optimize_opts(quantization: &str, level: &str, calibration: Option<&Path>, validate: Option<PathBuf>, target: &str, force: bool) -> Result<OptimizeOptions> {
+fn optimize_opts(
+    quantization: &str,
+    level: &str,
+    calibration: Option<&Path>,
+    validate: Option<PathBuf>,
+    target: &str,
+    force: bool,
+) -> Result<OptimizeOptions> {
     if quantization == "static" && calibration.is_none() {
-        return Err(usage("--quantization static requires --calibration-data <CSV>"));
+        return Err(usage(
+            "--quantization static requires --calibration-data <CSV>",
+        ));
     }
     Ok(OptimizeOptions {
         level: GraphLevel::parse(level).map_err(|e| usage(e.to_string()))?,
@@ -231,7 +320,14 @@ fn optimize_opts(quantization: &str, level: &str, calibration: Option<&Path>, va
 }
 
 fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
-    let opts = optimize_opts(&a.quantization, &a.graph_level, a.calibration_data.as_deref(), a.validate_data.clone(), &a.target, a.force)?;
+    let opts = optimize_opts(
+        &a.quantization,
+        &a.graph_level,
+        a.calibration_data.as_deref(),
+        a.validate_data.clone(),
+        &a.target,
+        a.force,
+    )?;
     let r = GraphOptimizer::new(opts).run(&a.model, &a.output, rep)?;
     let mut human = format!(
         "optimized {} -> {}
@@ -247,38 +343,75 @@ size {} -> {} bytes ({:.1}%), nodes {} -> {}
         r.comparison.summary()
     );
     if let Some(ratio) = r.comparison.accuracy_ratio() {
-        human.push_str(&format!("
-accuracy ratio (optimized / input): {ratio:.4}"));
+        human.push_str(&format!(
+            "
+accuracy ratio (optimized / input): {ratio:.4}"
+        ));
     }
-    summary(cli, &human, json!({ "command": "optimize", "report": r, "accuracy_ratio": r.comparison.accuracy_ratio() }), false);
+    summary(
+        cli,
+        &human,
+        json!({ "command": "optimize", "report": r, "accuracy_ratio": r.comparison.accuracy_ratio() }),
+        false,
+    );
     Ok(())
 }
 
 fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
-    if let Some(out) = &a.output {
-        if out.exists() && !a.force {
-            return Err(usage(format!("{} already exists; pass --force to overwrite it", out.display())));
-        }
+    if let Some(out) = &a.output
+        && out.exists()
+        && !a.force
+    {
+        return Err(usage(format!(
+            "{} already exists; pass --force to overwrite it",
+            out.display()
+        )));
     }
     if a.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1"));
     }
     let engine = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
     let model = Model::load(&a.model, engine)?;
-    let opts = BatchOptions { batch_size: a.batch_size, target: a.target.clone(), format: None };
+    let opts = BatchOptions {
+        batch_size: a.batch_size,
+        target: a.target.clone(),
+        format: None,
+    };
     let report = kiln_infer::infer_file(&model, &a.data, &opts, rep)?;
-    let format = a.output.as_deref().map(OutputFormat::from_path).unwrap_or(OutputFormat::Csv);
+    let format = a
+        .output
+        .as_deref()
+        .map(OutputFormat::from_path)
+        .unwrap_or(OutputFormat::Csv);
     kiln_infer::write_predictions(&model, &report, a.output.as_deref(), format)?;
-    let mut human = format!("{} rows: {} predicted, {} errors ({:.0} rows/s in {})", report.rows, report.ok, report.failed, report.rows_per_second, model.engine_name());
+    let mut human = format!(
+        "{} rows: {} predicted, {} errors ({:.0} rows/s in {})",
+        report.rows,
+        report.ok,
+        report.failed,
+        report.rows_per_second,
+        model.engine_name()
+    );
     if let Some(acc) = report.accuracy {
-        human.push_str(&format!("
-accuracy {acc:.4} on {} labelled rows", report.labelled));
+        human.push_str(&format!(
+            "
+accuracy {acc:.4} on {} labelled rows",
+            report.labelled
+        ));
     }
     if let Some(o) = &a.output {
-        human.push_str(&format!("
-predictions: {}", o.display()));
+        human.push_str(&format!(
+            "
+predictions: {}",
+            o.display()
+        ));
     }
-    summary(cli, &human, json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "report": report }), a.output.is_none());
+    summary(
+        cli,
+        &human,
+        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "report": report }),
+        a.output.is_none(),
+    );
     Ok(())
 }
 
@@ -288,16 +421,28 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         None => ConfigFile::default(),
     };
     let mut cfg = train_config(&a.train, &file)?;
-    let out = a.out.clone().or(file.out.clone()).or_else(|| a.demo.then(|| PathBuf::from("runs/demo"))).ok_or_else(|| usage("missing output directory: pass --out <DIR>"))?;
+    let out = a
+        .out
+        .clone()
+        .or(file.out.clone())
+        .or_else(|| a.demo.then(|| PathBuf::from("runs/demo")))
+        .ok_or_else(|| usage("missing output directory: pass --out <DIR>"))?;
     if out.join("summary.json").exists() && !a.force {
-        return Err(usage(format!("{} already holds a pipeline run; pass --force to overwrite it or choose another --out", out.display())));
+        return Err(usage(format!(
+            "{} already holds a pipeline run; pass --force to overwrite it or choose another --out",
+            out.display()
+        )));
     }
     let (data, val, test) = if a.demo {
         // A separable 3-class problem with correlated, partly redundant features.
         let all = kiln_data::synthetic::make_classification(1500, 8, 4, 3, 2.0, cfg.seed);
         let parts = kiln_data::split(&all, 0.7, 0.15, cfg.seed);
         let dir = out.join("data");
-        let (tr, va, te) = (dir.join("train.csv"), dir.join("val.csv"), dir.join("test.csv"));
+        let (tr, va, te) = (
+            dir.join("train.csv"),
+            dir.join("val.csv"),
+            dir.join("test.csv"),
+        );
         kiln_data::write_csv(&tr, &parts.train, &cfg.target)?;
         kiln_data::write_csv(&va, &parts.val, &cfg.target)?;
         kiln_data::write_csv(&te, &parts.test, &cfg.target)?;
@@ -306,14 +451,42 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         }
         (tr, Some(va), Some(te))
     } else {
-        let data = a.data.clone().or(file.data.clone()).ok_or_else(|| usage("missing training data: pass --data <CSV> or --demo"))?;
-        (data, a.val_data.clone().or(file.val_data.clone()), a.test_data.clone().or(file.test_data.clone()))
+        let data = a
+            .data
+            .clone()
+            .or(file.data.clone())
+            .ok_or_else(|| usage("missing training data: pass --data <CSV> or --demo"))?;
+        (
+            data,
+            a.val_data.clone().or(file.val_data.clone()),
+            a.test_data.clone().or(file.test_data.clone()),
+        )
     };
     let run = run_training(rep, &cfg, &data, val.as_deref(), &out, true)?;
     let onnx = out.join("model.onnx");
-    let exported = export_model(rep, &run.model_dir, &onnx, ExportOptions { opset: a.opset, force: true, ..ExportOptions::default() })?;
-    let optimized_path = out.join(if a.quantization == "none" { "model.opt.onnx" } else { "model.int8.onnx" });
-    let opts = optimize_opts(&a.quantization, "basic", a.calibration_data.as_deref(), val.clone(), &cfg.target, true)?;
+    let exported = export_model(
+        rep,
+        &run.model_dir,
+        &onnx,
+        ExportOptions {
+            opset: a.opset,
+            force: true,
+            ..ExportOptions::default()
+        },
+    )?;
+    let optimized_path = out.join(if a.quantization == "none" {
+        "model.opt.onnx"
+    } else {
+        "model.int8.onnx"
+    });
+    let opts = optimize_opts(
+        &a.quantization,
+        "basic",
+        a.calibration_data.as_deref(),
+        val.clone(),
+        &cfg.target,
+        true,
+    )?;
     let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
     let mut test_results = serde_json::Map::new();
     let mut human = format!(
@@ -324,25 +497,46 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         out.display(),
         run.model_dir.display(),
         onnx.display(),
-        exported.verification.as_ref().map(|v| v.max_abs_diff).unwrap_or(f32::NAN),
+        exported
+            .verification
+            .as_ref()
+            .map(|v| v.max_abs_diff)
+            .unwrap_or(f32::NAN),
         optimized_path.display(),
         opt.bytes_before,
         opt.bytes_after
     );
     if let Some(test) = &test {
-        for (name, path, file) in [("float", &onnx, "predictions.csv"), ("optimized", &optimized_path, "predictions.opt.csv")] {
+        for (name, path, file) in [
+            ("float", &onnx, "predictions.csv"),
+            ("optimized", &optimized_path, "predictions.opt.csv"),
+        ] {
             let model = Model::load(path, EngineKind::Tract)?;
-            let report = kiln_infer::infer_file(&model, test, &BatchOptions { target: cfg.target.clone(), ..BatchOptions::default() }, rep)?;
+            let report = kiln_infer::infer_file(
+                &model,
+                test,
+                &BatchOptions {
+                    target: cfg.target.clone(),
+                    ..BatchOptions::default()
+                },
+                rep,
+            )?;
             let pred_path = out.join(file);
             kiln_infer::write_predictions(&model, &report, Some(&pred_path), OutputFormat::Csv)?;
             human.push_str(&format!(
                 "
   test ({name}): accuracy {} on {} rows -> {}",
-                report.accuracy.map(|a| format!("{a:.4}")).unwrap_or_else(|| "n/a".into()),
+                report
+                    .accuracy
+                    .map(|a| format!("{a:.4}"))
+                    .unwrap_or_else(|| "n/a".into()),
                 report.rows,
                 pred_path.display()
             ));
-            test_results.insert(name.into(), json!({ "predictions": pred_path, "report": report }));
+            test_results.insert(
+                name.into(),
+                json!({ "predictions": pred_path, "report": report }),
+            );
         }
     }
     let value = json!({
@@ -372,23 +566,52 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
                 let dims: Vec<String> = t
                     .shape
                     .as_ref()
-                    .map(|s| s.dim.iter().map(|d| match &d.value {
-                        Some(Value::DimValue(n)) => n.to_string(),
-                        Some(Value::DimParam(p)) => p.clone(),
-                        None => "?".into(),
-                    }).collect())
+                    .map(|s| {
+                        s.dim
+                            .iter()
+                            .map(|d| match &d.value {
+                                Some(Value::DimValue(n)) => n.to_string(),
+                                Some(Value::DimParam(p)) => p.clone(),
+                                None => "?".into(),
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
-                format!("{}: {} [{}]", v.name(), kiln_onnx::proto::data_type::name(t.elem_type()), dims.join(", "))
+                format!(
+                    "{}: {} [{}]",
+                    v.name(),
+                    kiln_onnx::proto::data_type::name(t.elem_type()),
+                    dims.join(", ")
+                )
             }
             _ => format!("{}: (non-tensor)", v.name()),
         }
     };
     let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
-    let inputs: Vec<String> = g.input.iter().filter(|i| !inits.contains(i.name())).map(describe).collect();
+    let inputs: Vec<String> = g
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name()))
+        .map(describe)
+        .collect();
     let outputs: Vec<String> = g.output.iter().map(describe).collect();
     let ops = kiln_onnx::graph::op_counts(&g);
     let meta = kiln_onnx::metadata(&m);
-    let opsets: Vec<String> = m.opset_import.iter().map(|o| format!("{}:{}", if o.domain().is_empty() { "ai.onnx" } else { o.domain() }, o.version())).collect();
+    let opsets: Vec<String> = m
+        .opset_import
+        .iter()
+        .map(|o| {
+            format!(
+                "{}:{}",
+                if o.domain().is_empty() {
+                    "ai.onnx"
+                } else {
+                    o.domain()
+                },
+                o.version()
+            )
+        })
+        .collect();
     let mut human = format!(
         "{}
   producer: {} {}
@@ -404,36 +627,58 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
         m.producer_version(),
         m.ir_version(),
         opsets.join(", "),
-        inputs.join("
-    "),
-        outputs.join("
-    "),
+        inputs.join(
+            "
+    "
+        ),
+        outputs.join(
+            "
+    "
+        ),
         g.node.len(),
         g.initializer.len()
     );
     for (op, n) in &ops {
-        human.push_str(&format!("    {op:<24} {n}
-"));
+        human.push_str(&format!(
+            "    {op:<24} {n}
+"
+        ));
     }
-    human.push_str("  metadata:
-");
+    human.push_str(
+        "  metadata:
+",
+    );
     for (k, v) in &meta {
-        let v = if v.len() > 100 { format!("{}…", &v[..v.char_indices().nth(100).map_or(v.len(), |(i, _)| i)]) } else { v.clone() };
-        human.push_str(&format!("    {k} = {v}
-"));
+        let v = if v.len() > 100 {
+            format!(
+                "{}…",
+                &v[..v.char_indices().nth(100).map_or(v.len(), |(i, _)| i)]
+            )
+        } else {
+            v.clone()
+        };
+        human.push_str(&format!(
+            "    {k} = {v}
+"
+        ));
     }
-    summary(cli, human.trim_end(), json!({
-        "command": "inspect",
-        "model": a.model,
-        "producer": m.producer_name(),
-        "producer_version": m.producer_version(),
-        "ir_version": m.ir_version(),
-        "opsets": opsets,
-        "inputs": inputs,
-        "outputs": outputs,
-        "nodes": g.node.len(),
-        "ops": ops.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "metadata": meta.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-    }), false);
+    summary(
+        cli,
+        human.trim_end(),
+        json!({
+            "command": "inspect",
+            "model": a.model,
+            "producer": m.producer_name(),
+            "producer_version": m.producer_version(),
+            "ir_version": m.ir_version(),
+            "opsets": opsets,
+            "inputs": inputs,
+            "outputs": outputs,
+            "nodes": g.node.len(),
+            "ops": ops.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "metadata": meta.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        }),
+        false,
+    );
     Ok(())
 }

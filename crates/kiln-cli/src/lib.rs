@@ -88,7 +88,9 @@ fn classify(err: &anyhow::Error) -> i32 {
                 _ => 1,
             };
         }
-        if let Some(kiln_train::TrainError::Config(_)) = cause.downcast_ref::<kiln_train::TrainError>() {
+        if let Some(kiln_train::TrainError::Config(_)) =
+            cause.downcast_ref::<kiln_train::TrainError>()
+        {
             return EXIT_USAGE;
         }
     }

@@ -13,7 +13,12 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(quiet: bool, verbose: bool) -> Self {
-        Self { quiet, verbose, tty: std::io::stderr().is_terminal(), bar: None }
+        Self {
+            quiet,
+            verbose,
+            tty: std::io::stderr().is_terminal(),
+            bar: None,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -44,14 +49,21 @@ impl EventSink for Reporter {
                     self.line(&format!("[{stage}] finished in {seconds:.2}s"));
                 }
             }
-            Event::Progress { stage, done, total, unit } => {
+            Event::Progress {
+                stage,
+                done,
+                total,
+                unit,
+            } => {
                 if self.quiet {
                     return;
                 }
                 if self.tty {
                     let bar = self.bar.get_or_insert_with(|| {
                         let b = ProgressBar::new(total.unwrap_or(0));
-                        if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}") {
+                        if let Ok(style) = ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+                        ) {
                             b.set_style(style.progress_chars("=> "));
                         }
                         b.set_prefix(format!("[{stage}]"));
@@ -64,7 +76,16 @@ impl EventSink for Reporter {
                     eprintln!("[{stage}] {done}{of} {unit}s");
                 }
             }
-            Event::Epoch { epoch, epochs, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds } => {
+            Event::Epoch {
+                epoch,
+                epochs,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                lr,
+                seconds,
+            } => {
                 if self.quiet {
                     return;
                 }

@@ -1,4 +1,4 @@
-use crate::{fsutil, CoreError, ModelSpec, Task};
+use crate::{CoreError, ModelSpec, Task, fsutil};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,10 @@ impl Dataset {
 
     /// Number of rows.
     pub fn rows(&self) -> usize {
-        self.features.len().checked_div(self.n_features()).unwrap_or(0)
+        self.features
+            .len()
+            .checked_div(self.n_features())
+            .unwrap_or(0)
     }
 
     /// The features of row `i`.
@@ -77,7 +80,11 @@ impl Dataset {
             },
             Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
         });
-        Dataset { feature_names: self.feature_names.clone(), features, targets }
+        Dataset {
+            feature_names: self.feature_names.clone(),
+            features,
+            targets,
+        }
     }
 }
 
@@ -174,7 +181,10 @@ impl TrainedModel {
         }
         fsutil::write_json(
             &self.dir.join("kiln-model.json"),
-            &Manifest { format_version: ARTIFACT_FORMAT_VERSION, kind: "kiln-trained-model".into() },
+            &Manifest {
+                format_version: ARTIFACT_FORMAT_VERSION,
+                kind: "kiln-trained-model".into(),
+            },
         )
     }
 
@@ -183,7 +193,8 @@ impl TrainedModel {
         if !dir.is_dir() {
             return Err(CoreError::InvalidArtifact {
                 path: dir.to_path_buf(),
-                reason: "not a directory; pass the `model/` directory written by `kiln train`".into(),
+                reason: "not a directory; pass the `model/` directory written by `kiln train`"
+                    .into(),
             });
         }
         let manifest_path = dir.join("kiln-model.json");
@@ -205,10 +216,20 @@ impl TrainedModel {
         }
         let spec: ModelSpec = fsutil::read_json(&dir.join("spec.json"), "model spec")?;
         spec.validate()?;
-        let metadata: ModelMetadata = fsutil::read_json(&dir.join("metadata.json"), "model metadata")?;
+        let metadata: ModelMetadata =
+            fsutil::read_json(&dir.join("metadata.json"), "model metadata")?;
         let ref_path = dir.join("reference.json");
-        let reference = if ref_path.exists() { Some(fsutil::read_json(&ref_path, "reference outputs")?) } else { None };
-        let model = Self { dir: dir.to_path_buf(), spec, metadata, reference };
+        let reference = if ref_path.exists() {
+            Some(fsutil::read_json(&ref_path, "reference outputs")?)
+        } else {
+            None
+        };
+        let model = Self {
+            dir: dir.to_path_buf(),
+            spec,
+            metadata,
+            reference,
+        };
         if !model.weights_path().is_file() {
             return Err(CoreError::InvalidArtifact {
                 path: dir.to_path_buf(),

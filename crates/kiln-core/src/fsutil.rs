@@ -38,8 +38,11 @@ pub fn write_atomic_with(
         fill(&mut buf).map_err(|e| CoreError::io("writing", path, e))?;
         buf.flush().map_err(|e| CoreError::io("writing", path, e))?;
     }
-    tmp.as_file().sync_all().map_err(|e| CoreError::io("syncing", path, e))?;
-    tmp.persist(path).map_err(|e| CoreError::io("renaming into place", path, e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| CoreError::io("syncing", path, e))?;
+    tmp.persist(path)
+        .map_err(|e| CoreError::io("renaming into place", path, e.error))?;
     Ok(())
 }
 
@@ -71,7 +74,11 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
     what: &'static str,
 ) -> Result<T, CoreError> {
     let bytes = read(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| CoreError::Json { path: path.to_path_buf(), what, source: e })
+    serde_json::from_slice(&bytes).map_err(|e| CoreError::Json {
+        path: path.to_path_buf(),
+        what,
+        source: e,
+    })
 }
 
 #[cfg(test)]

@@ -36,8 +36,8 @@ mod spec;
 mod traits;
 
 pub use artifact::{
-    Dataset, ModelMetadata, Normalization, OnnxModel, Reference, Targets, TrainedModel,
-    ARTIFACT_FORMAT_VERSION,
+    ARTIFACT_FORMAT_VERSION, Dataset, ModelMetadata, Normalization, OnnxModel, Reference, Targets,
+    TrainedModel,
 };
 pub use error::CoreError;
 pub use event::{Event, EventSink, Level, NullSink};

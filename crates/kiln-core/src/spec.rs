@@ -96,7 +96,9 @@ impl ModelSpec {
                 in_features: width,
                 out_features: h,
             });
-            layers.push(LayerSpec::Activation { activation: Activation::Relu });
+            layers.push(LayerSpec::Activation {
+                activation: Activation::Relu,
+            });
             if dropout > 0.0 {
                 layers.push(LayerSpec::Dropout { prob: dropout });
             }
@@ -126,23 +128,33 @@ impl ModelSpec {
             )));
         }
         if self.input_features == 0 {
-            return Err(CoreError::InvalidSpec("input_features must be at least 1".into()));
+            return Err(CoreError::InvalidSpec(
+                "input_features must be at least 1".into(),
+            ));
         }
         let mut width = self.input_features;
         let mut names = std::collections::HashSet::new();
         for (i, layer) in self.layers.iter().enumerate() {
             match layer {
-                LayerSpec::Linear { name, in_features, out_features } => {
+                LayerSpec::Linear {
+                    name,
+                    in_features,
+                    out_features,
+                } => {
                     if *in_features != width {
                         return Err(CoreError::InvalidSpec(format!(
                             "layer {i} ({name}) expects {in_features} inputs but receives {width}"
                         )));
                     }
                     if *out_features == 0 {
-                        return Err(CoreError::InvalidSpec(format!("layer {i} ({name}) has no outputs")));
+                        return Err(CoreError::InvalidSpec(format!(
+                            "layer {i} ({name}) has no outputs"
+                        )));
                     }
                     if !names.insert(name.clone()) {
-                        return Err(CoreError::InvalidSpec(format!("layer name {name:?} is used twice")));
+                        return Err(CoreError::InvalidSpec(format!(
+                            "layer name {name:?} is used twice"
+                        )));
                     }
                     width = *out_features;
                 }
@@ -168,7 +180,11 @@ impl ModelSpec {
         self.layers
             .iter()
             .map(|l| match l {
-                LayerSpec::Linear { in_features, out_features, .. } => in_features * out_features + out_features,
+                LayerSpec::Linear {
+                    in_features,
+                    out_features,
+                    ..
+                } => in_features * out_features + out_features,
                 _ => 0,
             })
             .sum()
@@ -192,7 +208,10 @@ mod tests {
         let mut spec = ModelSpec::mlp(4, &[8], 3, 0.0);
         spec.outputs = 5;
         let err = spec.validate().expect_err("mismatch").to_string();
-        assert!(err.contains("3 values") && err.contains("5 outputs"), "{err}");
+        assert!(
+            err.contains("3 values") && err.contains("5 outputs"),
+            "{err}"
+        );
     }
 
     #[test]

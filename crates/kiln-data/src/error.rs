@@ -22,7 +22,9 @@ pub enum DataError {
         reason: String,
     },
     /// The target column is not in the header.
-    #[error("{path}: no target column {target:?} in the header (columns: {columns}); pass --target <name>")]
+    #[error(
+        "{path}: no target column {target:?} in the header (columns: {columns}); pass --target <name>"
+    )]
     MissingTarget {
         /// The file.
         path: PathBuf,

@@ -24,12 +24,12 @@ pub mod synthetic;
 mod write;
 
 pub use error::DataError;
-pub use read::{load_dataset, read_rows, Format, RowRecord, RowTable};
+pub use read::{Format, RowRecord, RowTable, load_dataset, read_rows};
 pub use write::write_csv;
 
 use kiln_core::{Dataset, Normalization};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 
 /// The default name of the target column.
 pub const DEFAULT_TARGET: &str = "label";
@@ -86,7 +86,10 @@ pub fn fit_normalization(data: &Dataset) -> Normalization {
             if s < 1e-12 { 1.0 } else { s as f32 }
         })
         .collect();
-    Normalization { mean: mean.iter().map(|&m| m as f32).collect(), std }
+    Normalization {
+        mean: mean.iter().map(|&m| m as f32).collect(),
+        std,
+    }
 }
 
 #[cfg(test)]
@@ -99,7 +102,10 @@ mod tests {
         let norm = fit_normalization(&data);
         let mut x = data.features.clone();
         norm.apply(&mut x);
-        let z = Dataset { features: x, ..data.clone() };
+        let z = Dataset {
+            features: x,
+            ..data.clone()
+        };
         let again = fit_normalization(&z);
         for (m, s) in again.mean.iter().zip(&again.std) {
             assert!(m.abs() < 1e-4, "mean {m}");
@@ -109,7 +115,11 @@ mod tests {
 
     #[test]
     fn constant_column_gets_unit_std() {
-        let data = Dataset { feature_names: vec!["a".into()], features: vec![2.0; 5], targets: None };
+        let data = Dataset {
+            feature_names: vec!["a".into()],
+            features: vec![2.0; 5],
+            targets: None,
+        };
         assert_eq!(fit_normalization(&data).std, vec![1.0]);
     }
 

@@ -15,7 +15,12 @@ pub enum Format {
 impl Format {
     /// Picks the format from a file extension (`.jsonl`/`.ndjson` → JSONL, otherwise CSV).
     pub fn from_path(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("jsonl") | Some("ndjson") => Format::Jsonl,
             _ => Format::Csv,
         }
@@ -70,36 +75,52 @@ struct RawTable {
 }
 
 fn open(path: &Path) -> Result<Vec<u8>, DataError> {
-    let io = |e| DataError::Io { path: path.to_path_buf(), source: e };
+    let io = |e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::stdin().read_to_end(&mut buf).map_err(io)?;
         return Ok(buf);
     }
     if path.is_dir() {
-        return Err(io(std::io::Error::other("this is a directory, expected a data file")));
+        return Err(io(std::io::Error::other(
+            "this is a directory, expected a data file",
+        )));
     }
     std::fs::read(path).map_err(io)
 }
 
 fn read_csv_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
     let mut records = rdr.byte_records();
     let header = match records.next() {
         None => {
-            return Err(DataError::Empty { path: path.to_path_buf(), reason: "the file is empty; expected a header row and data rows".into() });
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+                reason: "the file is empty; expected a header row and data rows".into(),
+            });
         }
         Some(Err(e)) => {
-            return Err(DataError::Empty { path: path.to_path_buf(), reason: format!("cannot read the header: {e}") });
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+                reason: format!("cannot read the header: {e}"),
+            });
         }
         Some(Ok(h)) => h
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                std::str::from_utf8(f).map(|s| s.trim().to_string()).map_err(|_| DataError::Empty {
-                    path: path.to_path_buf(),
-                    reason: format!("header field {i} is not valid UTF-8"),
-                })
+                std::str::from_utf8(f)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|_| DataError::Empty {
+                        path: path.to_path_buf(),
+                        reason: format!("header field {i} is not valid UTF-8"),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
@@ -109,7 +130,10 @@ fn read_csv_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
             Ok(r) => {
                 let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
                 // A completely blank line is not a row.
-                if r.len() == 1 && r.get(0).is_some_and(|f| f.iter().all(u8::is_ascii_whitespace)) {
+                if r.len() == 1
+                    && r.get(0)
+                        .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
+                {
                     continue;
                 }
                 let fields: Result<Vec<String>, String> = r
@@ -155,7 +179,11 @@ fn read_jsonl_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
         let fields = parsed.and_then(|obj| {
             let h = header.get_or_insert_with(|| obj.keys().cloned().collect());
             h.iter()
-                .map(|k| obj.get(k).ok_or_else(|| format!("key {k:?} is missing")).and_then(json_cell))
+                .map(|k| {
+                    obj.get(k)
+                        .ok_or_else(|| format!("key {k:?} is missing"))
+                        .and_then(json_cell)
+                })
                 .collect::<Result<Vec<_>, _>>()
         });
         rows.push((i + 1, fields));
@@ -189,11 +217,14 @@ pub fn read_rows(
 ) -> Result<RowTable, DataError> {
     let raw = read_raw(path, format)?;
     let target_idx = raw.header.iter().position(|h| h == target);
-    let others: Vec<usize> = (0..raw.header.len()).filter(|&i| Some(i) != target_idx).collect();
+    let others: Vec<usize> = (0..raw.header.len())
+        .filter(|&i| Some(i) != target_idx)
+        .collect();
     let feature_idx: Vec<usize> = match expected_features {
-        Some(names) if names.iter().all(|n| raw.header.contains(n)) => {
-            names.iter().filter_map(|n| raw.header.iter().position(|h| h == n)).collect()
-        }
+        Some(names) if names.iter().all(|n| raw.header.contains(n)) => names
+            .iter()
+            .filter_map(|n| raw.header.iter().position(|h| h == n))
+            .collect(),
         Some(names) if names.len() == others.len() => others.clone(),
         Some(names) => {
             return Err(DataError::Schema {
@@ -203,7 +234,12 @@ pub fn read_rows(
                     names.len(),
                     abbreviate(names),
                     others.len(),
-                    abbreviate(&others.iter().map(|&i| raw.header[i].clone()).collect::<Vec<_>>())
+                    abbreviate(
+                        &others
+                            .iter()
+                            .map(|&i| raw.header[i].clone())
+                            .collect::<Vec<_>>()
+                    )
                 ),
             });
         }
@@ -219,32 +255,52 @@ pub fn read_rows(
         .into_iter()
         .enumerate()
         .map(|(row, (line, fields))| {
-            let result = fields.map_err(|reason| RowError { column: None, reason }).and_then(|fields| {
-                if fields.len() != width {
-                    return Err(RowError {
-                        column: None,
-                        reason: format!("has {} fields but the header has {width}", fields.len()),
-                    });
-                }
-                let mut x = Vec::with_capacity(feature_idx.len());
-                for &j in &feature_idx {
-                    let cell = &fields[j];
-                    let col = || Some(raw.header[j].clone());
-                    let v: f32 = cell.parse().map_err(|_| RowError {
-                        column: col(),
-                        reason: if cell.is_empty() { "the cell is empty".into() } else { format!("{cell:?} is not a number") },
-                    })?;
-                    if !v.is_finite() {
-                        return Err(RowError { column: col(), reason: format!("{cell:?} is not a finite number") });
+            let result = fields
+                .map_err(|reason| RowError {
+                    column: None,
+                    reason,
+                })
+                .and_then(|fields| {
+                    if fields.len() != width {
+                        return Err(RowError {
+                            column: None,
+                            reason: format!(
+                                "has {} fields but the header has {width}",
+                                fields.len()
+                            ),
+                        });
                     }
-                    x.push(v);
-                }
-                Ok((x, target_idx.map(|t| fields[t].clone())))
-            });
+                    let mut x = Vec::with_capacity(feature_idx.len());
+                    for &j in &feature_idx {
+                        let cell = &fields[j];
+                        let col = || Some(raw.header[j].clone());
+                        let v: f32 = cell.parse().map_err(|_| RowError {
+                            column: col(),
+                            reason: if cell.is_empty() {
+                                "the cell is empty".into()
+                            } else {
+                                format!("{cell:?} is not a number")
+                            },
+                        })?;
+                        if !v.is_finite() {
+                            return Err(RowError {
+                                column: col(),
+                                reason: format!("{cell:?} is not a finite number"),
+                            });
+                        }
+                        x.push(v);
+                    }
+                    Ok((x, target_idx.map(|t| fields[t].clone())))
+                });
             RowRecord { row, line, result }
         })
         .collect();
-    Ok(RowTable { path: path.to_path_buf(), feature_names, has_target: target_idx.is_some(), rows })
+    Ok(RowTable {
+        path: path.to_path_buf(),
+        feature_names,
+        has_target: target_idx.is_some(),
+        rows,
+    })
 }
 
 fn abbreviate(names: &[String]) -> String {
@@ -259,7 +315,10 @@ fn abbreviate(names: &[String]) -> String {
 pub(crate) fn sort_labels(labels: &mut [String]) {
     if labels.iter().all(|l| l.parse::<f64>().is_ok()) {
         labels.sort_by(|a, b| {
-            let (x, y) = (a.parse::<f64>().unwrap_or(0.0), b.parse::<f64>().unwrap_or(0.0));
+            let (x, y) = (
+                a.parse::<f64>().unwrap_or(0.0),
+                b.parse::<f64>().unwrap_or(0.0),
+            );
             x.total_cmp(&y)
         });
     } else {
@@ -271,14 +330,25 @@ pub(crate) fn sort_labels(labels: &mut [String]) {
 /// exist and every row must be valid. The first problem is an error naming the file, row and
 /// column. With `known_classes` (e.g. validation data for a trained model), labels are mapped
 /// onto those classes and an unseen label is an error.
-pub fn load_dataset(path: &Path, target: &str, known_classes: Option<&[String]>) -> Result<Dataset, DataError> {
+pub fn load_dataset(
+    path: &Path,
+    target: &str,
+    known_classes: Option<&[String]>,
+) -> Result<Dataset, DataError> {
     let table = read_rows(path, None, target, None)?;
     if !table.has_target {
         let raw_cols: Vec<String> = table.feature_names.clone();
-        return Err(DataError::MissingTarget { path: path.to_path_buf(), target: target.into(), columns: abbreviate(&raw_cols) });
+        return Err(DataError::MissingTarget {
+            path: path.to_path_buf(),
+            target: target.into(),
+            columns: abbreviate(&raw_cols),
+        });
     }
     if table.rows.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf(), reason: "the file has a header but no data rows".into() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            reason: "the file has a header but no data rows".into(),
+        });
     }
     let f = table.feature_names.len();
     let mut features = Vec::with_capacity(table.rows.len() * f);
@@ -301,8 +371,19 @@ pub fn load_dataset(path: &Path, target: &str, known_classes: Option<&[String]>)
             }
             Err(e) => {
                 return Err(match &e.column {
-                    Some(c) => DataError::Cell { path: path.to_path_buf(), row: rec.row, line: rec.line, column: c.clone(), reason: e.reason.clone() },
-                    None => DataError::Row { path: path.to_path_buf(), row: rec.row, line: rec.line, reason: e.reason.clone() },
+                    Some(c) => DataError::Cell {
+                        path: path.to_path_buf(),
+                        row: rec.row,
+                        line: rec.line,
+                        column: c.clone(),
+                        reason: e.reason.clone(),
+                    },
+                    None => DataError::Row {
+                        path: path.to_path_buf(),
+                        row: rec.row,
+                        line: rec.line,
+                        reason: e.reason.clone(),
+                    },
                 });
             }
         }
@@ -310,12 +391,21 @@ pub fn load_dataset(path: &Path, target: &str, known_classes: Option<&[String]>)
     let names: Vec<String> = match known_classes {
         Some(k) => k.to_vec(),
         None => {
-            let mut uniq: Vec<String> = labels.iter().map(|(_, _, l)| l.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let mut uniq: Vec<String> = labels
+                .iter()
+                .map(|(_, _, l)| l.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             sort_labels(&mut uniq);
             uniq
         }
     };
-    let lookup: std::collections::HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+    let lookup: std::collections::HashMap<&str, u32> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as u32))
+        .collect();
     let mut indices = Vec::with_capacity(labels.len());
     for (row, line, l) in &labels {
         match lookup.get(l.as_str()) {
@@ -326,12 +416,19 @@ pub fn load_dataset(path: &Path, target: &str, known_classes: Option<&[String]>)
                     row: *row,
                     line: *line,
                     column: target.into(),
-                    reason: format!("label {l:?} was never seen in training (known classes: {})", abbreviate(&names)),
+                    reason: format!(
+                        "label {l:?} was never seen in training (known classes: {})",
+                        abbreviate(&names)
+                    ),
                 });
             }
         }
     }
-    Ok(Dataset { feature_names: table.feature_names, features, targets: Some(Targets::Classes { indices, names }) })
+    Ok(Dataset {
+        feature_names: table.feature_names,
+        features,
+        targets: Some(Targets::Classes { indices, names }),
+    })
 }
 
 #[cfg(test)]
@@ -347,7 +444,9 @@ mod tests {
     fn strict_err(body: &[u8]) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = file(&dir, "d.csv", body);
-        load_dataset(&p, "label", None).expect_err("should fail").to_string()
+        load_dataset(&p, "label", None)
+            .expect_err("should fail")
+            .to_string()
     }
 
     #[test]
@@ -356,7 +455,10 @@ mod tests {
             (&b""[..], vec!["empty"]),
             (b"a,b,label\n", vec!["no data rows"]),
             (b"a,b\n1,2\n", vec!["no target column \"label\""]),
-            (b"a,b,label\n1,2,x\n1,zz,y\n", vec!["row 1", "line 3", "\"b\"", "not a number"]),
+            (
+                b"a,b,label\n1,2,x\n1,zz,y\n",
+                vec!["row 1", "line 3", "\"b\"", "not a number"],
+            ),
             (b"a,b,label\n1,2,x\n1,2\n", vec!["row 1", "2 fields"]),
             (b"a,b,label\n1,NaN,x\n", vec!["\"b\"", "finite"]),
             (b"a,b,label\n1,\xff,x\n", vec!["UTF-8"]),
@@ -391,14 +493,20 @@ mod tests {
         let t = read_rows(&p, None, "label", Some(&other)).expect("read");
         assert_eq!(t.rows[0].result.as_ref().expect("ok").0, vec![2.0, 1.0]);
         let three = vec!["p".to_string(), "q".to_string(), "r".to_string()];
-        let err = read_rows(&p, None, "label", Some(&three)).expect_err("width").to_string();
+        let err = read_rows(&p, None, "label", Some(&three))
+            .expect_err("width")
+            .to_string();
         assert!(err.contains("expects 3 features"), "{err}");
     }
 
     #[test]
     fn jsonl_reads_like_csv() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let p = file(&dir, "d.jsonl", b"{\"a\":1,\"b\":2,\"label\":\"x\"}\n{\"a\":3,\"b\":4,\"label\":\"y\"}\nnot json\n");
+        let p = file(
+            &dir,
+            "d.jsonl",
+            b"{\"a\":1,\"b\":2,\"label\":\"x\"}\n{\"a\":3,\"b\":4,\"label\":\"y\"}\nnot json\n",
+        );
         let t = read_rows(&p, None, "label", None).expect("read");
         assert_eq!(t.feature_names, vec!["a", "b"]);
         assert_eq!(t.rows.len(), 3);
@@ -414,7 +522,9 @@ mod tests {
         let d = load_dataset(&p, "label", None).expect("load");
         assert_eq!(d.class_names().expect("classes"), ["2", "9", "10"]);
         let known = vec!["2".to_string(), "9".to_string()];
-        let err = load_dataset(&p, "label", Some(&known)).expect_err("unseen").to_string();
+        let err = load_dataset(&p, "label", Some(&known))
+            .expect_err("unseen")
+            .to_string();
         assert!(err.contains("never seen"), "{err}");
     }
 }

@@ -15,7 +15,9 @@ pub fn write_csv(path: &Path, data: &Dataset, target: &str) -> Result<(), DataEr
         for i in 0..data.rows() {
             let mut rec: Vec<String> = data.row(i).iter().map(|v| v.to_string()).collect();
             match &data.targets {
-                Some(Targets::Classes { indices, names }) => rec.push(names[indices[i] as usize].clone()),
+                Some(Targets::Classes { indices, names }) => {
+                    rec.push(names[indices[i] as usize].clone())
+                }
                 Some(Targets::Values(v)) => rec.push(v[i].to_string()),
                 None => {}
             }

@@ -1,7 +1,7 @@
 use crate::{ExportError, ExportOptions, Weights};
 use kiln_core::{Activation, LayerSpec, Task, TrainedModel};
-use kiln_onnx::proto::{data_type::FLOAT, data_type::INT64, ModelProto};
-use kiln_onnx::{attr_int, Dim, GraphBuilder};
+use kiln_onnx::proto::{ModelProto, data_type::FLOAT, data_type::INT64};
+use kiln_onnx::{Dim, GraphBuilder, attr_int};
 
 fn batch() -> Dim {
     Dim::Symbol("N".into())
@@ -9,7 +9,11 @@ fn batch() -> Dim {
 
 /// Builds the ONNX graph of a trained model: standardisation, the layers, then softmax + argmax
 /// for classifiers. Every intermediate value gets a `value_info` entry.
-pub fn build_model(model: &TrainedModel, weights: &Weights, opts: &ExportOptions) -> Result<ModelProto, ExportError> {
+pub fn build_model(
+    model: &TrainedModel,
+    weights: &Weights,
+    opts: &ExportOptions,
+) -> Result<ModelProto, ExportError> {
     let spec = &model.spec;
     spec.validate()?;
     let meta = &model.metadata;
@@ -22,7 +26,10 @@ pub fn build_model(model: &TrainedModel, weights: &Weights, opts: &ExportOptions
         if norm.mean.len() != f || norm.std.len() != f {
             return Err(ExportError::Core(kiln_core::CoreError::InvalidArtifact {
                 path: model.dir.clone(),
-                reason: format!("normalization has {} means for {f} features", norm.mean.len()),
+                reason: format!(
+                    "normalization has {} means for {f} features",
+                    norm.mean.len()
+                ),
             }));
         }
         let mean = g.constant_f32("norm.mean", &[f], &norm.mean);
@@ -35,10 +42,15 @@ pub fn build_model(model: &TrainedModel, weights: &Weights, opts: &ExportOptions
     let mut width = f;
     for layer in &spec.layers {
         match layer {
-            LayerSpec::Linear { name, in_features, out_features } => {
+            LayerSpec::Linear {
+                name,
+                in_features,
+                out_features,
+            } => {
                 let w = weights.get(&format!("{name}.weight"), &[*in_features, *out_features])?;
                 let b = weights.get(&format!("{name}.bias"), &[*out_features])?;
-                let wn = g.constant_f32(&format!("{name}.weight"), &[*in_features, *out_features], w);
+                let wn =
+                    g.constant_f32(&format!("{name}.weight"), &[*in_features, *out_features], w);
                 let bn = g.constant_f32(&format!("{name}.bias"), &[*out_features], b);
                 // burn stores W as [in, out], which is Gemm's B without transposition.
                 x = g.node("Gemm", &[&x, &wn, &bn], &[]);
@@ -60,7 +72,12 @@ pub fn build_model(model: &TrainedModel, weights: &Weights, opts: &ExportOptions
     match spec.task {
         Task::Classification => {
             g.node_named("Softmax", &[&x], &["probabilities"], &[attr_int("axis", 1)]);
-            g.node_named("ArgMax", &["probabilities"], &["label"], &[attr_int("axis", 1), attr_int("keepdims", 0)]);
+            g.node_named(
+                "ArgMax",
+                &["probabilities"],
+                &["label"],
+                &[attr_int("axis", 1), attr_int("keepdims", 0)],
+            );
             g.output("probabilities", FLOAT, &[batch(), Dim::Fixed(width)]);
             g.output("label", INT64, &[batch()]);
         }
@@ -83,10 +100,14 @@ pub fn build_model(model: &TrainedModel, weights: &Weights, opts: &ExportOptions
         meta.burn_version
     ));
     let set = |m: &mut ModelProto, k: &str, v: String| kiln_onnx::set_metadata(m, k, &v);
-    set(&mut m, "kiln.task", match spec.task {
-        Task::Classification => "classification".into(),
-        Task::Regression => "regression".into(),
-    });
+    set(
+        &mut m,
+        "kiln.task",
+        match spec.task {
+            Task::Classification => "classification".into(),
+            Task::Regression => "regression".into(),
+        },
+    );
     set(&mut m, "kiln.class_names", to_json(&meta.class_names));
     set(&mut m, "kiln.feature_names", to_json(&meta.feature_names));
     set(&mut m, "kiln.target", meta.target.clone());

@@ -25,7 +25,9 @@ pub enum ExportError {
         reason: String,
     },
     /// Verification needs reference outputs, and the artifact has none.
-    #[error("{dir} has no reference.json with burn's outputs to verify against; pass --no-verify to export without verification")]
+    #[error(
+        "{dir} has no reference.json with burn's outputs to verify against; pass --no-verify to export without verification"
+    )]
     NoReference {
         /// The artifact directory.
         dir: PathBuf,

@@ -31,7 +31,7 @@ mod weights;
 
 pub use build::build_model;
 pub use error::ExportError;
-pub use verify::{verify_against_reference, VerifyReport};
+pub use verify::{VerifyReport, verify_against_reference};
 pub use weights::Weights;
 
 use kiln_core::{Event, EventSink, Exporter, OnnxModel, TrainedModel};
@@ -58,7 +58,13 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { opset: 17, verify: true, atol: 1e-5, input_name: "features".into(), force: false }
+        Self {
+            opset: 17,
+            verify: true,
+            atol: 1e-5,
+            input_name: "features".into(),
+            force: false,
+        }
     }
 }
 
@@ -82,7 +88,12 @@ pub struct ExportOutcome {
 impl Exporter for OnnxExporter {
     type Error = ExportError;
 
-    fn export(&self, model: &TrainedModel, output: &Path, events: &mut dyn EventSink) -> Result<OnnxModel, ExportError> {
+    fn export(
+        &self,
+        model: &TrainedModel,
+        output: &Path,
+        events: &mut dyn EventSink,
+    ) -> Result<OnnxModel, ExportError> {
         self.run(model, output, events).map(|o| o.model)
     }
 }
@@ -94,21 +105,37 @@ impl OnnxExporter {
     }
 
     /// Exports `model` to `output` and returns the verification report with the file.
-    pub fn run(&self, model: &TrainedModel, output: &Path, events: &mut dyn EventSink) -> Result<ExportOutcome, ExportError> {
+    pub fn run(
+        &self,
+        model: &TrainedModel,
+        output: &Path,
+        events: &mut dyn EventSink,
+    ) -> Result<ExportOutcome, ExportError> {
         let start = Instant::now();
-        events.emit(Event::StageStarted { stage: "export".into() });
+        events.emit(Event::StageStarted {
+            stage: "export".into(),
+        });
         if !OPSET_RANGE.contains(&self.options.opset) {
-            return Err(ExportError::Opset { opset: self.options.opset });
+            return Err(ExportError::Opset {
+                opset: self.options.opset,
+            });
         }
         if output.exists() && !self.options.force {
-            return Err(ExportError::Exists { path: output.to_path_buf() });
+            return Err(ExportError::Exists {
+                path: output.to_path_buf(),
+            });
         }
         let weights = Weights::load(&model.weights_path())?;
         let proto = build_model(model, &weights, &self.options)?;
         let bytes = kiln_onnx::encode(&proto);
         let mut verification = None;
         if self.options.verify {
-            let reference = model.reference.as_ref().ok_or_else(|| ExportError::NoReference { dir: model.dir.clone() })?;
+            let reference = model
+                .reference
+                .as_ref()
+                .ok_or_else(|| ExportError::NoReference {
+                    dir: model.dir.clone(),
+                })?;
             let report = verify_against_reference(&bytes, reference, output)?;
             events.emit(Event::Message {
                 level: kiln_core::Level::Info,
@@ -117,13 +144,25 @@ impl OnnxExporter {
                     report.rows, report.max_abs_diff, report.argmax_agreement
                 ),
             });
-            if !(report.max_abs_diff <= self.options.atol) {
-                return Err(ExportError::Verification { report, atol: self.options.atol });
+            if report.max_abs_diff.is_nan() || report.max_abs_diff > self.options.atol {
+                return Err(ExportError::Verification {
+                    report,
+                    atol: self.options.atol,
+                });
             }
             verification = Some(report);
         }
         kiln_core::fsutil::write_atomic(output, &bytes)?;
-        events.emit(Event::StageFinished { stage: "export".into(), seconds: start.elapsed().as_secs_f64() });
-        Ok(ExportOutcome { model: OnnxModel { path: output.to_path_buf() }, verification, bytes: bytes.len() })
+        events.emit(Event::StageFinished {
+            stage: "export".into(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        Ok(ExportOutcome {
+            model: OnnxModel {
+                path: output.to_path_buf(),
+            },
+            verification,
+            bytes: bytes.len(),
+        })
     }
 }

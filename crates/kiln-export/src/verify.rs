@@ -23,11 +23,17 @@ pub struct VerifyReport {
 
 /// Runs the serialized model in tract on the reference rows, at batch sizes 1, 7 and 64 (rows
 /// are cycled to fill a batch), and compares its first output with the reference outputs.
-pub fn verify_against_reference(onnx: &[u8], reference: &Reference, origin: &Path) -> Result<VerifyReport, ExportError> {
+pub fn verify_against_reference(
+    onnx: &[u8],
+    reference: &Reference,
+    origin: &Path,
+) -> Result<VerifyReport, ExportError> {
     let engine = TractEngine::from_bytes(onnx, origin)?;
     let n = reference.inputs.len();
     if n == 0 {
-        return Err(ExportError::NoReference { dir: origin.to_path_buf() });
+        return Err(ExportError::NoReference {
+            dir: origin.to_path_buf(),
+        });
     }
     let width = reference.inputs[0].len();
     let batch_sizes = vec![1usize, 7, 64];
@@ -37,27 +43,40 @@ pub fn verify_against_reference(onnx: &[u8], reference: &Reference, origin: &Pat
         let mut start = 0;
         while start < n {
             let idx: Vec<usize> = (0..bs).map(|k| (start + k) % n).collect();
-            let data: Vec<f32> = idx.iter().flat_map(|&i| reference.inputs[i].iter().copied()).collect();
-            let out = kiln_core::InferenceEngine::run(&engine, vec![kiln_core::Tensor::F32 { shape: vec![bs, width], data }])?;
+            let data: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| reference.inputs[i].iter().copied())
+                .collect();
+            let out = kiln_core::InferenceEngine::run(
+                &engine,
+                vec![kiln_core::Tensor::F32 {
+                    shape: vec![bs, width],
+                    data,
+                }],
+            )?;
             let Some(kiln_core::Tensor::F32 { data: got, .. }) = out.into_iter().next() else {
-                return Err(ExportError::Infer(kiln_infer::InferError::Signature("first output is not float32".into())));
+                return Err(ExportError::Infer(kiln_infer::InferError::Signature(
+                    "first output is not float32".into(),
+                )));
             };
             let per = got.len() / bs;
             for (k, &i) in idx.iter().enumerate() {
                 let a = &got[k * per..(k + 1) * per];
                 let b = &reference.outputs[i];
                 if a.len() != b.len() {
-                    return Err(ExportError::Infer(kiln_infer::InferError::Signature(format!(
-                        "the ONNX model gives {} outputs per row, the reference has {}",
-                        a.len(),
-                        b.len()
-                    ))));
+                    return Err(ExportError::Infer(kiln_infer::InferError::Signature(
+                        format!(
+                            "the ONNX model gives {} outputs per row, the reference has {}",
+                            a.len(),
+                            b.len()
+                        ),
+                    )));
                 }
                 let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
                 for (x, y) in a.iter().zip(b) {
                     let d = (x - y).abs();
                     // A NaN anywhere must fail verification, so compare with `!(d <= m)`.
-                    if !(d <= max_abs) {
+                    if d.is_nan() || d > max_abs {
                         max_abs = d;
                     }
                     max_rel = max_rel.max(d / y.abs().max(1e-6));
@@ -65,7 +84,11 @@ pub fn verify_against_reference(onnx: &[u8], reference: &Reference, origin: &Pat
                     na += (*x as f64).powi(2);
                     nb += (*y as f64).powi(2);
                 }
-                let cos = if na > 0.0 && nb > 0.0 { (dot / (na.sqrt() * nb.sqrt())) as f32 } else { 1.0 };
+                let cos = if na > 0.0 && nb > 0.0 {
+                    (dot / (na.sqrt() * nb.sqrt())) as f32
+                } else {
+                    1.0
+                };
                 min_cos = min_cos.min(cos);
                 compared += 1;
                 if argmax(a) == argmax(b) {

@@ -13,13 +13,20 @@ pub struct Weights {
 impl Weights {
     /// Reads every tensor of a SafeTensors file; non-f32 tensors are an error.
     pub fn load(path: &Path) -> Result<Self, ExportError> {
-        let err = |reason: String| ExportError::Weights { path: path.to_path_buf(), reason };
+        let err = |reason: String| ExportError::Weights {
+            path: path.to_path_buf(),
+            reason,
+        };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid SafeTensors file: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("not a valid SafeTensors file: {e}")))?;
         let mut tensors = HashMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {
-                return Err(err(format!("tensor {name:?} is {:?}; kiln exports f32 weights", view.dtype())));
+                return Err(err(format!(
+                    "tensor {name:?} is {:?}; kiln exports f32 weights",
+                    view.dtype()
+                )));
             }
             let data: Vec<f32> = view
                 .data()
@@ -30,19 +37,30 @@ impl Weights {
         }
         use sha2::Digest;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        Ok(Self { path: path.to_path_buf(), tensors, sha256 })
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+            sha256,
+        })
     }
 
     /// The tensor `name`, checked to have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&[f32], ExportError> {
-        let err = |reason: String| ExportError::Weights { path: self.path.clone(), reason };
+        let err = |reason: String| ExportError::Weights {
+            path: self.path.clone(),
+            reason,
+        };
         let (s, d) = self.tensors.get(name).ok_or_else(|| {
             let mut known: Vec<&String> = self.tensors.keys().collect();
             known.sort();
-            err(format!("tensor {name:?} is missing (the file has: {known:?})"))
+            err(format!(
+                "tensor {name:?} is missing (the file has: {known:?})"
+            ))
         })?;
         if s != shape {
-            return Err(err(format!("tensor {name:?} has shape {s:?}, the spec needs {shape:?}")));
+            return Err(err(format!(
+                "tensor {name:?} has shape {s:?}, the spec needs {shape:?}"
+            )));
         }
         Ok(d)
     }

@@ -19,7 +19,11 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        Self { batch_size: 64, target: kiln_data::DEFAULT_TARGET.into(), format: None }
+        Self {
+            batch_size: 64,
+            target: kiln_data::DEFAULT_TARGET.into(),
+            format: None,
+        }
     }
 }
 
@@ -72,44 +76,71 @@ pub struct BatchReport {
 ///
 /// Rows that cannot be parsed get an error record and the run continues. If the engine fails on
 /// a batch, the batch is retried row by row so that one bad row cannot fail its neighbours.
-pub fn infer_file(model: &Model, path: &Path, opts: &BatchOptions, events: &mut dyn EventSink) -> Result<BatchReport, InferError> {
+pub fn infer_file(
+    model: &Model,
+    path: &Path,
+    opts: &BatchOptions,
+    events: &mut dyn EventSink,
+) -> Result<BatchReport, InferError> {
     let start = Instant::now();
     let expected = model.info().feature_names.clone();
     let mut table = kiln_data::read_rows(path, opts.format, &opts.target, expected.as_deref())?;
-    if expected.is_none() {
-        if let Some(w) = model.info().input_width.filter(|&w| w != table.feature_names.len()) {
-            return Err(InferError::Data(kiln_data::DataError::Schema {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the model expects {w} features per row but the file has {} feature columns; check the file or --target",
-                    table.feature_names.len()
-                ),
-            }));
-        }
+    if expected.is_none()
+        && let Some(w) = model
+            .info()
+            .input_width
+            .filter(|&w| w != table.feature_names.len())
+    {
+        return Err(InferError::Data(kiln_data::DataError::Schema {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the model expects {w} features per row but the file has {} feature columns; check the file or --target",
+                table.feature_names.len()
+            ),
+        }));
     }
     let total = table.rows.len();
     let mut outcomes: Vec<Option<RowOutcome>> = vec![None; total];
     let batch = opts.batch_size.max(1);
     let mut engine_seconds = 0.0;
     let mut pending: Vec<(usize, Vec<f32>, Option<String>)> = Vec::with_capacity(batch);
-    let flush = |pending: &mut Vec<(usize, Vec<f32>, Option<String>)>, outcomes: &mut Vec<Option<RowOutcome>>, engine_seconds: &mut f64| {
+    let flush = |pending: &mut Vec<(usize, Vec<f32>, Option<String>)>,
+                 outcomes: &mut Vec<Option<RowOutcome>>,
+                 engine_seconds: &mut f64| {
         if pending.is_empty() {
             return;
         }
         let t = Instant::now();
-        let features: Vec<f32> = pending.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
+        let features: Vec<f32> = pending
+            .iter()
+            .flat_map(|(_, x, _)| x.iter().copied())
+            .collect();
         match model.predict(&features, pending.len()) {
             Ok(preds) => {
                 for ((row, _, target), prediction) in pending.drain(..).zip(preds) {
-                    outcomes[row] = Some(RowOutcome::Ok { row, prediction, target });
+                    outcomes[row] = Some(RowOutcome::Ok {
+                        row,
+                        prediction,
+                        target,
+                    });
                 }
             }
             Err(_) => {
                 for (row, x, target) in pending.drain(..) {
                     outcomes[row] = Some(match model.predict(&x, 1) {
-                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok { row, prediction: p.remove(0), target },
-                        Ok(_) => RowOutcome::Err { row, error: "the engine returned no prediction".into() },
-                        Err(e) => RowOutcome::Err { row, error: e.to_string() },
+                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
+                            row,
+                            prediction: p.remove(0),
+                            target,
+                        },
+                        Ok(_) => RowOutcome::Err {
+                            row,
+                            error: "the engine returned no prediction".into(),
+                        },
+                        Err(e) => RowOutcome::Err {
+                            row,
+                            error: e.to_string(),
+                        },
                     });
                 }
             }
@@ -119,28 +150,59 @@ pub fn infer_file(model: &Model, path: &Path, opts: &BatchOptions, events: &mut 
     for (done, rec) in table.rows.drain(..).enumerate() {
         match rec.result {
             Ok((x, target)) => pending.push((rec.row, x, target)),
-            Err(e) => outcomes[rec.row] = Some(RowOutcome::Err { row: rec.row, error: e.to_string() }),
+            Err(e) => {
+                outcomes[rec.row] = Some(RowOutcome::Err {
+                    row: rec.row,
+                    error: e.to_string(),
+                })
+            }
         }
         if pending.len() >= batch {
             flush(&mut pending, &mut outcomes, &mut engine_seconds);
-            events.emit(Event::Progress { stage: "infer".into(), done: done as u64 + 1, total: Some(total as u64), unit: "row".into() });
+            events.emit(Event::Progress {
+                stage: "infer".into(),
+                done: done as u64 + 1,
+                total: Some(total as u64),
+                unit: "row".into(),
+            });
         }
     }
     flush(&mut pending, &mut outcomes, &mut engine_seconds);
-    events.emit(Event::Progress { stage: "infer".into(), done: total as u64, total: Some(total as u64), unit: "row".into() });
+    events.emit(Event::Progress {
+        stage: "infer".into(),
+        done: total as u64,
+        total: Some(total as u64),
+        unit: "row".into(),
+    });
 
     let outcomes: Vec<RowOutcome> = outcomes
         .into_iter()
         .enumerate()
-        .map(|(row, o)| o.unwrap_or(RowOutcome::Err { row, error: "row was not processed".into() }))
+        .map(|(row, o)| {
+            o.unwrap_or(RowOutcome::Err {
+                row,
+                error: "row was not processed".into(),
+            })
+        })
         .collect();
-    let ok = outcomes.iter().filter(|o| matches!(o, RowOutcome::Ok { .. })).count();
+    let ok = outcomes
+        .iter()
+        .filter(|o| matches!(o, RowOutcome::Ok { .. }))
+        .count();
     let (mut labelled, mut correct) = (0usize, 0usize);
     if table.has_target && model.info().task == kiln_core::Task::Classification {
         for o in &outcomes {
-            if let RowOutcome::Ok { prediction, target: Some(t), .. } = o {
+            if let RowOutcome::Ok {
+                prediction,
+                target: Some(t),
+                ..
+            } = o
+            {
                 labelled += 1;
-                if prediction.label == *t || prediction.class_index.map(|i| i.to_string()).as_deref() == Some(t) && model.info().class_names.is_none() {
+                if prediction.label == *t
+                    || prediction.class_index.map(|i| i.to_string()).as_deref() == Some(t)
+                        && model.info().class_names.is_none()
+                {
                     correct += 1;
                 }
             }
@@ -154,7 +216,11 @@ pub fn infer_file(model: &Model, path: &Path, opts: &BatchOptions, events: &mut 
         labelled,
         engine_seconds,
         total_seconds: start.elapsed().as_secs_f64(),
-        rows_per_second: if engine_seconds > 0.0 { ok as f64 / engine_seconds } else { 0.0 },
+        rows_per_second: if engine_seconds > 0.0 {
+            ok as f64 / engine_seconds
+        } else {
+            0.0
+        },
         outcomes,
     })
 }
@@ -182,7 +248,9 @@ fn score_columns(model: &Model, width: usize) -> Vec<String> {
     let info = model.info();
     match (&info.class_names, info.task) {
         (_, kiln_core::Task::Regression) => (0..width).map(|i| format!("value_{i}")).collect(),
-        (Some(names), _) if names.len() == width => names.iter().map(|n| format!("prob_{n}")).collect(),
+        (Some(names), _) if names.len() == width => {
+            names.iter().map(|n| format!("prob_{n}")).collect()
+        }
         _ => (0..width).map(|i| format!("score_{i}")).collect(),
     }
 }
@@ -190,7 +258,12 @@ fn score_columns(model: &Model, width: usize) -> Vec<String> {
 /// Writes one output record per input row, in input order. Predicted rows carry the label and
 /// the scores (f32 printed in shortest round-trip form); error rows carry the row number and the
 /// reason in the `error` column. A file is written atomically; `None` writes to stdout.
-pub fn write_predictions(model: &Model, report: &BatchReport, output: Option<&Path>, format: OutputFormat) -> Result<(), InferError> {
+pub fn write_predictions(
+    model: &Model,
+    report: &BatchReport,
+    output: Option<&Path>,
+    format: OutputFormat,
+) -> Result<(), InferError> {
     let width = report
         .outcomes
         .iter()
@@ -211,7 +284,9 @@ pub fn write_predictions(model: &Model, report: &BatchReport, output: Option<&Pa
                 out.write_record(&header)?;
                 for o in &report.outcomes {
                     let rec: Vec<String> = match o {
-                        RowOutcome::Ok { row, prediction, .. } => {
+                        RowOutcome::Ok {
+                            row, prediction, ..
+                        } => {
                             let mut r = vec![row.to_string(), prediction.label.clone()];
                             r.extend(prediction.scores.iter().map(|v| v.to_string()));
                             r.push(String::new());
@@ -231,12 +306,19 @@ pub fn write_predictions(model: &Model, report: &BatchReport, output: Option<&Pa
             OutputFormat::Jsonl => {
                 for o in &report.outcomes {
                     let v = match o {
-                        RowOutcome::Ok { row, prediction, .. } => {
-                            let scores: serde_json::Map<String, serde_json::Value> =
-                                columns.iter().zip(&prediction.scores).map(|(c, s)| (c.clone(), serde_json::json!(s))).collect();
+                        RowOutcome::Ok {
+                            row, prediction, ..
+                        } => {
+                            let scores: serde_json::Map<String, serde_json::Value> = columns
+                                .iter()
+                                .zip(&prediction.scores)
+                                .map(|(c, s)| (c.clone(), serde_json::json!(s)))
+                                .collect();
                             serde_json::json!({ "row": row, "label": prediction.label, "scores": scores })
                         }
-                        RowOutcome::Err { row, error } => serde_json::json!({ "row": row, "error": error }),
+                        RowOutcome::Err { row, error } => {
+                            serde_json::json!({ "row": row, "error": error })
+                        }
                     };
                     writeln!(w, "{v}")?;
                 }

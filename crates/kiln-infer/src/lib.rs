@@ -27,7 +27,9 @@ mod error;
 mod model;
 mod tract_engine;
 
-pub use batch::{infer_file, write_predictions, BatchOptions, BatchReport, OutputFormat, RowOutcome};
+pub use batch::{
+    BatchOptions, BatchReport, OutputFormat, RowOutcome, infer_file, write_predictions,
+};
 pub use error::InferError;
 pub use model::{EngineKind, Model, ModelInfo, Prediction};
 pub use tract_engine::TractEngine;

@@ -1,6 +1,9 @@
 use crate::{InferError, TractEngine};
 use kiln_core::{InferenceEngine, Task, Tensor};
-use kiln_onnx::proto::{data_type, tensor_shape_proto::dimension::Value as DimValue, type_proto, ModelProto, ValueInfoProto};
+use kiln_onnx::proto::{
+    ModelProto, ValueInfoProto, data_type, tensor_shape_proto::dimension::Value as DimValue,
+    type_proto,
+};
 use std::path::Path;
 
 /// Which engine runs a model.
@@ -19,7 +22,9 @@ impl EngineKind {
             "ort" | "onnxruntime" => Err(InferError::Input(
                 "the ONNX Runtime engine is not built into this kiln; use --engine tract".into(),
             )),
-            other => Err(InferError::Input(format!("unknown engine {other:?}; use tract"))),
+            other => Err(InferError::Input(format!(
+                "unknown engine {other:?}; use tract"
+            ))),
         }
     }
 }
@@ -74,14 +79,26 @@ fn dims(v: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
 impl ModelInfo {
     /// Reads the signature and kiln metadata of a model.
     pub fn from_proto(model: &ModelProto) -> Result<Self, InferError> {
-        let graph = model.graph.as_ref().ok_or_else(|| InferError::Signature("the model has no graph".into()))?;
-        let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
-        let inputs: Vec<&ValueInfoProto> = graph.input.iter().filter(|i| !inits.contains(i.name())).collect();
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| InferError::Signature("the model has no graph".into()))?;
+        let inits: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name()).collect();
+        let inputs: Vec<&ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !inits.contains(i.name()))
+            .collect();
         let [input] = inputs.as_slice() else {
             return Err(InferError::Signature(format!(
                 "kiln runs tabular models with exactly one input, this one has {} ({})",
                 inputs.len(),
-                inputs.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+                inputs
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         if elem_type(input) != Some(data_type::FLOAT) {
@@ -105,13 +122,25 @@ impl ModelInfo {
             .output
             .iter()
             .position(|o| o.name() == "probabilities")
-            .or_else(|| graph.output.iter().position(|o| elem_type(o) == Some(data_type::FLOAT)))
-            .ok_or_else(|| InferError::Signature("the model has no float32 output to read scores from".into()))?;
+            .or_else(|| {
+                graph
+                    .output
+                    .iter()
+                    .position(|o| elem_type(o) == Some(data_type::FLOAT))
+            })
+            .ok_or_else(|| {
+                InferError::Signature("the model has no float32 output to read scores from".into())
+            })?;
         let label_output = graph
             .output
             .iter()
             .position(|o| o.name() == "label")
-            .or_else(|| graph.output.iter().position(|o| elem_type(o) == Some(data_type::INT64)));
+            .or_else(|| {
+                graph
+                    .output
+                    .iter()
+                    .position(|o| elem_type(o) == Some(data_type::INT64))
+            });
         let metadata = kiln_onnx::metadata(model);
         let json_list = |key: &str| -> Option<Vec<String>> {
             kiln_onnx::metadata_value(model, key).and_then(|v| serde_json::from_str(v).ok())
@@ -154,7 +183,10 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("engine", &self.engine.name()).field("info", &self.info).finish()
+        f.debug_struct("Model")
+            .field("engine", &self.engine.name())
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -163,7 +195,11 @@ impl Model {
     pub fn load(path: &Path, engine: EngineKind) -> Result<Self, InferError> {
         // kiln_onnx::load gives the clear errors (directory, truncated file, size limit).
         kiln_onnx::load(path)?;
-        let bytes = std::fs::read(path).map_err(|e| InferError::Load { path: path.to_path_buf(), engine: "tract", reason: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| InferError::Load {
+            path: path.to_path_buf(),
+            engine: "tract",
+            reason: e.to_string(),
+        })?;
         Self::from_bytes(&bytes, path, engine)
     }
 
@@ -192,22 +228,36 @@ impl Model {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        if features.len() % rows != 0 {
-            return Err(InferError::Input(format!("{} values do not split into {rows} rows", features.len())));
+        if !features.len().is_multiple_of(rows) {
+            return Err(InferError::Input(format!(
+                "{} values do not split into {rows} rows",
+                features.len()
+            )));
         }
         let width = features.len() / rows;
         if let Some(w) = self.info.input_width.filter(|&w| w != width) {
-            return Err(InferError::Input(format!("the model expects {w} features per row, got {width}")));
+            return Err(InferError::Input(format!(
+                "the model expects {w} features per row, got {width}"
+            )));
         }
-        let outputs = self.engine.run(vec![Tensor::F32 { shape: vec![rows, width], data: features.to_vec() }])?;
+        let outputs = self.engine.run(vec![Tensor::F32 {
+            shape: vec![rows, width],
+            data: features.to_vec(),
+        }])?;
         let scores = match outputs.get(self.info.scores_output) {
             Some(Tensor::F32 { shape, data }) => {
                 if shape.first() != Some(&rows) {
-                    return Err(InferError::Signature(format!("score output has shape {shape:?}, expected {rows} rows first")));
+                    return Err(InferError::Signature(format!(
+                        "score output has shape {shape:?}, expected {rows} rows first"
+                    )));
                 }
                 data
             }
-            _ => return Err(InferError::Signature("the score output is not float32".into())),
+            _ => {
+                return Err(InferError::Signature(
+                    "the score output is not float32".into(),
+                ));
+            }
         };
         let per_row = scores.len() / rows;
         let labels: Option<&Vec<i64>> = match self.info.label_output.and_then(|i| outputs.get(i)) {
@@ -218,14 +268,27 @@ impl Model {
             .map(|r| {
                 let s = scores[r * per_row..(r + 1) * per_row].to_vec();
                 if self.info.task == Task::Regression {
-                    return Prediction { label: s.first().map(|v| v.to_string()).unwrap_or_default(), class_index: None, scores: s };
+                    return Prediction {
+                        label: s.first().map(|v| v.to_string()).unwrap_or_default(),
+                        class_index: None,
+                        scores: s,
+                    };
                 }
                 let idx = match labels {
                     Some(l) => l[r].max(0) as usize,
                     None => argmax(&s),
                 };
-                let label = self.info.class_names.as_ref().and_then(|n| n.get(idx).cloned()).unwrap_or_else(|| idx.to_string());
-                Prediction { label, class_index: Some(idx), scores: s }
+                let label = self
+                    .info
+                    .class_names
+                    .as_ref()
+                    .and_then(|n| n.get(idx).cloned())
+                    .unwrap_or_else(|| idx.to_string());
+                Prediction {
+                    label,
+                    class_index: Some(idx),
+                    scores: s,
+                }
             })
             .collect())
     }

@@ -19,7 +19,11 @@ impl std::fmt::Debug for TractEngine {
 impl TractEngine {
     /// Loads a model from serialized ONNX bytes. `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self, InferError> {
-        let load = |reason: String| InferError::Load { path: origin.to_path_buf(), engine: "tract", reason };
+        let load = |reason: String| InferError::Load {
+            path: origin.to_path_buf(),
+            engine: "tract",
+            reason,
+        };
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| load(format!("{e:#}")))?;
@@ -32,7 +36,11 @@ impl TractEngine {
 
     /// Loads a model file.
     pub fn load(path: &Path) -> Result<Self, InferError> {
-        let bytes = std::fs::read(path).map_err(|e| InferError::Load { path: path.to_path_buf(), engine: "tract", reason: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| InferError::Load {
+            path: path.to_path_buf(),
+            engine: "tract",
+            reason: e.to_string(),
+        })?;
         Self::from_bytes(&bytes, path)
     }
 }
@@ -40,20 +48,55 @@ impl TractEngine {
 fn to_tract(t: Tensor) -> Result<TValue, InferError> {
     let bad = |e: TractError| InferError::Input(format!("{e:#}"));
     Ok(match t {
-        Tensor::F32 { shape, data } => tract_onnx::prelude::Tensor::from_shape(&shape, &data).map_err(bad)?.into_tvalue(),
-        Tensor::I64 { shape, data } => tract_onnx::prelude::Tensor::from_shape(&shape, &data).map_err(bad)?.into_tvalue(),
+        Tensor::F32 { shape, data } => tract_onnx::prelude::Tensor::from_shape(&shape, &data)
+            .map_err(bad)?
+            .into_tvalue(),
+        Tensor::I64 { shape, data } => tract_onnx::prelude::Tensor::from_shape(&shape, &data)
+            .map_err(bad)?
+            .into_tvalue(),
     })
 }
 
 fn from_tract(v: &TValue) -> Result<Tensor, InferError> {
     let shape = v.shape().to_vec();
-    let run = |e: TractError| InferError::Run { engine: "tract", reason: format!("{e:#}") };
+    let run = |e: TractError| InferError::Run {
+        engine: "tract",
+        reason: format!("{e:#}"),
+    };
     match v.datum_type() {
-        DatumType::F32 => Ok(Tensor::F32 { shape, data: v.to_plain_array_view::<f32>().map_err(run)?.iter().copied().collect() }),
-        DatumType::I64 => Ok(Tensor::I64 { shape, data: v.to_plain_array_view::<i64>().map_err(run)?.iter().copied().collect() }),
+        DatumType::F32 => Ok(Tensor::F32 {
+            shape,
+            data: v
+                .to_plain_array_view::<f32>()
+                .map_err(run)?
+                .iter()
+                .copied()
+                .collect(),
+        }),
+        DatumType::I64 => Ok(Tensor::I64 {
+            shape,
+            data: v
+                .to_plain_array_view::<i64>()
+                .map_err(run)?
+                .iter()
+                .copied()
+                .collect(),
+        }),
         other => {
-            let cast = v.cast_to::<f32>().map_err(|e| InferError::Signature(format!("output of type {other:?} cannot be read as f32: {e:#}")))?;
-            Ok(Tensor::F32 { shape, data: cast.to_plain_array_view::<f32>().map_err(run)?.iter().copied().collect() })
+            let cast = v.cast_to::<f32>().map_err(|e| {
+                InferError::Signature(format!(
+                    "output of type {other:?} cannot be read as f32: {e:#}"
+                ))
+            })?;
+            Ok(Tensor::F32 {
+                shape,
+                data: cast
+                    .to_plain_array_view::<f32>()
+                    .map_err(run)?
+                    .iter()
+                    .copied()
+                    .collect(),
+            })
         }
     }
 }
@@ -67,7 +110,10 @@ impl InferenceEngine for TractEngine {
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
         let inputs: TVec<TValue> = inputs.into_iter().map(to_tract).collect::<Result<_, _>>()?;
-        let outputs = self.plan.run(inputs).map_err(|e| InferError::Run { engine: "tract", reason: format!("{e:#}") })?;
+        let outputs = self.plan.run(inputs).map_err(|e| InferError::Run {
+            engine: "tract",
+            reason: format!("{e:#}"),
+        })?;
         outputs.iter().map(from_tract).collect()
     }
 }

@@ -1,6 +1,6 @@
 use crate::proto::{
-    attribute_type, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto,
-    NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_type, tensor_shape_proto, type_proto,
 };
 
 /// A tensor dimension in a value's declared type.
@@ -14,17 +14,32 @@ pub enum Dim {
 
 /// Builds a float attribute.
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(attribute_type::FLOAT), f: Some(v), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_type::FLOAT),
+        f: Some(v),
+        ..Default::default()
+    }
 }
 
 /// Builds an int attribute.
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(attribute_type::INT), i: Some(v), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_type::INT),
+        i: Some(v),
+        ..Default::default()
+    }
 }
 
 /// Builds an ints attribute.
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(attribute_type::INTS), ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_type::INTS),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// Builds a string attribute.
@@ -73,7 +88,13 @@ pub struct GraphBuilder {
 impl GraphBuilder {
     /// A new, empty graph with the given name.
     pub fn new(name: &str) -> Self {
-        Self { graph: GraphProto { name: Some(name.into()), ..Default::default() }, ..Default::default() }
+        Self {
+            graph: GraphProto {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 
     fn fresh(&mut self, stem: &str) -> String {
@@ -93,7 +114,9 @@ impl GraphBuilder {
 
     /// Records the type of an intermediate value (`value_info`).
     pub fn annotate(&mut self, name: &str, elem_type: i32, dims: &[Dim]) {
-        self.graph.value_info.push(value_info(name, elem_type, dims));
+        self.graph
+            .value_info
+            .push(value_info(name, elem_type, dims));
     }
 
     /// Adds an initializer.
@@ -105,7 +128,11 @@ impl GraphBuilder {
 
     /// Adds a float32 initializer with a unique name derived from `stem`.
     pub fn constant_f32(&mut self, stem: &str, dims: &[usize], data: &[f32]) -> String {
-        let name = if self.graph.initializer.iter().any(|t| t.name() == stem) { self.fresh(stem) } else { stem.to_string() };
+        let name = if self.graph.initializer.iter().any(|t| t.name() == stem) {
+            self.fresh(stem)
+        } else {
+            stem.to_string()
+        };
         self.initializer(crate::tensor_f32(&name, dims, data))
     }
 
@@ -117,7 +144,13 @@ impl GraphBuilder {
     }
 
     /// Adds a node of the default domain with explicit output names.
-    pub fn node_named(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[AttributeProto]) {
+    pub fn node_named(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: &[AttributeProto],
+    ) {
         let name = self.fresh(op);
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -132,7 +165,13 @@ impl GraphBuilder {
     /// Renames a value produced by the last node that output it (used to give outputs their
     /// public names).
     pub fn rename_output_of_last(&mut self, from: &str, to: &str) {
-        if let Some(n) = self.graph.node.iter_mut().rev().find(|n| n.output.iter().any(|o| o == from)) {
+        if let Some(n) = self
+            .graph
+            .node
+            .iter_mut()
+            .rev()
+            .find(|n| n.output.iter().any(|o| o == from))
+        {
             for o in n.output.iter_mut().filter(|o| *o == from) {
                 *o = to.to_string();
             }
@@ -154,9 +193,15 @@ impl GraphBuilder {
     /// Wraps the graph in a model importing the default domain at `opset`, with the matching IR
     /// version.
     pub fn into_model(self, opset: i64) -> ModelProto {
-        let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }];
+        let mut opset_import = vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }];
         for (d, v) in self.used_domains {
-            opset_import.push(OperatorSetIdProto { domain: Some(d), version: Some(v) });
+            opset_import.push(OperatorSetIdProto {
+                domain: Some(d),
+                version: Some(v),
+            });
         }
         ModelProto {
             ir_version: Some(crate::ir_version_for_opset(opset).unwrap_or(8)),

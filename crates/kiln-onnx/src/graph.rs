@@ -95,17 +95,31 @@ pub fn eliminate_dead(graph: &mut GraphProto) -> (usize, usize) {
     let inputs: HashSet<String> = graph.input.iter().map(|i| i.name().to_string()).collect();
     let before_inits = graph.initializer.len();
     // An initializer that is also a graph input is an overridable default: keep it.
-    graph.initializer.retain(|t| live.contains(t.name()) || inputs.contains(t.name()));
-    let dead_names: HashSet<String> = graph.value_info.iter().map(|v| v.name().to_string()).filter(|n| !live.contains(n)).collect();
+    graph
+        .initializer
+        .retain(|t| live.contains(t.name()) || inputs.contains(t.name()));
+    let dead_names: HashSet<String> = graph
+        .value_info
+        .iter()
+        .map(|v| v.name().to_string())
+        .filter(|n| !live.contains(n))
+        .collect();
     graph.value_info.retain(|v| !dead_names.contains(v.name()));
-    (before_nodes - graph.node.len(), before_inits - graph.initializer.len())
+    (
+        before_nodes - graph.node.len(),
+        before_inits - graph.initializer.len(),
+    )
 }
 
 /// Counts nodes per operator type, sorted by type.
 pub fn op_counts(graph: &GraphProto) -> Vec<(String, usize)> {
     let mut map: std::collections::BTreeMap<String, usize> = Default::default();
     for n in &graph.node {
-        let key = if n.domain().is_empty() { n.op_type().to_string() } else { format!("{}:{}", n.domain(), n.op_type()) };
+        let key = if n.domain().is_empty() {
+            n.op_type().to_string()
+        } else {
+            format!("{}:{}", n.domain(), n.op_type())
+        };
         *map.entry(key).or_default() += 1;
     }
     map.into_iter().collect()
@@ -114,7 +128,7 @@ pub fn op_counts(graph: &GraphProto) -> Vec<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{proto::data_type::FLOAT, Dim, GraphBuilder};
+    use crate::{Dim, GraphBuilder, proto::data_type::FLOAT};
 
     #[test]
     fn dead_nodes_and_initializers_are_removed() {

@@ -29,9 +29,9 @@ pub mod graph;
 pub mod proto;
 mod tensor;
 
-pub use builder::{attr_float, attr_int, attr_ints, attr_string, Dim, GraphBuilder};
+pub use builder::{Dim, GraphBuilder, attr_float, attr_int, attr_ints, attr_string};
 pub use error::OnnxError;
-pub use tensor::{tensor_f32, tensor_i64, tensor_u8, tensor_i8, TensorValue};
+pub use tensor::{TensorValue, tensor_f32, tensor_i8, tensor_i64, tensor_u8};
 
 use proto::ModelProto;
 use std::path::Path;
@@ -59,7 +59,10 @@ pub fn ir_version_for_opset(opset: i64) -> Option<i64> {
 /// Decodes a serialized `ModelProto`.
 pub fn decode(bytes: &[u8]) -> Result<ModelProto, OnnxError> {
     use prost::Message;
-    ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { path: None, reason: e.to_string() })
+    ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
+        path: None,
+        reason: e.to_string(),
+    })
 }
 
 /// Encodes a `ModelProto`.
@@ -70,7 +73,10 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
 
 /// Reads an ONNX file, with errors that name the file and say what to do.
 pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
-    let meta = std::fs::metadata(path).map_err(|e| OnnxError::Io { path: path.to_path_buf(), source: e })?;
+    let meta = std::fs::metadata(path).map_err(|e| OnnxError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     if meta.is_dir() {
         return Err(OnnxError::Decode {
             path: Some(path.to_path_buf()),
@@ -86,11 +92,16 @@ pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
             ),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| OnnxError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let model = decode(&bytes).map_err(|e| match e {
         OnnxError::Decode { reason, .. } => OnnxError::Decode {
             path: Some(path.to_path_buf()),
-            reason: format!("not a valid ONNX model ({reason}); is the file truncated or of another format?"),
+            reason: format!(
+                "not a valid ONNX model ({reason}); is the file truncated or of another format?"
+            ),
         },
         other => other,
     })?;
@@ -119,7 +130,11 @@ pub fn metadata(model: &ModelProto) -> Vec<(String, String)> {
 
 /// Looks up one `metadata_props` value.
 pub fn metadata_value<'a>(model: &'a ModelProto, key: &str) -> Option<&'a str> {
-    model.metadata_props.iter().find(|p| p.key() == key).map(|p| p.value())
+    model
+        .metadata_props
+        .iter()
+        .find(|p| p.key() == key)
+        .map(|p| p.value())
 }
 
 /// Sets (or replaces) one `metadata_props` entry.

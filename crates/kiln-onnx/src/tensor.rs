@@ -1,5 +1,5 @@
-use crate::proto::{data_type, TensorProto};
 use crate::OnnxError;
+use crate::proto::{TensorProto, data_type};
 
 /// An initializer's data decoded into a typed vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,9 +66,14 @@ fn le_chunks<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> 
 impl TensorValue {
     /// Decodes an initializer, from `raw_data` or the typed fields. External data is not read.
     pub fn from_proto(t: &TensorProto) -> Result<Self, OnnxError> {
-        let err = |reason: String| OnnxError::Tensor { name: t.name().to_string(), reason };
+        let err = |reason: String| OnnxError::Tensor {
+            name: t.name().to_string(),
+            reason,
+        };
         if t.data_location() == 1 || !t.external_data.is_empty() {
-            return Err(err("data is stored externally; kiln reads inline tensors only".into()));
+            return Err(err(
+                "data is stored externally; kiln reads inline tensors only".into(),
+            ));
         }
         let numel: usize = t.dims.iter().map(|&d| d.max(0) as usize).product();
         let raw = t.raw_data.as_deref();
@@ -94,11 +99,18 @@ impl TensorValue {
                 None => t.int32_data.iter().map(|&v| v as i8).collect(),
             }),
             other => {
-                return Err(err(format!("data type {} is not supported here", data_type::name(other))));
+                return Err(err(format!(
+                    "data type {} is not supported here",
+                    data_type::name(other)
+                )));
             }
         };
         if v.len() != numel {
-            return Err(err(format!("holds {} values but its dims {:?} need {numel}", v.len(), t.dims)));
+            return Err(err(format!(
+                "holds {} values but its dims {:?} need {numel}",
+                v.len(),
+                t.dims
+            )));
         }
         Ok(v)
     }
@@ -166,14 +178,19 @@ mod tests {
             float_data: vec![1.0, 2.0],
             ..Default::default()
         };
-        assert_eq!(TensorValue::from_proto(&t).expect("decode"), TensorValue::F32(vec![1.0, 2.0]));
+        assert_eq!(
+            TensorValue::from_proto(&t).expect("decode"),
+            TensorValue::F32(vec![1.0, 2.0])
+        );
     }
 
     #[test]
     fn wrong_element_count_is_an_error() {
         let mut t = tensor_f32("w", &[3], &[1.0, 2.0, 3.0]);
         t.dims = vec![4];
-        let err = TensorValue::from_proto(&t).expect_err("mismatch").to_string();
+        let err = TensorValue::from_proto(&t)
+            .expect_err("mismatch")
+            .to_string();
         assert!(err.contains("\"w\"") && err.contains("need 4"), "{err}");
     }
 }

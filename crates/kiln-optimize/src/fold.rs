@@ -3,7 +3,7 @@
 
 use crate::OptimizeError;
 use kiln_onnx::proto::{GraphProto, NodeProto, TensorProto};
-use kiln_onnx::{graph, tensor_f32, tensor_i64, TensorValue};
+use kiln_onnx::{TensorValue, graph, tensor_f32, tensor_i64};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -16,9 +16,23 @@ fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let x = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let y = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-        out[i] = if x == y || y == 1 { x } else if x == 1 { y } else { return None };
+        let x = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let y = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out[i] = if x == y || y == 1 {
+            x
+        } else if x == 1 {
+            y
+        } else {
+            return None;
+        };
     }
     Some(out)
 }
@@ -43,7 +57,9 @@ fn broadcast_index(flat: usize, out: &[usize], dims: &[usize]) -> usize {
 }
 
 fn binary(op: &str, a: &Const, b: &Const) -> Option<Const> {
-    let (TensorValue::F32(x), TensorValue::F32(y)) = (&a.value, &b.value) else { return None };
+    let (TensorValue::F32(x), TensorValue::F32(y)) = (&a.value, &b.value) else {
+        return None;
+    };
     let dims = broadcast_shape(&a.dims, &b.dims)?;
     let n: usize = dims.iter().product();
     let f: fn(f32, f32) -> f32 = match op {
@@ -53,12 +69,24 @@ fn binary(op: &str, a: &Const, b: &Const) -> Option<Const> {
         "Div" => |p, q| p / q,
         _ => return None,
     };
-    let v = (0..n).map(|i| f(x[broadcast_index(i, &dims, &a.dims)], y[broadcast_index(i, &dims, &b.dims)])).collect();
-    Some(Const { dims, value: TensorValue::F32(v) })
+    let v = (0..n)
+        .map(|i| {
+            f(
+                x[broadcast_index(i, &dims, &a.dims)],
+                y[broadcast_index(i, &dims, &b.dims)],
+            )
+        })
+        .collect();
+    Some(Const {
+        dims,
+        value: TensorValue::F32(v),
+    })
 }
 
 fn transpose(a: &Const, perm: &[usize]) -> Option<Const> {
-    let TensorValue::F32(x) = &a.value else { return None };
+    let TensorValue::F32(x) = &a.value else {
+        return None;
+    };
     let r = a.dims.len();
     if perm.len() != r {
         return None;
@@ -80,14 +108,21 @@ fn transpose(a: &Const, perm: &[usize]) -> Option<Const> {
         }
         out.push(x[src]);
     }
-    Some(Const { dims: out_dims, value: TensorValue::F32(out) })
+    Some(Const {
+        dims: out_dims,
+        value: TensorValue::F32(out),
+    })
 }
 
 fn eval(node: &NodeProto, inputs: &[Const]) -> Option<Const> {
     match node.op_type() {
-        "Add" | "Sub" | "Mul" | "Div" if inputs.len() == 2 => binary(node.op_type(), &inputs[0], &inputs[1]),
+        "Add" | "Sub" | "Mul" | "Div" if inputs.len() == 2 => {
+            binary(node.op_type(), &inputs[0], &inputs[1])
+        }
         "Neg" | "Sqrt" | "Reciprocal" | "Relu" | "Exp" if inputs.len() == 1 => {
-            let TensorValue::F32(x) = &inputs[0].value else { return None };
+            let TensorValue::F32(x) = &inputs[0].value else {
+                return None;
+            };
             let f: fn(f32) -> f32 = match node.op_type() {
                 "Neg" => |v| -v,
                 "Sqrt" => f32::sqrt,
@@ -95,7 +130,10 @@ fn eval(node: &NodeProto, inputs: &[Const]) -> Option<Const> {
                 "Relu" => |v| v.max(0.0),
                 _ => f32::exp,
             };
-            Some(Const { dims: inputs[0].dims.clone(), value: TensorValue::F32(x.iter().map(|&v| f(v)).collect()) })
+            Some(Const {
+                dims: inputs[0].dims.clone(),
+                value: TensorValue::F32(x.iter().map(|&v| f(v)).collect()),
+            })
         }
         "Transpose" if inputs.len() == 1 => {
             let r = inputs[0].dims.len();
@@ -108,13 +146,26 @@ fn eval(node: &NodeProto, inputs: &[Const]) -> Option<Const> {
         "Reshape" if inputs.len() == 2 => {
             let shape = inputs[1].value.to_i64()?;
             let total = inputs[0].value.len();
-            let mut dims: Vec<i64> = shape.iter().enumerate().map(|(i, &d)| if d == 0 { inputs[0].dims.get(i).map_or(0, |&x| x as i64) } else { d }).collect();
+            let mut dims: Vec<i64> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    if d == 0 {
+                        inputs[0].dims.get(i).map_or(0, |&x| x as i64)
+                    } else {
+                        d
+                    }
+                })
+                .collect();
             let known: i64 = dims.iter().filter(|&&d| d != -1).product();
             if let Some(p) = dims.iter().position(|&d| d == -1) {
                 dims[p] = if known == 0 { 0 } else { total as i64 / known };
             }
             let dims: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
-            (dims.iter().product::<usize>() == total).then(|| Const { dims, value: inputs[0].value.clone() })
+            (dims.iter().product::<usize>() == total).then(|| Const {
+                dims,
+                value: inputs[0].value.clone(),
+            })
         }
         "Identity" if inputs.len() == 1 => Some(inputs[0].clone()),
         _ => None,
@@ -132,7 +183,8 @@ fn to_proto(name: &str, c: &Const) -> Option<TensorProto> {
 /// Folds constant nodes of the default domain. Returns the number of folded nodes and a line per
 /// fold or per constant node that could not be evaluated.
 pub(crate) fn fold_constants(g: &mut GraphProto) -> Result<(usize, Vec<String>), OptimizeError> {
-    let graph_inputs: std::collections::HashSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+    let graph_inputs: std::collections::HashSet<String> =
+        g.input.iter().map(|i| i.name().to_string()).collect();
     let mut consts: HashMap<String, Const> = HashMap::new();
     for t in &g.initializer {
         // An initializer that is also a graph input can be overridden at run time: not constant.
@@ -140,7 +192,13 @@ pub(crate) fn fold_constants(g: &mut GraphProto) -> Result<(usize, Vec<String>),
             continue;
         }
         if let Ok(v) = TensorValue::from_proto(t) {
-            consts.insert(t.name().to_string(), Const { dims: t.dims.iter().map(|&d| d.max(0) as usize).collect(), value: v });
+            consts.insert(
+                t.name().to_string(),
+                Const {
+                    dims: t.dims.iter().map(|&d| d.max(0) as usize).collect(),
+                    value: v,
+                },
+            );
         }
     }
     let mut details = Vec::new();
@@ -149,35 +207,55 @@ pub(crate) fn fold_constants(g: &mut GraphProto) -> Result<(usize, Vec<String>),
     while i < g.node.len() {
         let node = &g.node[i];
         let is_default = node.domain().is_empty() || node.domain() == "ai.onnx";
-        if node.op_type() == "Constant" && is_default && node.output.len() == 1 {
-            if let Some(t) = graph::attr(node, "value").and_then(|a| a.t.clone()) {
-                let name = node.output[0].clone();
-                let mut t = t;
-                t.name = Some(name.clone());
-                if let Ok(v) = TensorValue::from_proto(&t) {
-                    consts.insert(name.clone(), Const { dims: t.dims.iter().map(|&d| d.max(0) as usize).collect(), value: v });
-                }
-                g.initializer.push(t);
-                g.node.remove(i);
-                details.push(format!("Constant {name:?} became an initializer"));
-                folded += 1;
-                continue;
+        if node.op_type() == "Constant"
+            && is_default
+            && node.output.len() == 1
+            && let Some(t) = graph::attr(node, "value").and_then(|a| a.t.clone())
+        {
+            let name = node.output[0].clone();
+            let mut t = t;
+            t.name = Some(name.clone());
+            if let Ok(v) = TensorValue::from_proto(&t) {
+                consts.insert(
+                    name.clone(),
+                    Const {
+                        dims: t.dims.iter().map(|&d| d.max(0) as usize).collect(),
+                        value: v,
+                    },
+                );
             }
+            g.initializer.push(t);
+            g.node.remove(i);
+            details.push(format!("Constant {name:?} became an initializer"));
+            folded += 1;
+            continue;
         }
         let all_const = !node.input.is_empty() && node.input.iter().all(|n| consts.contains_key(n));
         if is_default && all_const && node.output.len() == 1 {
-            let inputs: Vec<Const> = node.input.iter().filter_map(|n| consts.get(n).cloned()).collect();
+            let inputs: Vec<Const> = node
+                .input
+                .iter()
+                .filter_map(|n| consts.get(n).cloned())
+                .collect();
             let out = node.output[0].clone();
             match eval(node, &inputs).and_then(|c| to_proto(&out, &c).map(|t| (c, t))) {
                 Some((c, t)) => {
-                    details.push(format!("folded {} {:?} into a constant", node.op_type(), node.name()));
+                    details.push(format!(
+                        "folded {} {:?} into a constant",
+                        node.op_type(),
+                        node.name()
+                    ));
                     consts.insert(out, c);
                     g.initializer.push(t);
                     g.node.remove(i);
                     folded += 1;
                     continue;
                 }
-                None => details.push(format!("skipped {} {:?}: constant inputs, but kiln cannot evaluate this op here", node.op_type(), node.name())),
+                None => details.push(format!(
+                    "skipped {} {:?}: constant inputs, but kiln cannot evaluate this op here",
+                    node.op_type(),
+                    node.name()
+                )),
             }
         }
         i += 1;
@@ -194,17 +272,29 @@ mod tests {
         assert_eq!(broadcast_shape(&[2, 3], &[3]), Some(vec![2, 3]));
         assert_eq!(broadcast_shape(&[2, 1], &[1, 4]), Some(vec![2, 4]));
         assert_eq!(broadcast_shape(&[2, 3], &[2]), None);
-        let a = Const { dims: vec![2, 2], value: TensorValue::F32(vec![1.0, 2.0, 3.0, 4.0]) };
-        let b = Const { dims: vec![2], value: TensorValue::F32(vec![10.0, 20.0]) };
+        let a = Const {
+            dims: vec![2, 2],
+            value: TensorValue::F32(vec![1.0, 2.0, 3.0, 4.0]),
+        };
+        let b = Const {
+            dims: vec![2],
+            value: TensorValue::F32(vec![10.0, 20.0]),
+        };
         let c = binary("Add", &a, &b).expect("add");
         assert_eq!(c.value, TensorValue::F32(vec![11.0, 22.0, 13.0, 24.0]));
     }
 
     #[test]
     fn transpose_swaps_axes() {
-        let a = Const { dims: vec![2, 3], value: TensorValue::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) };
+        let a = Const {
+            dims: vec![2, 3],
+            value: TensorValue::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        };
         let t = transpose(&a, &[1, 0]).expect("transpose");
         assert_eq!(t.dims, vec![3, 2]);
-        assert_eq!(t.value, TensorValue::F32(vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]));
+        assert_eq!(
+            t.value,
+            TensorValue::F32(vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
+        );
     }
 }

@@ -32,7 +32,7 @@ mod validate;
 
 pub use error::OptimizeError;
 pub use passes::{Pass, PassReport};
-pub use validate::{compare_models, Comparison};
+pub use validate::{Comparison, compare_models};
 
 use kiln_core::{Event, EventSink, OnnxModel, Optimizer};
 use serde::Serialize;
@@ -56,7 +56,9 @@ impl GraphLevel {
         match s {
             "none" => Ok(Self::None),
             "basic" => Ok(Self::Basic),
-            other => Err(OptimizeError::Options(format!("unknown graph level {other:?}; use none or basic"))),
+            other => Err(OptimizeError::Options(format!(
+                "unknown graph level {other:?}; use none or basic"
+            ))),
         }
     }
 
@@ -115,7 +117,13 @@ pub struct OptimizeOptions {
 
 impl Default for OptimizeOptions {
     fn default() -> Self {
-        Self { level: GraphLevel::Basic, quantization: Quantization::None, validate_data: None, target: kiln_data::DEFAULT_TARGET.into(), force: false }
+        Self {
+            level: GraphLevel::Basic,
+            quantization: Quantization::None,
+            validate_data: None,
+            target: kiln_data::DEFAULT_TARGET.into(),
+            force: false,
+        }
     }
 }
 
@@ -149,8 +157,14 @@ pub struct GraphOptimizer {
 impl Optimizer for GraphOptimizer {
     type Error = OptimizeError;
 
-    fn optimize(&self, model: &OnnxModel, output: &Path, events: &mut dyn EventSink) -> Result<OnnxModel, OptimizeError> {
-        self.run(&model.path, output, events).map(|r| OnnxModel { path: r.output })
+    fn optimize(
+        &self,
+        model: &OnnxModel,
+        output: &Path,
+        events: &mut dyn EventSink,
+    ) -> Result<OnnxModel, OptimizeError> {
+        self.run(&model.path, output, events)
+            .map(|r| OnnxModel { path: r.output })
     }
 }
 
@@ -161,9 +175,16 @@ impl GraphOptimizer {
     }
 
     /// Optimizes `input` into `output` and reports what changed and how the output compares.
-    pub fn run(&self, input: &Path, output: &Path, events: &mut dyn EventSink) -> Result<OptimizeReport, OptimizeError> {
+    pub fn run(
+        &self,
+        input: &Path,
+        output: &Path,
+        events: &mut dyn EventSink,
+    ) -> Result<OptimizeReport, OptimizeError> {
         let start = Instant::now();
-        events.emit(Event::StageStarted { stage: "optimize".into() });
+        events.emit(Event::StageStarted {
+            stage: "optimize".into(),
+        });
         if same_file(input, output) {
             return Err(OptimizeError::Options(format!(
                 "the output {} is the input file; kiln never modifies its input, choose another --output",
@@ -171,20 +192,33 @@ impl GraphOptimizer {
             )));
         }
         if output.exists() && !self.options.force {
-            return Err(OptimizeError::Exists { path: output.to_path_buf() });
+            return Err(OptimizeError::Exists {
+                path: output.to_path_buf(),
+            });
         }
-        let original_bytes = std::fs::read(input).map_err(|e| OptimizeError::Onnx(kiln_onnx::OnnxError::Io { path: input.to_path_buf(), source: e }))?;
+        let original_bytes = std::fs::read(input).map_err(|e| {
+            OptimizeError::Onnx(kiln_onnx::OnnxError::Io {
+                path: input.to_path_buf(),
+                source: e,
+            })
+        })?;
         let mut model = kiln_onnx::load(input)?;
         let nodes_before = model.graph.as_ref().map_or(0, |g| g.node.len());
         let mut reports = Vec::new();
         for pass in self.options.level.passes() {
             let r = pass.run(&mut model)?;
-            events.emit(Event::Message { level: kiln_core::Level::Info, text: r.summary() });
+            events.emit(Event::Message {
+                level: kiln_core::Level::Info,
+                text: r.summary(),
+            });
             reports.push(r);
         }
         if self.options.quantization == Quantization::Dynamic {
             let r = quantize::dynamic_int8(&mut model)?;
-            events.emit(Event::Message { level: kiln_core::Level::Info, text: r.summary() });
+            events.emit(Event::Message {
+                level: kiln_core::Level::Info,
+                text: r.summary(),
+            });
             if r.changes == 0 {
                 events.emit(Event::Message {
                     level: kiln_core::Level::Warn,
@@ -193,14 +227,34 @@ impl GraphOptimizer {
             }
             reports.push(r);
         }
-        kiln_onnx::set_metadata(&mut model, "kiln.optimize.level", &format!("{:?}", self.options.level).to_lowercase());
-        kiln_onnx::set_metadata(&mut model, "kiln.optimize.quantization", &format!("{:?}", self.options.quantization).to_lowercase());
+        kiln_onnx::set_metadata(
+            &mut model,
+            "kiln.optimize.level",
+            &format!("{:?}", self.options.level).to_lowercase(),
+        );
+        kiln_onnx::set_metadata(
+            &mut model,
+            "kiln.optimize.quantization",
+            &format!("{:?}", self.options.quantization).to_lowercase(),
+        );
         let bytes = kiln_onnx::encode(&model);
-        let comparison = compare_models(&original_bytes, &bytes, self.options.validate_data.as_deref(), &self.options.target, input)?;
-        events.emit(Event::Message { level: kiln_core::Level::Info, text: comparison.summary() });
+        let comparison = compare_models(
+            &original_bytes,
+            &bytes,
+            self.options.validate_data.as_deref(),
+            &self.options.target,
+            input,
+        )?;
+        events.emit(Event::Message {
+            level: kiln_core::Level::Info,
+            text: comparison.summary(),
+        });
         kiln_core::fsutil::write_atomic(output, &bytes)?;
         let seconds = start.elapsed().as_secs_f64();
-        events.emit(Event::StageFinished { stage: "optimize".into(), seconds });
+        events.emit(Event::StageFinished {
+            stage: "optimize".into(),
+            seconds,
+        });
         Ok(OptimizeReport {
             output: output.to_path_buf(),
             bytes_before: original_bytes.len(),

@@ -31,8 +31,14 @@ pub trait Pass {
     fn run(&self, model: &mut ModelProto) -> Result<PassReport, OptimizeError>;
 }
 
-fn graph_mut<'a>(model: &'a mut ModelProto, pass: &'static str) -> Result<&'a mut kiln_onnx::proto::GraphProto, OptimizeError> {
-    model.graph.as_mut().ok_or(OptimizeError::Pass { pass, reason: "the model has no graph".into() })
+fn graph_mut<'a>(
+    model: &'a mut ModelProto,
+    pass: &'static str,
+) -> Result<&'a mut kiln_onnx::proto::GraphProto, OptimizeError> {
+    model.graph.as_mut().ok_or(OptimizeError::Pass {
+        pass,
+        reason: "the model has no graph".into(),
+    })
 }
 
 /// Removes `Identity` nodes and inference-mode `Dropout` nodes (whose mask output is unused),
@@ -51,17 +57,24 @@ impl Pass for RemoveIdentities {
         loop {
             let outputs = graph::output_names(g);
             let used = graph::consumers(g);
-            let inputs: std::collections::HashSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+            let inputs: std::collections::HashSet<String> =
+                g.input.iter().map(|i| i.name().to_string()).collect();
             let found = g.node.iter().enumerate().find_map(|(i, n)| {
                 let removable_op = n.domain().is_empty()
                     && match n.op_type() {
                         "Identity" => true,
                         // Dropout is the identity at inference, unless its mask is read or
                         // training_mode is fed.
-                        "Dropout" => n.input.len() < 3 && n.output.get(1).is_none_or(|m| m.is_empty() || (!used.contains_key(m) && !outputs.contains(m))),
+                        "Dropout" => {
+                            n.input.len() < 3
+                                && n.output.get(1).is_none_or(|m| {
+                                    m.is_empty() || (!used.contains_key(m) && !outputs.contains(m))
+                                })
+                        }
                         _ => false,
                     };
-                (removable_op && n.input.len() >= 1 && !n.input[0].is_empty()).then(|| (i, n.input[0].clone(), n.output[0].clone()))
+                (removable_op && n.input.first().is_some_and(|i| !i.is_empty()))
+                    .then(|| (i, n.input[0].clone(), n.output[0].clone()))
             });
             let Some((idx, src, dst)) = found else { break };
             if outputs.contains(&dst) {
@@ -83,7 +96,11 @@ impl Pass for RemoveIdentities {
             let n = g.node.remove(idx);
             details.push(format!("removed {} {:?}", n.op_type(), n.name()));
         }
-        Ok(PassReport { pass: self.name(), changes: details.len(), details })
+        Ok(PassReport {
+            pass: self.name(),
+            changes: details.len(),
+            details,
+        })
     }
 }
 
@@ -99,7 +116,11 @@ impl Pass for FoldConstants {
 
     fn run(&self, model: &mut ModelProto) -> Result<PassReport, OptimizeError> {
         let g = graph_mut(model, self.name())?;
-        crate::fold::fold_constants(g).map(|(changes, details)| PassReport { pass: self.name(), changes, details })
+        crate::fold::fold_constants(g).map(|(changes, details)| PassReport {
+            pass: self.name(),
+            changes,
+            details,
+        })
     }
 }
 
@@ -122,6 +143,10 @@ impl Pass for EliminateDead {
         if inits > 0 {
             details.push(format!("removed {inits} unused initializer(s)"));
         }
-        Ok(PassReport { pass: self.name(), changes: nodes + inits, details })
+        Ok(PassReport {
+            pass: self.name(),
+            changes: nodes + inits,
+            details,
+        })
     }
 }

@@ -15,8 +15,8 @@
 //! intermediate sums, which is where its int8 results drift from the reference).
 
 use crate::{OptimizeError, PassReport};
-use kiln_onnx::proto::{data_type, ModelProto, NodeProto};
-use kiln_onnx::{attr_int, graph, tensor_f32, tensor_u8, TensorValue};
+use kiln_onnx::proto::{ModelProto, NodeProto, data_type};
+use kiln_onnx::{TensorValue, attr_int, graph, tensor_f32, tensor_u8};
 
 /// Per-column asymmetric uint8 quantization of a `[k, n]` row-major matrix. Returns the
 /// quantized values, one scale and one zero point per column. The range always contains 0, so
@@ -56,7 +56,12 @@ struct Candidate {
     out: String,
 }
 
-fn candidate(g: &kiln_onnx::proto::GraphProto, index: usize, node: &NodeProto, inputs: &std::collections::HashSet<String>) -> Result<Option<Candidate>, String> {
+fn candidate(
+    g: &kiln_onnx::proto::GraphProto,
+    index: usize,
+    node: &NodeProto,
+    inputs: &std::collections::HashSet<String>,
+) -> Result<Option<Candidate>, String> {
     if !node.domain().is_empty() {
         return Ok(None);
     }
@@ -64,7 +69,9 @@ fn candidate(g: &kiln_onnx::proto::GraphProto, index: usize, node: &NodeProto, i
     if !(is_gemm || is_matmul) || node.input.len() < 2 || node.output.len() != 1 {
         return Ok(None);
     }
-    let Some(b) = graph::initializer(g, &node.input[1]) else { return Ok(None) };
+    let Some(b) = graph::initializer(g, &node.input[1]) else {
+        return Ok(None);
+    };
     if inputs.contains(b.name()) || b.data_type() != data_type::FLOAT || b.dims.len() != 2 {
         return Ok(None);
     }
@@ -78,7 +85,9 @@ fn candidate(g: &kiln_onnx::proto::GraphProto, index: usize, node: &NodeProto, i
         if graph::attr_i(node, "transA", 0) != 0 {
             return Err("transA=1 is not supported".into());
         }
-        if graph::attr_f(node, "alpha", 1.0) != 1.0 || (node.input.len() > 2 && graph::attr_f(node, "beta", 1.0) != 1.0) {
+        if graph::attr_f(node, "alpha", 1.0) != 1.0
+            || (node.input.len() > 2 && graph::attr_f(node, "beta", 1.0) != 1.0)
+        {
             return Err("alpha/beta other than 1 are not supported".into());
         }
         if node.input.len() > 2 && !node.input[2].is_empty() {
@@ -99,28 +108,48 @@ fn candidate(g: &kiln_onnx::proto::GraphProto, index: usize, node: &NodeProto, i
     } else {
         (w, d0, d1)
     };
-    Ok(Some(Candidate { index, a: node.input[0].clone(), weight, k, n, bias, out: node.output[0].clone() }))
+    Ok(Some(Candidate {
+        index,
+        a: node.input[0].clone(),
+        weight,
+        k,
+        n,
+        bias,
+        out: node.output[0].clone(),
+    }))
 }
 
 /// Rewrites every MatMul/Gemm with a constant 2-D float weight into the dynamic int8 form.
 /// Nodes that do not qualify are left in float and listed in the report.
 pub fn dynamic_int8(model: &mut ModelProto) -> Result<PassReport, OptimizeError> {
-    let g = model.graph.as_mut().ok_or(OptimizeError::Pass { pass: "quantize-dynamic", reason: "the model has no graph".into() })?;
-    let inputs: std::collections::HashSet<String> = g.input.iter().map(|i| i.name().to_string()).collect();
+    let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
+        pass: "quantize-dynamic",
+        reason: "the model has no graph".into(),
+    })?;
+    let inputs: std::collections::HashSet<String> =
+        g.input.iter().map(|i| i.name().to_string()).collect();
     let mut details = Vec::new();
     let mut cands = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
         match candidate(g, i, n, &inputs) {
             Ok(Some(c)) => cands.push(c),
             Ok(None) => {}
-            Err(why) => details.push(format!("kept {} {:?} in float: {why}", n.op_type(), n.name())),
+            Err(why) => details.push(format!(
+                "kept {} {:?} in float: {why}",
+                n.op_type(),
+                n.name()
+            )),
         }
     }
     let changes = cands.len();
     // Rewrite from the back so earlier indices stay valid.
     for c in cands.into_iter().rev() {
         let base = g.node[c.index].name().to_string();
-        let stem = if base.is_empty() { format!("q{}", c.index) } else { base.clone() };
+        let stem = if base.is_empty() {
+            format!("q{}", c.index)
+        } else {
+            base.clone()
+        };
         let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k, c.n);
         let wq = format!("{stem}.weight_u8");
         let ws = format!("{stem}.weight_scale");
@@ -130,31 +159,73 @@ pub fn dynamic_int8(model: &mut ModelProto) -> Result<PassReport, OptimizeError>
         g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
         let v = |s: &str| format!("{stem}.{s}");
         // Node names follow their first output, which is unique in the graph.
-        let mk = |op: &str, ins: Vec<String>, outs: Vec<String>, attrs: Vec<kiln_onnx::proto::AttributeProto>| NodeProto {
-            name: Some(format!("{op}/{}", outs.first().map(String::as_str).unwrap_or(""))),
+        let mk = |op: &str,
+                  ins: Vec<String>,
+                  outs: Vec<String>,
+                  attrs: Vec<kiln_onnx::proto::AttributeProto>| NodeProto {
+            name: Some(format!(
+                "{op}/{}",
+                outs.first().map(String::as_str).unwrap_or("")
+            )),
             input: ins,
             output: outs,
             op_type: Some(op.into()),
             attribute: attrs,
             ..Default::default()
         };
-        let final_out = if c.bias.is_some() { v("scaled") } else { c.out.clone() };
+        let final_out = if c.bias.is_some() {
+            v("scaled")
+        } else {
+            c.out.clone()
+        };
         let mut nodes = vec![
-            mk("DynamicQuantizeLinear", vec![c.a.clone()], vec![v("a_u8"), v("a_scale"), v("a_zero_point")], vec![]),
-            mk("MatMulInteger", vec![v("a_u8"), wq, v("a_zero_point"), wz], vec![v("y_i32")], vec![]),
-            mk("Cast", vec![v("y_i32")], vec![v("y_f32")], vec![attr_int("to", data_type::FLOAT as i64)]),
+            mk(
+                "DynamicQuantizeLinear",
+                vec![c.a.clone()],
+                vec![v("a_u8"), v("a_scale"), v("a_zero_point")],
+                vec![],
+            ),
+            mk(
+                "MatMulInteger",
+                vec![v("a_u8"), wq, v("a_zero_point"), wz],
+                vec![v("y_i32")],
+                vec![],
+            ),
+            mk(
+                "Cast",
+                vec![v("y_i32")],
+                vec![v("y_f32")],
+                vec![attr_int("to", data_type::FLOAT as i64)],
+            ),
             mk("Mul", vec![v("a_scale"), ws], vec![v("scale")], vec![]),
-            mk("Mul", vec![v("y_f32"), v("scale")], vec![final_out.clone()], vec![]),
+            mk(
+                "Mul",
+                vec![v("y_f32"), v("scale")],
+                vec![final_out.clone()],
+                vec![],
+            ),
         ];
         if let Some(bias) = &c.bias {
-            nodes.push(mk("Add", vec![final_out, bias.clone()], vec![c.out.clone()], vec![]));
+            nodes.push(mk(
+                "Add",
+                vec![final_out, bias.clone()],
+                vec![c.out.clone()],
+                vec![],
+            ));
         }
         g.node.splice(c.index..=c.index, nodes);
-        details.push(format!("quantized {base:?} ([{}, {}] weights, per-column uint8)", c.k, c.n));
+        details.push(format!(
+            "quantized {base:?} ([{}, {}] weights, per-column uint8)",
+            c.k, c.n
+        ));
     }
     // The float weights that were replaced are now unused.
     graph::eliminate_dead(g);
-    Ok(PassReport { pass: "quantize-dynamic", changes, details })
+    Ok(PassReport {
+        pass: "quantize-dynamic",
+        changes,
+        details,
+    })
 }
 
 #[cfg(test)]

@@ -58,12 +58,19 @@ mod rand_distr_free {
 /// Runs both serialized models (tract) on the same rows and compares their predictions: on
 /// labelled `data` when given (accuracy of each), else on 256 generated rows drawn around the
 /// model's standardisation statistics.
-pub fn compare_models(before: &[u8], after: &[u8], data: Option<&Path>, target: &str, origin: &Path) -> Result<Comparison, OptimizeError> {
+pub fn compare_models(
+    before: &[u8],
+    after: &[u8],
+    data: Option<&Path>,
+    target: &str,
+    origin: &Path,
+) -> Result<Comparison, OptimizeError> {
     let a = Model::from_bytes(before, origin, EngineKind::Tract)?;
     let b = Model::from_bytes(after, origin, EngineKind::Tract)?;
     let (features, rows, targets, source) = match data {
         Some(path) => {
-            let table = kiln_data::read_rows(path, None, target, a.info().feature_names.as_deref())?;
+            let table =
+                kiln_data::read_rows(path, None, target, a.info().feature_names.as_deref())?;
             let mut x = Vec::new();
             let mut t = Vec::new();
             for r in table.rows {
@@ -89,12 +96,16 @@ pub fn compare_models(before: &[u8], after: &[u8], data: Option<&Path>, target: 
                 .unwrap_or_else(|| (vec![0.0; width], vec![1.0; width]));
             let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b696c6e);
             let n = 256;
-            let x = (0..n * width).map(|i| mean[i % width] + std[i % width] * standard_normal(&mut rng)).collect();
+            let x = (0..n * width)
+                .map(|i| mean[i % width] + std[i % width] * standard_normal(&mut rng))
+                .collect();
             (x, n, None, "generated inputs".to_string())
         }
     };
     if rows == 0 {
-        return Err(OptimizeError::Options("the validation data has no readable rows".into()));
+        return Err(OptimizeError::Options(
+            "the validation data has no readable rows".into(),
+        ));
     }
     let pa = a.predict(&features, rows)?;
     let pb = b.predict(&features, rows)?;
@@ -103,7 +114,7 @@ pub fn compare_models(before: &[u8], after: &[u8], data: Option<&Path>, target: 
     for (x, y) in pa.iter().zip(&pb) {
         for (p, q) in x.scores.iter().zip(&y.scores) {
             let d = (p - q).abs();
-            if !(d <= max_abs) {
+            if d.is_nan() || d > max_abs {
                 max_abs = d;
             }
         }
@@ -113,8 +124,14 @@ pub fn compare_models(before: &[u8], after: &[u8], data: Option<&Path>, target: 
     }
     let accuracy = |preds: &[kiln_infer::Prediction]| -> Option<f64> {
         let t = targets.as_ref()?;
-        let labelled: Vec<(&kiln_infer::Prediction, &String)> = preds.iter().zip(t).filter_map(|(p, l)| l.as_ref().map(|l| (p, l))).collect();
-        (!labelled.is_empty()).then(|| labelled.iter().filter(|(p, l)| p.label == **l).count() as f64 / labelled.len() as f64)
+        let labelled: Vec<(&kiln_infer::Prediction, &String)> = preds
+            .iter()
+            .zip(t)
+            .filter_map(|(p, l)| l.as_ref().map(|l| (p, l)))
+            .collect();
+        (!labelled.is_empty()).then(|| {
+            labelled.iter().filter(|(p, l)| p.label == **l).count() as f64 / labelled.len() as f64
+        })
     };
     Ok(Comparison {
         source,

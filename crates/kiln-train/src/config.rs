@@ -61,8 +61,11 @@ impl TrainConfig {
         if self.hidden.contains(&0) {
             return bad("hidden layer widths must be at least 1".into());
         }
-        if !(self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay must be >= 0, got {}", self.weight_decay));
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+            return bad(format!(
+                "weight_decay must be >= 0, got {}",
+                self.weight_decay
+            ));
         }
         Ok(())
     }

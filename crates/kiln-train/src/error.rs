@@ -11,7 +11,9 @@ pub enum TrainError {
     #[error("burn: {0}")]
     Burn(String),
     /// Training diverged (the loss became NaN or infinite).
-    #[error("training diverged at epoch {epoch}: the loss is {loss}; lower --lr or check the data for extreme values")]
+    #[error(
+        "training diverged at epoch {epoch}: the loss is {loss}; lower --lr or check the data for extreme values"
+    )]
     Diverged {
         /// The epoch.
         epoch: usize,

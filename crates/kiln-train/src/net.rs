@@ -3,6 +3,17 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use kiln_core::{Activation, LayerSpec, ModelSpec};
 
+/// One named weight tensor in burn's layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// `{layer}.weight` or `{layer}.bias`.
+    pub name: String,
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
 /// A network built from a [`ModelSpec`]: its linear layers are burn modules, the rest of the
 /// spec (activations, dropout placement) drives the forward pass.
 #[derive(Module, Debug)]
@@ -20,12 +31,20 @@ impl Net {
         let mut dropouts = Vec::new();
         for l in &spec.layers {
             match l {
-                LayerSpec::Linear { in_features, out_features, .. } => linears.push(LinearConfig::new(*in_features, *out_features).init(device)),
+                LayerSpec::Linear {
+                    in_features,
+                    out_features,
+                    ..
+                } => linears.push(LinearConfig::new(*in_features, *out_features).init(device)),
                 LayerSpec::Dropout { prob } => dropouts.push(DropoutConfig::new(*prob).init()),
                 LayerSpec::Activation { .. } => {}
             }
         }
-        Self { linears, dropouts, layers: spec.layers.clone() }
+        Self {
+            linears,
+            dropouts,
+            layers: spec.layers.clone(),
+        }
     }
 
     /// The forward pass: raw scores (logits) for each row.
@@ -53,20 +72,42 @@ impl Net {
 
     /// The named weights in burn's layout, in spec order: `{name}.weight` `[in, out]` and
     /// `{name}.bias` `[out]`.
-    pub fn named_weights(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+    pub fn named_weights(&self) -> Result<Vec<NamedTensor>, String> {
         let mut out = Vec::new();
         let mut li = 0;
         for l in &self.layers {
-            if let LayerSpec::Linear { name, in_features, out_features } = l {
+            if let LayerSpec::Linear {
+                name,
+                in_features,
+                out_features,
+            } = l
+            {
                 let lin = &self.linears[li];
                 li += 1;
-                let w = lin.weight.val().to_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-                out.push((format!("{name}.weight"), vec![*in_features, *out_features], w));
+                let w = lin
+                    .weight
+                    .val()
+                    .to_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| format!("{e:?}"))?;
+                out.push(NamedTensor {
+                    name: format!("{name}.weight"),
+                    shape: vec![*in_features, *out_features],
+                    data: w,
+                });
                 let b = match &lin.bias {
-                    Some(b) => b.val().to_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
+                    Some(b) => b
+                        .val()
+                        .to_data()
+                        .try_to_vec::<f32>()
+                        .map_err(|e| format!("{e:?}"))?,
                     None => vec![0.0; *out_features],
                 };
-                out.push((format!("{name}.bias"), vec![*out_features], b));
+                out.push(NamedTensor {
+                    name: format!("{name}.bias"),
+                    shape: vec![*out_features],
+                    data: b,
+                });
             }
         }
         Ok(out)
@@ -74,15 +115,28 @@ impl Net {
 
     /// A copy of this network with its weights replaced by `weights` (as produced by
     /// [`Net::named_weights`]).
-    pub fn with_weights(mut self, weights: &[(String, Vec<usize>, Vec<f32>)], device: &Device) -> Self {
+    pub fn with_weights(mut self, weights: &[NamedTensor], device: &Device) -> Self {
         let mut li = 0;
         for l in &self.layers {
-            if let LayerSpec::Linear { name, in_features, out_features } = l {
-                let find = |n: String| weights.iter().find(|(k, _, _)| *k == n).map(|(_, _, v)| v.clone());
-                if let (Some(w), Some(b)) = (find(format!("{name}.weight")), find(format!("{name}.bias"))) {
+            if let LayerSpec::Linear {
+                name,
+                in_features,
+                out_features,
+            } = l
+            {
+                let find = |n: String| weights.iter().find(|t| t.name == n).map(|t| t.data.clone());
+                if let (Some(w), Some(b)) =
+                    (find(format!("{name}.weight")), find(format!("{name}.bias")))
+                {
                     let lin = &mut self.linears[li];
-                    lin.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [*in_features, *out_features]), device));
-                    lin.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b, [*out_features]), device)));
+                    lin.weight = Param::from_tensor(Tensor::from_data(
+                        TensorData::new(w, [*in_features, *out_features]),
+                        device,
+                    ));
+                    lin.bias = Some(Param::from_tensor(Tensor::from_data(
+                        TensorData::new(b, [*out_features]),
+                        device,
+                    )));
                 }
                 li += 1;
             }

@@ -1,12 +1,15 @@
-use crate::net::Net;
-use crate::{TrainConfig, TrainError, BURN_VERSION};
+use crate::net::{NamedTensor, Net};
+use crate::{BURN_VERSION, TrainConfig, TrainError};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use kiln_core::{Dataset, Event, EventSink, ModelMetadata, ModelSpec, Normalization, Reference, Task, TrainedModel, Trainer};
-use rand::seq::SliceRandom;
+use kiln_core::{
+    Dataset, Event, EventSink, ModelMetadata, ModelSpec, Normalization, Reference, Task,
+    TrainedModel, Trainer,
+};
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -55,7 +58,13 @@ pub struct BurnTrainer {
 impl Trainer for BurnTrainer {
     type Error = TrainError;
 
-    fn train(&self, train: &Dataset, val: Option<&Dataset>, out_dir: &Path, events: &mut dyn EventSink) -> Result<TrainedModel, TrainError> {
+    fn train(
+        &self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        out_dir: &Path,
+        events: &mut dyn EventSink,
+    ) -> Result<TrainedModel, TrainError> {
         self.run(train, val, out_dir, events).map(|o| o.model)
     }
 }
@@ -78,7 +87,11 @@ impl Batches {
             .iter()
             .map(|&i| i as i64)
             .collect();
-        Ok(Self { x, y, f: data.n_features() })
+        Ok(Self {
+            x,
+            y,
+            f: data.n_features(),
+        })
     }
 
     fn gather(&self, idx: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
@@ -131,11 +144,19 @@ impl BurnTrainer {
     }
 
     /// Trains and writes the artifact into `out_dir`, returning it with the epoch history.
-    pub fn run(&self, train: &Dataset, val: Option<&Dataset>, out_dir: &Path, events: &mut dyn EventSink) -> Result<TrainOutcome, TrainError> {
+    pub fn run(
+        &self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        out_dir: &Path,
+        events: &mut dyn EventSink,
+    ) -> Result<TrainOutcome, TrainError> {
         let cfg = &self.config;
         cfg.validate()?;
         let start = Instant::now();
-        events.emit(Event::StageStarted { stage: "train".into() });
+        events.emit(Event::StageStarted {
+            stage: "train".into(),
+        });
         let classes = train
             .class_names()
             .ok_or_else(|| TrainError::Data("the training data has no class labels; kiln trains classifiers from a target column".into()))?
@@ -149,33 +170,38 @@ impl BurnTrainer {
         if train.rows() == 0 {
             return Err(TrainError::Data("the training data has no rows".into()));
         }
-        if let Some(v) = val {
-            if v.n_features() != train.n_features() {
-                return Err(TrainError::Data(format!(
-                    "validation data has {} features, training data has {}",
-                    v.n_features(),
-                    train.n_features()
-                )));
-            }
+        if let Some(v) = val
+            && v.n_features() != train.n_features()
+        {
+            return Err(TrainError::Data(format!(
+                "validation data has {} features, training data has {}",
+                v.n_features(),
+                train.n_features()
+            )));
         }
         let spec = ModelSpec::mlp(train.n_features(), &cfg.hidden, classes.len(), cfg.dropout);
         let norm = cfg.standardize.then(|| kiln_data::fit_normalization(train));
         let train_b = Batches::new(train, norm.as_ref())?;
-        let val_b = val.filter(|v| v.rows() > 0).map(|v| Batches::new(v, norm.as_ref())).transpose()?;
+        let val_b = val
+            .filter(|v| v.rows() > 0)
+            .map(|v| Batches::new(v, norm.as_ref()))
+            .transpose()?;
 
         let device = Device::flex().autodiff();
         device.seed(cfg.seed);
         let mut net = Net::init(&spec, &device);
         let mut adam = AdamConfig::new();
         if cfg.weight_decay > 0.0 {
-            adam = adam.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(cfg.weight_decay as f32)));
+            adam = adam.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
+                cfg.weight_decay as f32,
+            )));
         }
         let mut optim = adam.init();
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
         let mut order: Vec<usize> = (0..train.rows()).collect();
         let mut history = Vec::with_capacity(cfg.epochs);
-        let mut best: Option<(f64, usize, Vec<(String, Vec<usize>, Vec<f32>)>)> = None;
+        let mut best: Option<(f64, usize, Vec<NamedTensor>)> = None;
         let steps_per_epoch = train.rows().div_ceil(cfg.batch_size) as u64;
 
         for epoch in 1..=cfg.epochs {
@@ -199,7 +225,10 @@ impl BurnTrainer {
             }
             let train_loss = loss_sum / train.rows() as f64;
             if !train_loss.is_finite() {
-                return Err(TrainError::Diverged { epoch, loss: train_loss });
+                return Err(TrainError::Diverged {
+                    epoch,
+                    loss: train_loss,
+                });
             }
             let plain = net.valid();
             let (val_loss, val_acc) = match &val_b {
@@ -231,22 +260,36 @@ impl BurnTrainer {
             // Keep the weights of the epoch with the lowest validation loss (the last epoch
             // when there is no validation data).
             let score = val_loss.unwrap_or(0.0);
-            if best.as_ref().is_none_or(|(s, _, _)| score < *s || val_loss.is_none()) {
-                best = Some((score, epoch, plain.named_weights().map_err(TrainError::Burn)?));
+            if best
+                .as_ref()
+                .is_none_or(|(s, _, _)| score < *s || val_loss.is_none())
+            {
+                best = Some((
+                    score,
+                    epoch,
+                    plain.named_weights().map_err(TrainError::Burn)?,
+                ));
             }
             history.push(m);
         }
-        let (_, best_epoch, weights) = best.ok_or_else(|| TrainError::Config("no epoch ran".into()))?;
-        let samples_per_second = (train.rows() * cfg.epochs) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        let (_, best_epoch, weights) =
+            best.ok_or_else(|| TrainError::Config("no epoch ran".into()))?;
+        let samples_per_second =
+            (train.rows() * cfg.epochs) as f64 / start.elapsed().as_secs_f64().max(1e-9);
 
         // Reference rows: burn's own outputs for sample rows, so export can verify itself.
         let plain_dev = plain_device();
         let final_net = Net::init(&spec, &plain_dev).with_weights(&weights, &plain_dev);
         let sample_src = val.filter(|v| v.rows() > 0).unwrap_or(train);
         let n_ref = sample_src.rows().min(64);
-        let reference = reference_outputs(&final_net, sample_src, n_ref, norm.as_ref(), &plain_dev)?;
+        let reference =
+            reference_outputs(&final_net, sample_src, n_ref, norm.as_ref(), &plain_dev)?;
 
-        std::fs::create_dir_all(out_dir).map_err(|e| kiln_core::CoreError::Io { action: "creating", path: out_dir.to_path_buf(), source: e })?;
+        std::fs::create_dir_all(out_dir).map_err(|e| kiln_core::CoreError::Io {
+            action: "creating",
+            path: out_dir.to_path_buf(),
+            source: e,
+        })?;
         let weights_bytes = serialize_weights(&weights)?;
         kiln_core::fsutil::write_atomic(&out_dir.join("weights.safetensors"), &weights_bytes)?;
         use sha2::Digest;
@@ -258,15 +301,32 @@ impl BurnTrainer {
             normalization: norm,
             kiln_version: kiln_core::KILN_VERSION.into(),
             burn_version: BURN_VERSION.into(),
-            created_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             training: serde_json::to_value(cfg).unwrap_or_default(),
             weights_sha256: hex::encode(sha2::Sha256::digest(&weights_bytes)),
         };
-        let model = TrainedModel { dir: out_dir.to_path_buf(), spec, metadata, reference: Some(reference) };
+        let model = TrainedModel {
+            dir: out_dir.to_path_buf(),
+            spec,
+            metadata,
+            reference: Some(reference),
+        };
         model.save_json_parts()?;
         let seconds = start.elapsed().as_secs_f64();
-        events.emit(Event::StageFinished { stage: "train".into(), seconds });
-        Ok(TrainOutcome { model, history, best_epoch, seconds, samples_per_second })
+        events.emit(Event::StageFinished {
+            stage: "train".into(),
+            seconds,
+        });
+        Ok(TrainOutcome {
+            model,
+            history,
+            best_epoch,
+            seconds,
+            samples_per_second,
+        })
     }
 }
 
@@ -274,7 +334,13 @@ fn plain_device() -> Device {
     Device::flex()
 }
 
-fn reference_outputs(net: &Net, data: &Dataset, n: usize, norm: Option<&Normalization>, device: &Device) -> Result<Reference, TrainError> {
+fn reference_outputs(
+    net: &Net,
+    data: &Dataset,
+    n: usize,
+    norm: Option<&Normalization>,
+    device: &Device,
+) -> Result<Reference, TrainError> {
     let idx: Vec<usize> = (0..n).collect();
     let raw = data.select(&idx);
     let mut x = raw.features.clone();
@@ -284,7 +350,10 @@ fn reference_outputs(net: &Net, data: &Dataset, n: usize, norm: Option<&Normaliz
     let f = raw.n_features();
     let logits = net.forward(Tensor::from_data(TensorData::new(x, [n, f]), device));
     let probs = burn::tensor::activation::softmax(logits, 1);
-    let flat = probs.into_data().try_to_vec::<f32>().map_err(|e| TrainError::Burn(format!("{e:?}")))?;
+    let flat = probs
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainError::Burn(format!("{e:?}")))?;
     let c = flat.len() / n.max(1);
     Ok(Reference {
         inputs: (0..n).map(|i| raw.row(i).to_vec()).collect(),
@@ -292,9 +361,17 @@ fn reference_outputs(net: &Net, data: &Dataset, n: usize, norm: Option<&Normaliz
     })
 }
 
-fn serialize_weights(weights: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>, TrainError> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        weights.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+fn serialize_weights(weights: &[NamedTensor]) -> Result<Vec<u8>, TrainError> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
     let views = bytes
         .iter()
         .map(|(n, s, b)| {
@@ -305,6 +382,6 @@ fn serialize_weights(weights: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u
         .collect::<Result<Vec<_>, _>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "kiln-burn-layout".to_string());
-    safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Burn(format!("serializing weights: {e}")))
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| TrainError::Burn(format!("serializing weights: {e}")))
 }
-
