@@ -204,3 +204,47 @@ fn no_arguments_prints_help() {
         "{text}"
     );
 }
+
+#[test]
+fn accuracy_gate_exit_code_and_no_output() {
+    let k = Kiln::new();
+    // A two-feature model whose int8 weights flip a near-tie (see kiln-optimize's tests).
+    let mut g = kiln::onnx::GraphBuilder::new("near_tie");
+    let n = || kiln::onnx::Dim::Symbol("N".into());
+    g.input(
+        "x",
+        kiln::onnx::proto::data_type::FLOAT,
+        &[n(), kiln::onnx::Dim::Fixed(2)],
+    );
+    let w = g.constant_f32("w", &[2, 2], &[1.0, 0.0, 0.3, 0.299]);
+    let y = g.node("MatMul", &["x", &w], &[]);
+    g.node_named(
+        "Softmax",
+        &[&y],
+        &["probabilities"],
+        &[kiln::onnx::attr_int("axis", 1)],
+    );
+    g.output(
+        "probabilities",
+        kiln::onnx::proto::data_type::FLOAT,
+        &[n(), kiln::onnx::Dim::Fixed(2)],
+    );
+    kiln::onnx::save(&g.into_model(17), &k.path("m.onnx")).expect("save");
+    k.write("val.csv", "a,b,label\n0,1,0\n");
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            "q.onnx",
+            "--quantization",
+            "dynamic",
+            "--validate-data",
+            "val.csv",
+        ],
+        4,
+    );
+    assert!(err.contains("accuracy gate"), "{err}");
+    assert!(!k.path("q.onnx").exists());
+}

@@ -242,3 +242,206 @@ fn training_is_reproducible() {
     let b = std::fs::read(k.path("b/model/weights.safetensors")).expect("b");
     assert!(a == b, "weights differ between two runs with the same seed");
 }
+
+/// The seed's quantization-accuracy scenario: static quantization calibrated on training data
+/// keeps ≥ 0.99× the float accuracy, on synthetic and on real data.
+#[test]
+fn static_quantization_keeps_accuracy() {
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 13);
+    let iris = repo().join("data/iris");
+    for (name, tr, va, te, epochs, lr) in [
+        (
+            "synthetic",
+            train.clone(),
+            val.clone(),
+            test.clone(),
+            "10",
+            "0.003",
+        ),
+        (
+            "iris",
+            iris.join("train.csv"),
+            iris.join("val.csv"),
+            iris.join("test.csv"),
+            "200",
+            "0.01",
+        ),
+    ] {
+        let out = format!("{name}-run");
+        k.ok(&[
+            "train",
+            "--data",
+            tr.to_str().unwrap(),
+            "--val-data",
+            va.to_str().unwrap(),
+            "--out",
+            &out,
+            "--epochs",
+            epochs,
+            "--lr",
+            lr,
+            "--batch-size",
+            "16",
+            "-q",
+        ]);
+        let float = format!("{name}.onnx");
+        let q = format!("{name}.s8.onnx");
+        k.ok(&[
+            "export",
+            "--model",
+            &format!("{out}/model"),
+            "--output",
+            &float,
+            "-q",
+        ]);
+        let o = k.json(&[
+            "optimize",
+            "--model",
+            &float,
+            "--output",
+            &q,
+            "--quantization",
+            "static",
+            "--calibration-data",
+            tr.to_str().unwrap(),
+            "--validate-data",
+            va.to_str().unwrap(),
+        ]);
+        assert!(f(&o, "/accuracy_ratio") >= 0.99, "{name}: {o:#}");
+        let a = k.json(&[
+            "infer",
+            "--model",
+            &float,
+            "--data",
+            te.to_str().unwrap(),
+            "--output",
+            &format!("{name}.f.csv"),
+        ]);
+        let b = k.json(&[
+            "infer",
+            "--model",
+            &q,
+            "--data",
+            te.to_str().unwrap(),
+            "--output",
+            &format!("{name}.q.csv"),
+        ]);
+        let (fa, qa) = (f(&a, "/report/accuracy"), f(&b, "/report/accuracy"));
+        assert!(
+            qa >= 0.99 * fa,
+            "{name}: static int8 test accuracy {qa} vs float {fa}"
+        );
+    }
+}
+
+/// `--data -` reads CSV from stdin and predictions go to stdout; the summary goes to stderr.
+/// Printed probabilities parse back to exactly the engine's f32 values.
+#[test]
+fn infer_reads_stdin_and_prints_round_trippable_probabilities() {
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 17);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["infer", "--model", "m.onnx", "--data", "-"])
+        .current_dir(k.path(""))
+        .stdin(std::fs::File::open(&test).expect("test file"))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("row,label,prob_0,prob_1,prob_2,error"));
+    let printed: Vec<Vec<f32>> = lines
+        .map(|l| {
+            l.split(',')
+                .skip(2)
+                .take(3)
+                .map(|v| v.parse().expect("f32"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(printed.len(), 100);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("100 rows"));
+    let data = kiln::data::load_dataset(&test, "label", None).expect("test");
+    let model =
+        kiln::infer::Model::load(&k.path("m.onnx"), kiln::infer::EngineKind::Tract).expect("model");
+    let preds = model.predict(&data.features, data.rows()).expect("predict");
+    for (p, row) in preds.iter().zip(&printed) {
+        let bits: Vec<u32> = p.scores.iter().map(|v| v.to_bits()).collect();
+        let back: Vec<u32> = row.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(
+            bits, back,
+            "printed probabilities must round-trip f32 exactly"
+        );
+    }
+}
+
+/// JSONL in, JSONL out.
+#[test]
+fn jsonl_input_and_output() {
+    let k = Kiln::new();
+    let (train, val, _) = synthetic_splits(&k, 19);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let rows = "{\"f0\":0.1,\"f1\":0.2,\"f2\":0.3,\"f3\":0.4,\"f4\":0.5,\"f5\":0.6,\"label\":\"1\"}\n\
+                {\"f0\":\"x\",\"f1\":0.2,\"f2\":0.3,\"f3\":0.4,\"f4\":0.5,\"f5\":0.6}\n\
+                not json\n";
+    let data = k.write("rows.jsonl", rows);
+    let i = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        "out.jsonl",
+    ]);
+    assert_eq!(f(&i, "/report/rows"), 3.0);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(k.path("out.jsonl"))
+        .expect("out")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["label"].is_string() && lines[0]["scores"]["prob_0"].is_number());
+    assert!(
+        lines[1]["error"].as_str().is_some_and(|e| e.contains("f0")),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("JSON")),
+        "{}",
+        lines[2]
+    );
+}

@@ -139,9 +139,15 @@ pub struct OptimizeArgs {
     /// Output .onnx file.
     #[arg(long)]
     pub output: PathBuf,
-    /// Quantization: none or dynamic (int8 weights).
+    /// Quantization: none, dynamic (int8 weights) or static (calibrated QDQ).
     #[arg(long, default_value = "none")]
     pub quantization: String,
+    /// Calibration method for static quantization: minmax or percentile.
+    #[arg(long, default_value = "minmax")]
+    pub calibration_method: String,
+    /// Refuse an output whose validation accuracy is below this fraction of the input's.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_accuracy_ratio: f64,
     /// Graph passes: none or basic.
     #[arg(long, default_value = "basic")]
     pub graph_level: String,
@@ -203,12 +209,16 @@ pub struct PipelineArgs {
     /// Output directory for every artifact [default: runs/demo with --demo].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Quantization of the optimized model: none or dynamic.
+    /// Quantization of the optimized model: none, dynamic or static.
     #[arg(long, default_value = "dynamic")]
     pub quantization: String,
-    /// Calibration data (needed by static quantization).
+    /// Calibration data for static quantization [default: the training data].
     #[arg(long)]
     pub calibration_data: Option<PathBuf>,
+    /// Refuse an optimized model whose validation accuracy is below this fraction of the float
+    /// model's.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_accuracy_ratio: f64,
     /// ONNX opset.
     #[arg(long, default_value_t = 17)]
     pub opset: i64,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use kiln_core::{Dataset, TrainedModel};
 use kiln_export::{ExportOptions, OnnxExporter};
 use kiln_infer::{BatchOptions, EngineKind, Model, OutputFormat};
+use kiln_optimize::quantize::Calibration;
 use kiln_optimize::{GraphLevel, GraphOptimizer, OptimizeOptions, Quantization};
 use kiln_train::{BurnTrainer, TrainConfig, TrainOutcome};
 use serde::{Deserialize, Serialize};
@@ -297,37 +298,52 @@ verified against burn: max abs diff {:.3e}, argmax agreement {:.4}",
     Ok(())
 }
 
-fn optimize_opts(
-    quantization: &str,
-    level: &str,
-    calibration: Option<&Path>,
+struct OptimizeFlags<'a> {
+    quantization: &'a str,
+    level: &'a str,
+    calibration: Option<&'a Path>,
+    calibration_method: &'a str,
     validate: Option<PathBuf>,
-    target: &str,
+    min_accuracy_ratio: f64,
+    target: &'a str,
     force: bool,
-) -> Result<OptimizeOptions> {
-    if quantization == "static" && calibration.is_none() {
+}
+
+fn optimize_opts(f: OptimizeFlags<'_>) -> Result<OptimizeOptions> {
+    if f.quantization == "static" && f.calibration.is_none() {
         return Err(usage(
             "--quantization static requires --calibration-data <CSV>",
         ));
     }
+    if !(f.min_accuracy_ratio > 0.0 && f.min_accuracy_ratio <= 1.0) {
+        return Err(usage(format!(
+            "--min-accuracy-ratio must be in (0, 1], got {}",
+            f.min_accuracy_ratio
+        )));
+    }
     Ok(OptimizeOptions {
-        level: GraphLevel::parse(level).map_err(|e| usage(e.to_string()))?,
-        quantization: Quantization::parse(quantization).map_err(|e| usage(e.to_string()))?,
-        validate_data: validate,
-        target: target.to_string(),
-        force,
+        level: GraphLevel::parse(f.level).map_err(|e| usage(e.to_string()))?,
+        quantization: Quantization::parse(f.quantization).map_err(|e| usage(e.to_string()))?,
+        calibration_data: f.calibration.map(Path::to_path_buf),
+        calibration: Calibration::parse(f.calibration_method).map_err(|e| usage(e.to_string()))?,
+        validate_data: f.validate,
+        min_accuracy_ratio: f.min_accuracy_ratio,
+        target: f.target.to_string(),
+        force: f.force,
     })
 }
 
 fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
-    let opts = optimize_opts(
-        &a.quantization,
-        &a.graph_level,
-        a.calibration_data.as_deref(),
-        a.validate_data.clone(),
-        &a.target,
-        a.force,
-    )?;
+    let opts = optimize_opts(OptimizeFlags {
+        quantization: &a.quantization,
+        level: &a.graph_level,
+        calibration: a.calibration_data.as_deref(),
+        calibration_method: &a.calibration_method,
+        validate: a.validate_data.clone(),
+        min_accuracy_ratio: a.min_accuracy_ratio,
+        target: &a.target,
+        force: a.force,
+    })?;
     let r = GraphOptimizer::new(opts).run(&a.model, &a.output, rep)?;
     let mut human = format!(
         "optimized {} -> {}
@@ -479,14 +495,16 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
     } else {
         "model.int8.onnx"
     });
-    let opts = optimize_opts(
-        &a.quantization,
-        "basic",
-        a.calibration_data.as_deref(),
-        val.clone(),
-        &cfg.target,
-        true,
-    )?;
+    let opts = optimize_opts(OptimizeFlags {
+        quantization: &a.quantization,
+        level: "basic",
+        calibration: Some(a.calibration_data.as_deref().unwrap_or(&data)),
+        calibration_method: "minmax",
+        validate: val.clone(),
+        min_accuracy_ratio: a.min_accuracy_ratio,
+        target: &cfg.target,
+        force: true,
+    })?;
     let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
     let mut test_results = serde_json::Map::new();
     let mut human = format!(

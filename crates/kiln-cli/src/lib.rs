@@ -3,7 +3,8 @@
 //! No pipeline logic lives here: every command is a few calls into `kiln-train`,
 //! `kiln-export`, `kiln-optimize` and `kiln-infer`.
 //!
-//! Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 input data error.
+//! Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 input data error,
+//! 4 accuracy gate refused the optimized model.
 //!
 //! ```no_run
 //! std::process::exit(kiln_cli::main_with_args(["kiln", "pipeline", "--demo", "--out", "runs/demo"]));
@@ -22,6 +23,8 @@ use std::process::ExitCode;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code for bad input data.
 pub const EXIT_DATA: i32 = 3;
+/// Exit code when the accuracy gate refuses an optimized model.
+pub const EXIT_ACCURACY_GATE: i32 = 4;
 
 /// Runs the CLI with the process arguments.
 pub fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn classify(err: &anyhow::Error) -> i32 {
             return match e {
                 OptimizeError::Exists { .. } | OptimizeError::Options(_) => EXIT_USAGE,
                 OptimizeError::Data(_) => EXIT_DATA,
+                OptimizeError::AccuracyGate { .. } => EXIT_ACCURACY_GATE,
                 OptimizeError::Infer(i) => infer_code(i).unwrap_or(1),
                 _ => 1,
             };

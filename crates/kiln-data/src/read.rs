@@ -166,7 +166,7 @@ fn json_cell(v: &serde_json::Value) -> Result<String, String> {
     }
 }
 
-fn read_jsonl_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
+fn read_jsonl_raw(path: &Path, bytes: &[u8], target: &str) -> Result<RawTable, DataError> {
     let text = String::from_utf8_lossy(bytes);
     let mut header: Option<Vec<String>> = None;
     let mut rows = Vec::new();
@@ -179,10 +179,11 @@ fn read_jsonl_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
         let fields = parsed.and_then(|obj| {
             let h = header.get_or_insert_with(|| obj.keys().cloned().collect());
             h.iter()
-                .map(|k| {
-                    obj.get(k)
-                        .ok_or_else(|| format!("key {k:?} is missing"))
-                        .and_then(json_cell)
+                .map(|k| match obj.get(k) {
+                    Some(v) => json_cell(v),
+                    // A row without the target is fine for inference; training rejects it.
+                    None if k == target => Ok(String::new()),
+                    None => Err(format!("key {k:?} is missing")),
                 })
                 .collect::<Result<Vec<_>, _>>()
         });
@@ -195,11 +196,11 @@ fn read_jsonl_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
     Ok(RawTable { header, rows })
 }
 
-fn read_raw(path: &Path, format: Option<Format>) -> Result<RawTable, DataError> {
+fn read_raw(path: &Path, format: Option<Format>, target: &str) -> Result<RawTable, DataError> {
     let bytes = open(path)?;
     match format.unwrap_or_else(|| Format::from_path(path)) {
         Format::Csv => read_csv_raw(path, &bytes),
-        Format::Jsonl => read_jsonl_raw(path, &bytes),
+        Format::Jsonl => read_jsonl_raw(path, &bytes, target),
     }
 }
 
@@ -215,7 +216,7 @@ pub fn read_rows(
     target: &str,
     expected_features: Option<&[String]>,
 ) -> Result<RowTable, DataError> {
-    let raw = read_raw(path, format)?;
+    let raw = read_raw(path, format, target)?;
     let target_idx = raw.header.iter().position(|h| h == target);
     let others: Vec<usize> = (0..raw.header.len())
         .filter(|&i| Some(i) != target_idx)
@@ -290,7 +291,12 @@ pub fn read_rows(
                         }
                         x.push(v);
                     }
-                    Ok((x, target_idx.map(|t| fields[t].clone())))
+                    Ok((
+                        x,
+                        target_idx
+                            .map(|t| fields[t].clone())
+                            .filter(|l| !l.is_empty()),
+                    ))
                 });
             RowRecord { row, line, result }
         })

@@ -29,6 +29,16 @@ pub enum OptimizeError {
     /// Reading validation data failed.
     #[error(transparent)]
     Data(#[from] kiln_data::DataError),
+    /// The optimized model lost too much accuracy; nothing was written.
+    #[error("accuracy gate: the optimized model keeps {:.4} of the input's accuracy ({:?} -> {:?}), below the required {min}; the output was not written. Try --quantization dynamic, more calibration data, or lower --min-accuracy-ratio", ratio, comparison.accuracy_before, comparison.accuracy_after)]
+    AccuracyGate {
+        /// accuracy_after / accuracy_before.
+        ratio: f64,
+        /// The required ratio.
+        min: f64,
+        /// The full comparison.
+        comparison: Box<crate::Comparison>,
+    },
     /// Writing the output failed.
     #[error(transparent)]
     Core(#[from] kiln_core::CoreError),

@@ -84,6 +84,8 @@ pub enum Quantization {
     None,
     /// int8 weights, activations quantized at run time (`DynamicQuantizeLinear` + `MatMulInteger`).
     Dynamic,
+    /// QDQ with activation ranges calibrated on `--calibration-data`.
+    Static,
 }
 
 impl Quantization {
@@ -92,10 +94,10 @@ impl Quantization {
         match s {
             "none" => Ok(Self::None),
             "dynamic" => Ok(Self::Dynamic),
-            "static" => Err(OptimizeError::Options(
-                "static quantization (calibrated QDQ) is not available in this kiln yet; use --quantization dynamic".into(),
-            )),
-            other => Err(OptimizeError::Options(format!("unknown quantization {other:?}; use none or dynamic"))),
+            "static" => Ok(Self::Static),
+            other => Err(OptimizeError::Options(format!(
+                "unknown quantization {other:?}; use none, dynamic or static"
+            ))),
         }
     }
 }
@@ -107,8 +109,15 @@ pub struct OptimizeOptions {
     pub level: GraphLevel,
     /// Quantization to apply after the passes.
     pub quantization: Quantization,
+    /// Rows whose activations calibrate static quantization.
+    pub calibration_data: Option<PathBuf>,
+    /// How calibration turns activations into ranges.
+    pub calibration: quantize::Calibration,
     /// Labelled data to measure accuracy before and after.
     pub validate_data: Option<PathBuf>,
+    /// With validation data: refuse an output whose accuracy is below this fraction of the
+    /// input's (the accuracy gate).
+    pub min_accuracy_ratio: f64,
     /// Target column of the validation data.
     pub target: String,
     /// Overwrite an existing output.
@@ -120,7 +129,10 @@ impl Default for OptimizeOptions {
         Self {
             level: GraphLevel::Basic,
             quantization: Quantization::None,
+            calibration_data: None,
+            calibration: quantize::Calibration::MinMax,
             validate_data: None,
+            min_accuracy_ratio: 0.99,
             target: kiln_data::DEFAULT_TARGET.into(),
             force: false,
         }
@@ -227,6 +239,22 @@ impl GraphOptimizer {
             }
             reports.push(r);
         }
+        if self.options.quantization == Quantization::Static {
+            let path = self.options.calibration_data.as_deref().ok_or_else(|| {
+                OptimizeError::Options(
+                    "static quantization needs calibration data: pass --calibration-data <CSV>"
+                        .into(),
+                )
+            })?;
+            let (features, rows) = calibration_rows(&model, path, &self.options.target)?;
+            let ranges = quantize::calibrate(&model, &features, rows, self.options.calibration)?;
+            let r = quantize::static_qdq(&mut model, &ranges)?;
+            events.emit(Event::Message {
+                level: kiln_core::Level::Info,
+                text: format!("{} (calibrated on {rows} rows)", r.summary()),
+            });
+            reports.push(r);
+        }
         kiln_onnx::set_metadata(
             &mut model,
             "kiln.optimize.level",
@@ -249,6 +277,15 @@ impl GraphOptimizer {
             level: kiln_core::Level::Info,
             text: comparison.summary(),
         });
+        if let Some(ratio) = comparison.accuracy_ratio()
+            && ratio < self.options.min_accuracy_ratio
+        {
+            return Err(OptimizeError::AccuracyGate {
+                ratio,
+                min: self.options.min_accuracy_ratio,
+                comparison: Box::new(comparison),
+            });
+        }
         kiln_core::fsutil::write_atomic(output, &bytes)?;
         let seconds = start.elapsed().as_secs_f64();
         events.emit(Event::StageFinished {
@@ -266,6 +303,40 @@ impl GraphOptimizer {
             seconds,
         })
     }
+}
+
+/// Reads calibration rows matched to the model's features; unreadable rows are skipped.
+fn calibration_rows(
+    model: &kiln_onnx::proto::ModelProto,
+    path: &Path,
+    target: &str,
+) -> Result<(Vec<f32>, usize), OptimizeError> {
+    let info = kiln_infer::ModelInfo::from_proto(model)?;
+    let table = kiln_data::read_rows(path, None, target, info.feature_names.as_deref())?;
+    if let Some(w) = info.input_width.filter(|&w| w != table.feature_names.len()) {
+        return Err(OptimizeError::Data(kiln_data::DataError::Schema {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the model expects {w} features but the calibration data has {} feature columns",
+                table.feature_names.len()
+            ),
+        }));
+    }
+    let mut features = Vec::new();
+    let mut rows = 0;
+    for r in table.rows {
+        if let Ok((x, _)) = r.result {
+            features.extend(x);
+            rows += 1;
+        }
+    }
+    if rows == 0 {
+        return Err(OptimizeError::Data(kiln_data::DataError::Empty {
+            path: path.to_path_buf(),
+            reason: "no readable calibration rows".into(),
+        }));
+    }
+    Ok((features, rows))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -258,3 +258,247 @@ mod tests {
         assert!(s.iter().all(|v| v.is_finite() && *v > 0.0));
     }
 }
+
+/// How activation ranges are taken from calibration data.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum Calibration {
+    /// The smallest and largest value seen.
+    MinMax,
+    /// The given lower/upper percentiles (e.g. 0.01 and 99.99), which ignore rare outliers.
+    Percentile(f32),
+}
+
+impl Calibration {
+    /// Parses `minmax` or `percentile` (99.99 %).
+    pub fn parse(s: &str) -> Result<Self, OptimizeError> {
+        match s {
+            "minmax" => Ok(Self::MinMax),
+            "percentile" => Ok(Self::Percentile(99.99)),
+            other => Err(OptimizeError::Options(format!(
+                "unknown calibration method {other:?}; use minmax or percentile"
+            ))),
+        }
+    }
+}
+
+/// The activation inputs of the MatMul/Gemm nodes static quantization will rewrite.
+fn static_targets(g: &kiln_onnx::proto::GraphProto) -> Vec<(usize, Candidate)> {
+    let inputs: std::collections::HashSet<String> =
+        g.input.iter().map(|i| i.name().to_string()).collect();
+    g.node
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| candidate(g, i, n, &inputs).ok().flatten().map(|c| (i, c)))
+        .collect()
+}
+
+/// Runs the model on calibration rows and returns the (min, max) range of every tensor that
+/// feeds a quantizable MatMul/Gemm.
+pub fn calibrate(
+    model: &ModelProto,
+    features: &[f32],
+    rows: usize,
+    method: Calibration,
+) -> Result<std::collections::HashMap<String, (f32, f32)>, OptimizeError> {
+    use kiln_core::{InferenceEngine, Tensor};
+    use kiln_onnx::proto::{TypeProto, ValueInfoProto, type_proto};
+    let g = model.graph.as_ref().ok_or(OptimizeError::Pass {
+        pass: "calibrate",
+        reason: "the model has no graph".into(),
+    })?;
+    let mut names: Vec<String> = static_targets(g).into_iter().map(|(_, c)| c.a).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() || rows == 0 {
+        return Ok(Default::default());
+    }
+    // Expose each tensor as an extra graph output so the engine returns it.
+    let mut probe = model.clone();
+    let pg = probe.graph.as_mut().ok_or(OptimizeError::Pass {
+        pass: "calibrate",
+        reason: "the model has no graph".into(),
+    })?;
+    let mut existing: std::collections::HashSet<String> =
+        pg.output.iter().map(|o| o.name().to_string()).collect();
+    // A graph input is read straight from the calibration rows; declaring it as an output too
+    // would erase its declared shape in some engines.
+    let graph_inputs: std::collections::HashSet<String> =
+        pg.input.iter().map(|i| i.name().to_string()).collect();
+    existing.extend(graph_inputs.iter().cloned());
+    for n in names.iter().filter(|n| !existing.contains(*n)) {
+        pg.output.push(ValueInfoProto {
+            name: Some(n.clone()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(data_type::FLOAT),
+                    shape: None,
+                })),
+                denotation: None,
+            }),
+            ..Default::default()
+        });
+    }
+    let out_names: Vec<String> = pg.output.iter().map(|o| o.name().to_string()).collect();
+    let engine = kiln_infer::TractEngine::from_bytes(
+        &kiln_onnx::encode(&probe),
+        std::path::Path::new("<calibration>"),
+    )?;
+    let width = features.len() / rows;
+    let mut samples: std::collections::HashMap<String, Vec<f32>> = Default::default();
+    let mut ranges: std::collections::HashMap<String, (f32, f32)> = Default::default();
+    for name in names.iter().filter(|n| graph_inputs.contains(*n)) {
+        let finite = features.iter().copied().filter(|v| v.is_finite());
+        let r = finite
+            .clone()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        ranges.insert(name.clone(), r);
+        if let Calibration::Percentile(_) = method {
+            samples.insert(name.clone(), finite.collect());
+        }
+    }
+    for start in (0..rows).step_by(256) {
+        let end = (start + 256).min(rows);
+        let outs = engine.run(vec![Tensor::F32 {
+            shape: vec![end - start, width],
+            data: features[start * width..end * width].to_vec(),
+        }])?;
+        for (i, t) in outs.iter().enumerate() {
+            let name = &out_names[i];
+            if !names.contains(name) {
+                continue;
+            }
+            if let Tensor::F32 { data, .. } = t {
+                let r = ranges
+                    .entry(name.clone())
+                    .or_insert((f32::INFINITY, f32::NEG_INFINITY));
+                for &v in data.iter().filter(|v| v.is_finite()) {
+                    r.0 = r.0.min(v);
+                    r.1 = r.1.max(v);
+                }
+                if let Calibration::Percentile(_) = method {
+                    samples
+                        .entry(name.clone())
+                        .or_default()
+                        .extend(data.iter().copied().filter(|v| v.is_finite()));
+                }
+            }
+        }
+    }
+    if let Calibration::Percentile(p) = method {
+        for (name, mut v) in samples {
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f32::total_cmp);
+            let at = |q: f32| v[(((v.len() - 1) as f32) * q).round() as usize];
+            ranges.insert(name, (at(1.0 - p / 100.0), at(p / 100.0)));
+        }
+    }
+    Ok(ranges)
+}
+
+/// Rewrites every MatMul/Gemm with constant float weights into QDQ form: the activation passes
+/// through `QuantizeLinear`/`DequantizeLinear` with a calibrated per-tensor uint8 range, and the
+/// weight is stored as per-column uint8 behind a `DequantizeLinear(axis=1)`. Engines that fuse
+/// QDQ (ONNX Runtime) run integer kernels; others (tract) compute in f32 with the quantization
+/// error, which is what the accuracy comparison measures.
+pub fn static_qdq(
+    model: &mut ModelProto,
+    ranges: &std::collections::HashMap<String, (f32, f32)>,
+) -> Result<PassReport, OptimizeError> {
+    let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
+        pass: "quantize-static",
+        reason: "the model has no graph".into(),
+    })?;
+    let targets = static_targets(g);
+    let mut details = Vec::new();
+    let mut dq_of: std::collections::HashMap<String, String> = Default::default();
+    let mut new_nodes: Vec<(usize, Vec<NodeProto>)> = Vec::new();
+    let mut changes = 0;
+    for (idx, c) in targets {
+        let Some(&(lo, hi)) = ranges.get(&c.a) else {
+            details.push(format!(
+                "kept {:?} in float: no calibration range for {:?}",
+                g.node[idx].name(),
+                c.a
+            ));
+            continue;
+        };
+        let stem = if g.node[idx].name().is_empty() {
+            format!("q{idx}")
+        } else {
+            g.node[idx].name().to_string()
+        };
+        let mut before = Vec::new();
+        let a_dq = match dq_of.get(&c.a) {
+            Some(n) => n.clone(),
+            None => {
+                let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+                let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+                let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+                let (s_name, z_name) = (
+                    format!("{}.act_scale", c.a),
+                    format!("{}.act_zero_point", c.a),
+                );
+                g.initializer.push(tensor_f32(&s_name, &[], &[scale]));
+                g.initializer.push(tensor_u8(&z_name, &[], &[zp]));
+                let (q, dq) = (format!("{}.act_u8", c.a), format!("{}.act_dq", c.a));
+                before.push(NodeProto {
+                    name: Some(format!("QuantizeLinear/{q}")),
+                    op_type: Some("QuantizeLinear".into()),
+                    input: vec![c.a.clone(), s_name.clone(), z_name.clone()],
+                    output: vec![q.clone()],
+                    ..Default::default()
+                });
+                before.push(NodeProto {
+                    name: Some(format!("DequantizeLinear/{dq}")),
+                    op_type: Some("DequantizeLinear".into()),
+                    input: vec![q, s_name, z_name],
+                    output: vec![dq.clone()],
+                    ..Default::default()
+                });
+                dq_of.insert(c.a.clone(), dq.clone());
+                dq
+            }
+        };
+        let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k, c.n);
+        let (wq, ws, wz, wdq) = (
+            format!("{stem}.weight_u8"),
+            format!("{stem}.weight_scale"),
+            format!("{stem}.weight_zero_point"),
+            format!("{stem}.weight_dq"),
+        );
+        g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
+        g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
+        g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
+        before.push(NodeProto {
+            name: Some(format!("DequantizeLinear/{wdq}")),
+            op_type: Some("DequantizeLinear".into()),
+            input: vec![wq, ws, wz],
+            output: vec![wdq.clone()],
+            attribute: vec![attr_int("axis", 1)],
+            ..Default::default()
+        });
+        let node = &mut g.node[idx];
+        node.input[0] = a_dq;
+        node.input[1] = wdq;
+        // The weight is now stored [K, N]; a Gemm that read it transposed must not any more.
+        if let Some(t) = node.attribute.iter_mut().find(|a| a.name() == "transB") {
+            t.i = Some(0);
+        }
+        new_nodes.push((idx, before));
+        changes += 1;
+        details.push(format!("quantized {stem:?} (activation range [{lo:.4}, {hi:.4}], [{}, {}] per-column uint8 weights)", c.k, c.n));
+    }
+    for (idx, nodes) in new_nodes.into_iter().rev() {
+        g.node.splice(idx..idx, nodes);
+    }
+    graph::eliminate_dead(g);
+    Ok(PassReport {
+        pass: "quantize-static",
+        changes,
+        details,
+    })
+}

@@ -1,0 +1,201 @@
+//! Passes on small handmade graphs: each keeps outputs where it applies, changes nothing where
+//! it must not, and the accuracy gate refuses a model that lost accuracy.
+
+use kiln_core::NullSink;
+use kiln_onnx::proto::data_type::FLOAT;
+use kiln_onnx::{Dim, GraphBuilder, attr_int, attr_ints};
+use kiln_optimize::{
+    GraphLevel, GraphOptimizer, OptimizeError, OptimizeOptions, Pass, Quantization, passes,
+};
+use std::path::Path;
+
+fn n() -> Dim {
+    Dim::Symbol("N".into())
+}
+
+/// x [N,2] → (Identity) → MatMul(Transpose(W)) → Dropout → Softmax → probabilities, ArgMax → label.
+fn model_with_clutter() -> kiln_onnx::proto::ModelProto {
+    let mut g = GraphBuilder::new("clutter");
+    g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+    let wt = g.constant_f32("w_t", &[3, 2], &[0.5, -1.0, 2.0, 0.25, -0.75, 1.5]);
+    let w = g.node("Transpose", &[&wt], &[attr_ints("perm", &[1, 0])]);
+    let id = g.node("Identity", &["x"], &[]);
+    let y = g.node("MatMul", &[&id, &w], &[]);
+    let d = g.node("Dropout", &[&y], &[]);
+    g.node_named("Softmax", &[&d], &["probabilities"], &[attr_int("axis", 1)]);
+    g.node_named(
+        "ArgMax",
+        &["probabilities"],
+        &["label"],
+        &[attr_int("axis", 1), attr_int("keepdims", 0)],
+    );
+    g.output("probabilities", FLOAT, &[n(), Dim::Fixed(3)]);
+    g.output("label", kiln_onnx::proto::data_type::INT64, &[n()]);
+    g.into_model(17)
+}
+
+fn run(model: &kiln_onnx::proto::ModelProto, rows: &[f32]) -> Vec<Vec<f32>> {
+    let m = kiln_infer::Model::from_bytes(
+        &kiln_onnx::encode(model),
+        Path::new("<test>"),
+        kiln_infer::EngineKind::Tract,
+    )
+    .expect("load");
+    m.predict(rows, rows.len() / 2)
+        .expect("predict")
+        .into_iter()
+        .map(|p| p.scores)
+        .collect()
+}
+
+const ROWS: [f32; 8] = [0.1, 0.2, -1.0, 3.0, 2.5, -0.5, 0.0, 0.0];
+
+#[test]
+fn basic_level_removes_clutter_and_keeps_outputs() {
+    let original = model_with_clutter();
+    let mut m = original.clone();
+    let mut changes = Vec::new();
+    for p in GraphLevel::Basic.passes() {
+        changes.push((p.name(), p.run(&mut m).expect("pass").changes));
+    }
+    assert_eq!(
+        changes,
+        vec![
+            ("remove-identities", 2),
+            ("fold-constants", 1),
+            ("eliminate-dead", 1)
+        ]
+    );
+    let ops: Vec<&str> = m
+        .graph
+        .as_ref()
+        .expect("graph")
+        .node
+        .iter()
+        .map(|n| n.op_type())
+        .collect();
+    assert_eq!(ops, ["MatMul", "Softmax", "ArgMax"]);
+    let (a, b) = (run(&original, &ROWS), run(&m, &ROWS));
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn passes_leave_graphs_without_their_pattern_alone() {
+    let mut g = GraphBuilder::new("plain");
+    g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+    let w = g.constant_f32("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let y = g.node("MatMul", &["x", &w], &[]);
+    g.node_named("Softmax", &[&y], &["probabilities"], &[attr_int("axis", 1)]);
+    g.output("probabilities", FLOAT, &[n(), Dim::Fixed(2)]);
+    let original = g.into_model(17);
+    let mut m = original.clone();
+    for p in GraphLevel::Basic.passes() {
+        assert_eq!(p.run(&mut m).expect("pass").changes, 0, "{}", p.name());
+    }
+    assert_eq!(m, original);
+}
+
+#[test]
+fn identity_feeding_a_graph_output_keeps_the_output_name() {
+    let mut g = GraphBuilder::new("id_out");
+    g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+    let r = g.node("Relu", &["x"], &[]);
+    g.node_named("Identity", &[&r], &["out"], &[]);
+    g.output("out", FLOAT, &[n(), Dim::Fixed(2)]);
+    let mut m = g.into_model(17);
+    let rep = passes::RemoveIdentities.run(&mut m).expect("pass");
+    assert_eq!(rep.changes, 1);
+    let graph = m.graph.as_ref().expect("graph");
+    assert_eq!(graph.node.len(), 1);
+    assert_eq!(graph.node[0].output, ["out"]);
+}
+
+/// A model whose quantized weights flip a near-tie: accuracy 1.0 → 0.0. The gate must refuse it
+/// and write nothing.
+#[test]
+fn accuracy_gate_refuses_a_model_that_lost_accuracy() {
+    let mut g = GraphBuilder::new("near_tie");
+    g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+    // Column 0 = [1.0, 0.3] quantizes 0.3 to 76/255 = 0.29804; column 1 = [0, 0.299] is exact.
+    let w = g.constant_f32("w", &[2, 2], &[1.0, 0.0, 0.3, 0.299]);
+    let y = g.node("MatMul", &["x", &w], &[]);
+    g.node_named("Softmax", &[&y], &["probabilities"], &[attr_int("axis", 1)]);
+    g.output("probabilities", FLOAT, &[n(), Dim::Fixed(2)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("m.onnx");
+    kiln_onnx::save(&g.into_model(17), &input).expect("save");
+    let val = dir.path().join("val.csv");
+    std::fs::write(&val, "a,b,label\n0,1,0\n0,1,0\n").expect("csv");
+    let output = dir.path().join("q.onnx");
+    let opts = OptimizeOptions {
+        quantization: Quantization::Dynamic,
+        validate_data: Some(val.clone()),
+        ..OptimizeOptions::default()
+    };
+    let err = GraphOptimizer::new(opts.clone())
+        .run(&input, &output, &mut NullSink)
+        .expect_err("gate");
+    assert!(matches!(err, OptimizeError::AccuracyGate { .. }), "{err}");
+    assert!(err.to_string().contains("not written"), "{err}");
+    assert!(
+        !output.exists(),
+        "nothing may be written when the gate refuses"
+    );
+    // Without quantization the model passes the gate.
+    let ok = GraphOptimizer::new(OptimizeOptions {
+        quantization: Quantization::None,
+        ..opts
+    })
+    .run(&input, &output, &mut NullSink)
+    .expect("float");
+    assert_eq!(ok.comparison.accuracy_ratio(), Some(1.0));
+}
+
+#[test]
+fn static_quantization_needs_calibration_data_and_checks_its_width() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("m.onnx");
+    kiln_onnx::save(&model_with_clutter(), &input).expect("save");
+    let output = dir.path().join("q.onnx");
+    let opts = OptimizeOptions {
+        quantization: Quantization::Static,
+        ..OptimizeOptions::default()
+    };
+    let err = GraphOptimizer::new(opts.clone())
+        .run(&input, &output, &mut NullSink)
+        .expect_err("no calibration");
+    assert!(err.to_string().contains("--calibration-data"), "{err}");
+    let cal = dir.path().join("cal.csv");
+    std::fs::write(&cal, "a,b,c\n1,2,3\n").expect("csv");
+    let err = GraphOptimizer::new(OptimizeOptions {
+        calibration_data: Some(cal.clone()),
+        ..opts.clone()
+    })
+    .run(&input, &output, &mut NullSink)
+    .expect_err("width");
+    assert!(
+        err.to_string()
+            .contains("calibration data has 3 feature columns"),
+        "{err}"
+    );
+    std::fs::write(&cal, "a,b\n1,2\n-1,0.5\n3,3\n").expect("csv");
+    let r = GraphOptimizer::new(OptimizeOptions {
+        calibration_data: Some(cal),
+        ..opts
+    })
+    .run(&input, &output, &mut NullSink)
+    .expect("static");
+    assert_eq!(
+        r.passes.last().map(|p| (p.pass, p.changes)),
+        Some(("quantize-static", 1))
+    );
+    let q = kiln_onnx::load(&output).expect("load");
+    let ops = kiln_onnx::graph::op_counts(q.graph.as_ref().expect("graph"));
+    assert!(
+        ops.iter()
+            .any(|(op, n)| op == "DequantizeLinear" && *n == 2),
+        "{ops:?}"
+    );
+}
