@@ -180,9 +180,15 @@ pub struct InferArgs {
     /// Rows per engine call.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Inference engine.
+    /// Inference engine: tract (pure Rust) or ort (ONNX Runtime, loaded at run time).
     #[arg(long, default_value = "tract")]
     pub engine: String,
+    /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Intra-op threads of the engine (ort) [default: the engine's choice].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Target column; when present, accuracy is reported.
     #[arg(long, default_value = "label")]
     pub target: String,

@@ -6,7 +6,7 @@ use crate::render::Reporter;
 use anyhow::{Context, Result};
 use kiln_core::{Dataset, TrainedModel};
 use kiln_export::{ExportOptions, OnnxExporter};
-use kiln_infer::{BatchOptions, EngineKind, Model, OutputFormat};
+use kiln_infer::{BatchOptions, EngineConfig, EngineKind, Model, OutputFormat};
 use kiln_optimize::quantize::Calibration;
 use kiln_optimize::{GraphLevel, GraphOptimizer, OptimizeOptions, Quantization};
 use kiln_train::{BurnTrainer, TrainConfig, TrainOutcome};
@@ -386,7 +386,12 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     if a.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1"));
     }
-    let engine = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
+    let kind = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
+    let engine = EngineConfig {
+        kind,
+        ort_lib: a.ort_lib.clone(),
+        threads: a.threads,
+    };
     let model = Model::load(&a.model, engine)?;
     let opts = BatchOptions {
         batch_size: a.batch_size,

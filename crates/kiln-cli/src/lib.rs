@@ -64,7 +64,12 @@ fn classify(err: &anyhow::Error) -> i32 {
     use kiln_infer::InferError;
     use kiln_optimize::OptimizeError;
     fn infer_code(e: &InferError) -> Option<i32> {
-        matches!(e, InferError::Data(_)).then_some(EXIT_DATA)
+        match e {
+            InferError::Data(_) => Some(EXIT_DATA),
+            // A missing engine is a setup problem the user fixes with a flag or a script.
+            InferError::EngineUnavailable { .. } => Some(EXIT_USAGE),
+            _ => None,
+        }
     }
     for cause in err.chain() {
         if cause.downcast_ref::<kiln_data::DataError>().is_some() {

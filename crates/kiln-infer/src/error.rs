@@ -21,6 +21,14 @@ pub enum InferError {
         /// Why.
         reason: String,
     },
+    /// The engine cannot be used in this build or on this machine.
+    #[error("the {engine} engine is unavailable: {reason}")]
+    EngineUnavailable {
+        /// The engine.
+        engine: &'static str,
+        /// Why, and how to fix it.
+        reason: String,
+    },
     /// The inputs do not fit the model.
     #[error("invalid input: {0}")]
     Input(String),

@@ -3,6 +3,8 @@
 //!
 //! - [`TractEngine`] implements [`kiln_core::InferenceEngine`] with tract, a pure-Rust engine
 //!   that needs nothing installed. It is the default.
+//! - `ort_engine::OrtEngine` (feature `ort`) runs ONNX Runtime, loaded at run time from
+//!   `libonnxruntime.so`; without the library it is an error that says how to get it.
 //! - [`Model`] wraps an engine with what the file says about itself (class names, feature
 //!   names, input width), turning rows into [`Prediction`]s.
 //! - [`infer_file`] runs a CSV/JSONL file in batches. Every input row gets exactly one
@@ -23,13 +25,16 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod compat;
 mod error;
 mod model;
+#[cfg(feature = "ort")]
+pub mod ort_engine;
 mod tract_engine;
 
 pub use batch::{
     BatchOptions, BatchReport, OutputFormat, RowOutcome, infer_file, write_predictions,
 };
 pub use error::InferError;
-pub use model::{EngineKind, Model, ModelInfo, Prediction};
+pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction};
 pub use tract_engine::TractEngine;

@@ -12,19 +12,56 @@ pub enum EngineKind {
     /// tract: pure Rust, the default.
     #[default]
     Tract,
+    /// ONNX Runtime (feature `ort`), loaded at run time.
+    Ort,
 }
 
 impl EngineKind {
-    /// Parses an engine name.
+    /// Parses an engine name. `auto` is tract, the engine that is always there.
     pub fn parse(name: &str) -> Result<Self, InferError> {
         match name {
             "tract" | "auto" => Ok(Self::Tract),
-            "ort" | "onnxruntime" => Err(InferError::Input(
-                "the ONNX Runtime engine is not built into this kiln; use --engine tract".into(),
-            )),
+            "ort" | "onnxruntime" => {
+                if cfg!(feature = "ort") {
+                    Ok(Self::Ort)
+                } else {
+                    Err(InferError::EngineUnavailable {
+                        engine: "ort",
+                        reason: "this kiln was built without the `ort` feature; rebuild with --features ort or use --engine tract".into(),
+                    })
+                }
+            }
             other => Err(InferError::Input(format!(
-                "unknown engine {other:?}; use tract"
+                "unknown engine {other:?}; use tract or ort"
             ))),
+        }
+    }
+
+    /// The engine's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tract => "tract",
+            Self::Ort => "ort",
+        }
+    }
+}
+
+/// How to build an engine for a model.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// Path of `libonnxruntime.so` for the ort engine.
+    pub ort_lib: Option<std::path::PathBuf>,
+    /// Intra-op threads for engines that take them.
+    pub threads: Option<usize>,
+}
+
+impl From<EngineKind> for EngineConfig {
+    fn from(kind: EngineKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
         }
     }
 }
@@ -191,8 +228,8 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads an ONNX file with the chosen engine.
-    pub fn load(path: &Path, engine: EngineKind) -> Result<Self, InferError> {
+    /// Loads an ONNX file with the chosen engine (an [`EngineKind`] or a full [`EngineConfig`]).
+    pub fn load(path: &Path, engine: impl Into<EngineConfig>) -> Result<Self, InferError> {
         // kiln_onnx::load gives the clear errors (directory, truncated file, size limit).
         kiln_onnx::load(path)?;
         let bytes = std::fs::read(path).map_err(|e| InferError::Load {
@@ -204,11 +241,33 @@ impl Model {
     }
 
     /// Loads a serialized model; `origin` names it in errors.
-    pub fn from_bytes(bytes: &[u8], origin: &Path, engine: EngineKind) -> Result<Self, InferError> {
+    pub fn from_bytes(
+        bytes: &[u8],
+        origin: &Path,
+        engine: impl Into<EngineConfig>,
+    ) -> Result<Self, InferError> {
+        let config = engine.into();
         let proto = kiln_onnx::decode(bytes)?;
         let info = ModelInfo::from_proto(&proto)?;
-        let engine: Box<dyn InferenceEngine<Error = InferError>> = match engine {
+        let engine: Box<dyn InferenceEngine<Error = InferError>> = match config.kind {
             EngineKind::Tract => Box::new(TractEngine::from_bytes(bytes, origin)?),
+            #[cfg(feature = "ort")]
+            EngineKind::Ort => {
+                let opts = crate::ort_engine::OrtOptions {
+                    lib: config.ort_lib.clone(),
+                    threads: config.threads,
+                };
+                Box::new(crate::ort_engine::OrtEngine::from_bytes(
+                    bytes, origin, &opts,
+                )?)
+            }
+            #[cfg(not(feature = "ort"))]
+            EngineKind::Ort => {
+                return Err(InferError::EngineUnavailable {
+                    engine: "ort",
+                    reason: "this kiln was built without the `ort` feature".into(),
+                });
+            }
         };
         Ok(Self { engine, info })
     }

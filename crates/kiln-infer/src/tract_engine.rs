@@ -24,6 +24,12 @@ impl TractEngine {
             engine: "tract",
             reason,
         };
+        // Rewrite patterns tract would simplify incorrectly (see `compat`); other models are
+        // handed to tract byte for byte.
+        let patched = kiln_onnx::decode(bytes).ok().and_then(|mut m| {
+            (crate::compat::tract_compat(&mut m) > 0).then(|| kiln_onnx::encode(&m))
+        });
+        let bytes = patched.as_deref().unwrap_or(bytes);
         let model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| load(format!("{e:#}")))?;

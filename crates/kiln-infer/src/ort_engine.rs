@@ -1,0 +1,179 @@
+//! The ONNX Runtime engine, through `ort` with `load-dynamic`: `libonnxruntime.so` is loaded at
+//! run time, so building kiln needs nothing installed, and a missing library is an error that
+//! says how to get it.
+
+use crate::InferError;
+use kiln_core::{InferenceEngine, Tensor};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// Where to find the library when nothing else says: `scripts/fetch-onnxruntime.sh` puts it here.
+pub const REPO_LIB: &str = ".ort/lib/libonnxruntime.so";
+
+const HOW_TO_GET: &str = "run scripts/fetch-onnxruntime.sh, set ORT_DYLIB_PATH, or pass --ort-lib <path to libonnxruntime.so>";
+
+/// Finds `libonnxruntime.so`: an explicit path, then `ORT_DYLIB_PATH`, then `.ort/lib` in the
+/// working directory or above the running executable.
+pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, InferError> {
+    let missing = |what: String| InferError::EngineUnavailable {
+        engine: "ort",
+        reason: format!("ONNX Runtime library not found ({what}): {HOW_TO_GET}"),
+    };
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(missing(format!("{} does not exist", p.display())))
+        };
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from) {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(missing(format!(
+                "ORT_DYLIB_PATH={} does not exist",
+                p.display()
+            )))
+        };
+    }
+    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots
+        .into_iter()
+        .map(|r| r.join(REPO_LIB))
+        .find(|p| p.is_file())
+        .ok_or_else(|| missing("no ORT_DYLIB_PATH and no .ort/lib/libonnxruntime.so".into()))
+}
+
+/// The process-wide ONNX Runtime environment. ONNX Runtime allows one per process, so the first
+/// successful load wins; a failed load is remembered and reported again.
+fn environment(lib: Option<&Path>) -> Result<&'static ort::environment::Environment, InferError> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let path = find_library(lib).map_err(|e| e.to_string())?;
+        ort::init_from(&path)
+            .map_err(|e| format!("cannot load {}: {e}; {HOW_TO_GET}", path.display()))?
+            .with_name("kiln")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
+    });
+    env.as_ref()
+        .map_err(|reason| InferError::EngineUnavailable {
+            engine: "ort",
+            reason: reason.clone(),
+        })
+}
+
+/// True when the ONNX Runtime library can be found and loaded.
+pub fn available(lib: Option<&Path>) -> Result<(), InferError> {
+    environment(lib).map(|_| ())
+}
+
+/// Options of the ONNX Runtime engine.
+#[derive(Debug, Clone, Default)]
+pub struct OrtOptions {
+    /// Path of `libonnxruntime.so` (else `ORT_DYLIB_PATH`, else `.ort/lib`).
+    pub lib: Option<PathBuf>,
+    /// Intra-op threads (ONNX Runtime's default when `None`).
+    pub threads: Option<usize>,
+}
+
+/// A model loaded in ONNX Runtime on the CPU execution provider.
+pub struct OrtEngine {
+    // `Session::run` takes `&mut self`; the engine trait is `&self` so that one engine can be
+    // shared, and callers that want parallelism use one engine per worker.
+    session: Mutex<ort::session::Session>,
+}
+
+impl std::fmt::Debug for OrtEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrtEngine").finish_non_exhaustive()
+    }
+}
+
+impl OrtEngine {
+    /// Loads serialized ONNX bytes; `origin` names the model in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path, opts: &OrtOptions) -> Result<Self, InferError> {
+        let env = environment(opts.lib.as_deref())?;
+        let load = |reason: String| InferError::Load {
+            path: origin.to_path_buf(),
+            engine: "ort",
+            reason,
+        };
+        let mut builder = ort::session::Session::builder(env).map_err(|e| load(e.to_string()))?;
+        if let Some(t) = opts.threads {
+            builder = builder
+                .with_intra_threads(t)
+                .map_err(|e| load(e.to_string()))?;
+        }
+        let session = builder
+            .commit_from_memory(bytes)
+            .map_err(|e| load(e.to_string()))?;
+        Ok(Self {
+            session: Mutex::new(session),
+        })
+    }
+}
+
+impl InferenceEngine for OrtEngine {
+    type Error = InferError;
+
+    fn name(&self) -> &'static str {
+        "ort"
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
+        let run_err = |reason: String| InferError::Run {
+            engine: "ort",
+            reason,
+        };
+        let values: Vec<ort::session::SessionInputValue<'_>> = inputs
+            .into_iter()
+            .map(
+                |t| -> Result<ort::session::SessionInputValue<'_>, InferError> {
+                    Ok(match t {
+                        Tensor::F32 { shape, data } => {
+                            ort::value::Tensor::from_array((shape, data))
+                                .map_err(|e| InferError::Input(e.to_string()))?
+                                .into()
+                        }
+                        Tensor::I64 { shape, data } => {
+                            ort::value::Tensor::from_array((shape, data))
+                                .map_err(|e| InferError::Input(e.to_string()))?
+                                .into()
+                        }
+                    })
+                },
+            )
+            .collect::<Result<_, _>>()?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| run_err("a previous run panicked while holding the session".into()))?;
+        let outputs = session
+            .run(values.as_slice())
+            .map_err(|e| run_err(e.to_string()))?;
+        let mut result = Vec::with_capacity(outputs.len());
+        for (_, v) in outputs.iter() {
+            if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+                result.push(Tensor::F32 {
+                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    data: data.to_vec(),
+                });
+            } else if let Ok((shape, data)) = v.try_extract_tensor::<i64>() {
+                result.push(Tensor::I64 {
+                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    data: data.to_vec(),
+                });
+            } else {
+                return Err(InferError::Signature(format!(
+                    "output of type {:?} is neither float32 nor int64",
+                    v.dtype()
+                )));
+            }
+        }
+        Ok(result)
+    }
+}

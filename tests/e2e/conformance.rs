@@ -1,0 +1,251 @@
+//! One conformance suite, run per engine: the same models and rows through tract and ONNX
+//! Runtime (kiln's `ort` engine), compared within the tolerance of the model's kind. Models come
+//! from kiln itself (float, dynamic int8, static QDQ) and from Python tools (onnx.helper and
+//! onnxruntime.quantization).
+//!
+//! ONNX Runtime comes from `scripts/fetch-onnxruntime.sh` (`.ort/lib`) or `ORT_DYLIB_PATH`.
+//! Without it these tests say so and skip, except under CI, where that is a failure.
+
+use crate::crosscheck::python;
+use crate::util::{Kiln, repo, synthetic_splits};
+use kiln::infer::{EngineConfig, EngineKind, Model};
+use std::path::{Path, PathBuf};
+
+/// Tolerances in one table: (model kind, max abs diff between engines, min argmax agreement).
+/// kiln's int8 uses u8 × u8 integer products, which both engines compute exactly; ONNX Runtime's
+/// own quantizer output may run through kernels whose rounding differs from tract's.
+const TOLERANCES: &[(&str, f32, f64)] = &[
+    ("f32", 1e-5, 1.0),
+    ("kiln-int8", 1e-3, 0.99),
+    ("ort-int8", 5e-2, 0.95),
+];
+
+fn tolerance(kind: &str) -> (f32, f64) {
+    TOLERANCES
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map(|&(_, t, a)| (t, a))
+        .unwrap_or((0.0, 1.0))
+}
+
+pub fn ort_lib() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+        Some(repo().join(".ort/lib/libonnxruntime.so")),
+    ];
+    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
+        return Some(p);
+    }
+    let msg =
+        "ONNX Runtime library not found (run scripts/fetch-onnxruntime.sh or set ORT_DYLIB_PATH)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}: CI must run the ONNX Runtime engine tests");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn rows(n: usize, width: usize) -> Vec<f32> {
+    (0..n * width)
+        .map(|i| (((i * 7919) % 1000) as f32 / 250.0) - 2.0)
+        .collect()
+}
+
+fn compare(model: &Path, lib: &Path, kind: &str, features: &[f32], n: usize) {
+    let tract = Model::load(model, EngineKind::Tract)
+        .unwrap_or_else(|e| panic!("tract {}: {e}", model.display()));
+    let ort = Model::load(
+        model,
+        EngineConfig {
+            kind: EngineKind::Ort,
+            ort_lib: Some(lib.to_path_buf()),
+            threads: Some(1),
+        },
+    )
+    .unwrap_or_else(|e| panic!("ort {}: {e}", model.display()));
+    let (a, b) = (
+        tract.predict(features, n).expect("tract run"),
+        ort.predict(features, n).expect("ort run"),
+    );
+    let (tol, min_agree) = tolerance(kind);
+    let max = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| x.scores.iter().zip(&y.scores).map(|(p, q)| (p - q).abs()))
+        .fold(0f32, f32::max);
+    let agree = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.class_index == y.class_index)
+        .count() as f64
+        / n as f64;
+    assert!(
+        max <= tol,
+        "{} ({kind}): engines differ by {max} > {tol}",
+        model.display()
+    );
+    assert!(
+        agree >= min_agree,
+        "{} ({kind}): argmax agreement {agree} < {min_agree}",
+        model.display()
+    );
+}
+
+#[test]
+fn kiln_models_agree_across_engines() {
+    let Some(lib) = ort_lib() else { return };
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 23);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "5",
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "f.onnx", "-q"]);
+    k.ok(&[
+        "optimize",
+        "--model",
+        "f.onnx",
+        "--output",
+        "d.onnx",
+        "--quantization",
+        "dynamic",
+        "-q",
+    ]);
+    k.ok(&[
+        "optimize",
+        "--model",
+        "f.onnx",
+        "--output",
+        "s.onnx",
+        "--quantization",
+        "static",
+        "--calibration-data",
+        train.to_str().unwrap(),
+        "-q",
+    ]);
+    let data = kiln::data::load_dataset(&test, "label", None).expect("test");
+    for (file, kind) in [
+        ("f.onnx", "f32"),
+        ("d.onnx", "kiln-int8"),
+        ("s.onnx", "kiln-int8"),
+    ] {
+        for batch in [1usize, 7, 100] {
+            compare(
+                &k.path(file),
+                &lib,
+                kind,
+                &data.features[..batch * 6],
+                batch,
+            );
+        }
+    }
+}
+
+#[test]
+fn python_tool_models_agree_across_engines() {
+    let Some(lib) = ort_lib() else { return };
+    let Some(py) = python() else { return };
+    let k = Kiln::new();
+    let dir = k.path("models");
+    let out = std::process::Command::new(&py)
+        .arg(repo().join("scripts/make_conformance_models.py"))
+        .arg(&dir)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let x = rows(64, 6);
+    for (file, kind) in [
+        ("py_mlp.onnx", "f32"),
+        ("py_mlp_matmul.onnx", "f32"),
+        ("ort_dynamic.onnx", "ort-int8"),
+        ("ort_qdq.onnx", "ort-int8"),
+    ] {
+        compare(&dir.join(file), &lib, kind, &x, 64);
+    }
+}
+
+/// The CLI's `--engine ort` gives the same predictions file as tract, and a missing library is
+/// a clear error, not a panic.
+#[test]
+fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
+    let Some(lib) = ort_lib() else { return };
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 29);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let t = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "t.csv",
+    ]);
+    let o = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "o.csv",
+        "--engine",
+        "ort",
+        "--ort-lib",
+        lib.to_str().unwrap(),
+    ]);
+    assert_eq!(o["engine"], "ort");
+    assert_eq!(t["report"]["accuracy"], o["report"]["accuracy"]);
+    let (_, tr) = crate::util::read_csv(&k.path("t.csv"));
+    let (_, or) = crate::util::read_csv(&k.path("o.csv"));
+    assert_eq!(tr.len(), or.len());
+    for (a, b) in tr.iter().zip(&or) {
+        assert_eq!(a[1], b[1], "labels differ");
+        for (p, q) in a[2..5].iter().zip(&b[2..5]) {
+            let (p, q): (f32, f32) = (p.parse().expect("f32"), q.parse().expect("f32"));
+            assert!((p - q).abs() <= 1e-5);
+        }
+    }
+    let err = k.fails(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            test.to_str().unwrap(),
+            "--engine",
+            "ort",
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("ONNX Runtime library not found") && err.contains("fetch-onnxruntime.sh"),
+        "{err}"
+    );
+}
