@@ -9,4 +9,5 @@ mod conformance;
 mod crosscheck;
 mod errors;
 mod pipeline;
+mod streaming;
 mod util;

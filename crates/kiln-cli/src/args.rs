@@ -171,9 +171,19 @@ pub struct InferArgs {
     /// ONNX model.
     #[arg(long)]
     pub model: PathBuf,
-    /// Input rows: CSV or JSONL file, or - for CSV on stdin.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// Input rows: CSV or JSONL file, or - for stdin.
+    #[arg(long, required_unless_present = "stream")]
+    pub data: Option<PathBuf>,
+    /// Read rows from stdin one line at a time and write each result as soon as it is computed
+    /// (flushed per line); latency percentiles are printed at the end.
+    #[arg(long, conflicts_with_all = ["output"])]
+    pub stream: bool,
+    /// Input format for stdin or --stream: csv (with a header line) or jsonl.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Warm-up iterations at the batch size in use before the first real row.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
     /// Output file (.csv or .jsonl); stdout as CSV when absent.
     #[arg(long)]
     pub output: Option<PathBuf>,

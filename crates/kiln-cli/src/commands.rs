@@ -393,12 +393,57 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         threads: a.threads,
     };
     let model = Model::load(&a.model, engine)?;
+    let format = match a.format.as_str() {
+        "csv" => kiln_data::Format::Csv,
+        "jsonl" => kiln_data::Format::Jsonl,
+        other => {
+            return Err(usage(format!(
+                "unknown --format {other:?}; use csv or jsonl"
+            )));
+        }
+    };
+    let warmup_seconds = if a.warmup > 0 {
+        let sizes = if a.stream {
+            vec![1]
+        } else {
+            vec![a.batch_size]
+        };
+        Some(model.warmup(&sizes, a.warmup)?)
+    } else {
+        None
+    };
+    if a.stream {
+        let opts = kiln_infer::StreamOptions {
+            format,
+            output: OutputFormat::Csv,
+            target: a.target.clone(),
+        };
+        let stdin = std::io::stdin();
+        let r = kiln_infer::infer_stream(&model, stdin.lock(), std::io::stdout(), &opts)?;
+        let l = &r.latency;
+        let human = format!(
+            "{} rows streamed: {} predicted, {} errors; latency per row p50 {} us, p95 {} us, p99 {} us, max {} us",
+            r.rows, r.ok, r.failed, l.p50_us, l.p95_us, l.p99_us, l.max_us
+        );
+        summary(
+            cli,
+            &human,
+            json!({ "command": "infer", "stream": true, "engine": model.engine_name(), "warmup_seconds": warmup_seconds, "report": r }),
+            true,
+        );
+        return Ok(());
+    }
+    let data = a
+        .data
+        .clone()
+        .ok_or_else(|| usage("missing input: pass --data <FILE> (or - for stdin), or --stream"))?;
+    let explicit = (data.as_os_str() == "-").then_some(format);
     let opts = BatchOptions {
         batch_size: a.batch_size,
         target: a.target.clone(),
-        format: None,
+        format: explicit,
     };
-    let report = kiln_infer::infer_file(&model, &a.data, &opts, rep)?;
+    let report = kiln_infer::infer_file(&model, &data, &opts, rep)?;
     let format = a
         .output
         .as_deref()
@@ -427,10 +472,18 @@ predictions: {}",
             o.display()
         ));
     }
+    let b = &report.batch_latency;
+    human.push_str(&format!(
+        "\nengine time per batch of {}: p50 {} us, p95 {} us, p99 {} us",
+        a.batch_size, b.p50_us, b.p95_us, b.p99_us
+    ));
+    if let Some(w) = warmup_seconds {
+        human.push_str(&format!("\nwarm-up: {w:.3}s"));
+    }
     summary(
         cli,
         &human,
-        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "report": report }),
+        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "warmup_seconds": warmup_seconds, "report": report }),
         a.output.is_none(),
     );
     Ok(())

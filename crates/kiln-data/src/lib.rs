@@ -24,7 +24,7 @@ pub mod synthetic;
 mod write;
 
 pub use error::DataError;
-pub use read::{Format, RowRecord, RowTable, load_dataset, read_rows};
+pub use read::{Format, RowError, RowParser, RowRecord, RowTable, load_dataset, read_rows};
 pub use write::write_csv;
 
 use kiln_core::{Dataset, Normalization};

@@ -204,6 +204,167 @@ fn read_raw(path: &Path, format: Option<Format>, target: &str) -> Result<RawTabl
     }
 }
 
+/// Turns the fields of one row into model-ordered features and the target cell. Built once from
+/// a header; shared by the file reader and the streaming reader.
+#[derive(Debug, Clone)]
+pub struct RowParser {
+    header: Vec<String>,
+    target_idx: Option<usize>,
+    feature_idx: Vec<usize>,
+    feature_names: Vec<String>,
+}
+
+impl RowParser {
+    /// Matches `header` against the model's features: by name if the header has all of them,
+    /// otherwise by position if the count (without the target) matches. `origin` names the
+    /// source in errors.
+    pub fn new(
+        origin: &Path,
+        header: Vec<String>,
+        target: &str,
+        expected_features: Option<&[String]>,
+    ) -> Result<Self, DataError> {
+        let target_idx = header.iter().position(|h| h == target);
+        let others: Vec<usize> = (0..header.len())
+            .filter(|&i| Some(i) != target_idx)
+            .collect();
+        let feature_idx: Vec<usize> = match expected_features {
+            Some(names) if names.iter().all(|n| header.contains(n)) => names
+                .iter()
+                .filter_map(|n| header.iter().position(|h| h == n))
+                .collect(),
+            Some(names) if names.len() == others.len() => others.clone(),
+            Some(names) => {
+                return Err(DataError::Schema {
+                    path: origin.to_path_buf(),
+                    reason: format!(
+                        "the model expects {} features ({}) but the file has {} feature columns ({}); check the file or --target",
+                        names.len(),
+                        abbreviate(names),
+                        others.len(),
+                        abbreviate(
+                            &others
+                                .iter()
+                                .map(|&i| header[i].clone())
+                                .collect::<Vec<_>>()
+                        )
+                    ),
+                });
+            }
+            None => others,
+        };
+        let feature_names = match expected_features {
+            Some(names) => names.to_vec(),
+            None => feature_idx.iter().map(|&i| header[i].clone()).collect(),
+        };
+        Ok(Self {
+            header,
+            target_idx,
+            feature_idx,
+            feature_names,
+        })
+    }
+
+    /// Feature names in model order.
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    /// Whether the header has the target column.
+    pub fn has_target(&self) -> bool {
+        self.target_idx.is_some()
+    }
+
+    /// The header's column names.
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// Parses one row's fields. Non-finite numbers are rejected.
+    pub fn parse_fields(&self, fields: &[String]) -> Result<(Vec<f32>, Option<String>), RowError> {
+        let width = self.header.len();
+        if fields.len() != width {
+            return Err(RowError {
+                column: None,
+                reason: format!("has {} fields but the header has {width}", fields.len()),
+            });
+        }
+        let mut x = Vec::with_capacity(self.feature_idx.len());
+        for &j in &self.feature_idx {
+            let cell = &fields[j];
+            let col = || Some(self.header[j].clone());
+            let v: f32 = cell.parse().map_err(|_| RowError {
+                column: col(),
+                reason: if cell.is_empty() {
+                    "the cell is empty".into()
+                } else {
+                    format!("{cell:?} is not a number")
+                },
+            })?;
+            if !v.is_finite() {
+                return Err(RowError {
+                    column: col(),
+                    reason: format!("{cell:?} is not a finite number"),
+                });
+            }
+            x.push(v);
+        }
+        Ok((
+            x,
+            self.target_idx
+                .map(|t| fields[t].clone())
+                .filter(|l| !l.is_empty()),
+        ))
+    }
+
+    /// Parses one CSV line (without its newline).
+    pub fn parse_csv_line(&self, line: &str) -> Result<(Vec<f32>, Option<String>), RowError> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(line.as_bytes());
+        match rdr.records().next() {
+            Some(Ok(r)) => {
+                self.parse_fields(&r.iter().map(|f| f.trim().to_string()).collect::<Vec<_>>())
+            }
+            Some(Err(e)) => Err(RowError {
+                column: None,
+                reason: format!("malformed CSV: {e}"),
+            }),
+            None => Err(RowError {
+                column: None,
+                reason: "empty line".into(),
+            }),
+        }
+    }
+
+    /// Parses one JSONL line: an object keyed by column name. A missing target is allowed.
+    pub fn parse_json_line(&self, line: &str) -> Result<(Vec<f32>, Option<String>), RowError> {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| RowError {
+                column: None,
+                reason: format!("invalid JSON object: {e}"),
+            })?;
+        let target = self.target_idx.map(|t| self.header[t].as_str());
+        let fields = self
+            .header
+            .iter()
+            .map(|k| match obj.get(k) {
+                Some(v) => json_cell(v).map_err(|reason| RowError {
+                    column: Some(k.clone()),
+                    reason,
+                }),
+                None if Some(k.as_str()) == target => Ok(String::new()),
+                None => Err(RowError {
+                    column: None,
+                    reason: format!("key {k:?} is missing"),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.parse_fields(&fields)
+    }
+}
+
 /// Reads a CSV or JSONL file leniently. Every data row becomes a [`RowRecord`]: its features in
 /// model order, or the reason it could not be read. Only file-level problems (unreadable,
 /// empty, columns that cannot match `expected_features`) are errors.
@@ -217,40 +378,7 @@ pub fn read_rows(
     expected_features: Option<&[String]>,
 ) -> Result<RowTable, DataError> {
     let raw = read_raw(path, format, target)?;
-    let target_idx = raw.header.iter().position(|h| h == target);
-    let others: Vec<usize> = (0..raw.header.len())
-        .filter(|&i| Some(i) != target_idx)
-        .collect();
-    let feature_idx: Vec<usize> = match expected_features {
-        Some(names) if names.iter().all(|n| raw.header.contains(n)) => names
-            .iter()
-            .filter_map(|n| raw.header.iter().position(|h| h == n))
-            .collect(),
-        Some(names) if names.len() == others.len() => others.clone(),
-        Some(names) => {
-            return Err(DataError::Schema {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the model expects {} features ({}) but the file has {} feature columns ({}); check the file or --target",
-                    names.len(),
-                    abbreviate(names),
-                    others.len(),
-                    abbreviate(
-                        &others
-                            .iter()
-                            .map(|&i| raw.header[i].clone())
-                            .collect::<Vec<_>>()
-                    )
-                ),
-            });
-        }
-        None => others.clone(),
-    };
-    let feature_names: Vec<String> = match expected_features {
-        Some(names) => names.to_vec(),
-        None => feature_idx.iter().map(|&i| raw.header[i].clone()).collect(),
-    };
-    let width = raw.header.len();
+    let parser = RowParser::new(path, raw.header, target, expected_features)?;
     let rows = raw
         .rows
         .into_iter()
@@ -261,50 +389,14 @@ pub fn read_rows(
                     column: None,
                     reason,
                 })
-                .and_then(|fields| {
-                    if fields.len() != width {
-                        return Err(RowError {
-                            column: None,
-                            reason: format!(
-                                "has {} fields but the header has {width}",
-                                fields.len()
-                            ),
-                        });
-                    }
-                    let mut x = Vec::with_capacity(feature_idx.len());
-                    for &j in &feature_idx {
-                        let cell = &fields[j];
-                        let col = || Some(raw.header[j].clone());
-                        let v: f32 = cell.parse().map_err(|_| RowError {
-                            column: col(),
-                            reason: if cell.is_empty() {
-                                "the cell is empty".into()
-                            } else {
-                                format!("{cell:?} is not a number")
-                            },
-                        })?;
-                        if !v.is_finite() {
-                            return Err(RowError {
-                                column: col(),
-                                reason: format!("{cell:?} is not a finite number"),
-                            });
-                        }
-                        x.push(v);
-                    }
-                    Ok((
-                        x,
-                        target_idx
-                            .map(|t| fields[t].clone())
-                            .filter(|l| !l.is_empty()),
-                    ))
-                });
+                .and_then(|f| parser.parse_fields(&f));
             RowRecord { row, line, result }
         })
         .collect();
     Ok(RowTable {
         path: path.to_path_buf(),
-        feature_names,
-        has_target: target_idx.is_some(),
+        feature_names: parser.feature_names.clone(),
+        has_target: parser.has_target(),
         rows,
     })
 }

@@ -66,6 +66,8 @@ pub struct BatchReport {
     pub labelled: usize,
     /// Seconds spent in the engine.
     pub engine_seconds: f64,
+    /// Engine time per batch.
+    pub batch_latency: crate::LatencySummary,
     /// Seconds for the whole run (reading included).
     pub total_seconds: f64,
     /// Predicted rows per second of engine time.
@@ -103,6 +105,8 @@ pub fn infer_file(
     let mut outcomes: Vec<Option<RowOutcome>> = vec![None; total];
     let batch = opts.batch_size.max(1);
     let mut engine_seconds = 0.0;
+    // Shared with the flush closure, which is called from the loop below.
+    let latency = std::cell::RefCell::new(crate::LatencyRecorder::new());
     let mut pending: Vec<(usize, Vec<f32>, Option<String>)> = Vec::with_capacity(batch);
     let flush = |pending: &mut Vec<(usize, Vec<f32>, Option<String>)>,
                  outcomes: &mut Vec<Option<RowOutcome>>,
@@ -146,6 +150,7 @@ pub fn infer_file(
             }
         }
         *engine_seconds += t.elapsed().as_secs_f64();
+        latency.borrow_mut().record(t.elapsed());
     };
     for (done, rec) in table.rows.drain(..).enumerate() {
         match rec.result {
@@ -215,6 +220,7 @@ pub fn infer_file(
         accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
         labelled,
         engine_seconds,
+        batch_latency: latency.borrow().summary(),
         total_seconds: start.elapsed().as_secs_f64(),
         rows_per_second: if engine_seconds > 0.0 {
             ok as f64 / engine_seconds
@@ -244,7 +250,7 @@ impl OutputFormat {
     }
 }
 
-fn score_columns(model: &Model, width: usize) -> Vec<String> {
+pub(crate) fn score_columns(model: &Model, width: usize) -> Vec<String> {
     let info = model.info();
     match (&info.class_names, info.task) {
         (_, kiln_core::Task::Regression) => (0..width).map(|i| format!("value_{i}")).collect(),
@@ -283,44 +289,13 @@ pub fn write_predictions(
                 header.push("error".into());
                 out.write_record(&header)?;
                 for o in &report.outcomes {
-                    let rec: Vec<String> = match o {
-                        RowOutcome::Ok {
-                            row, prediction, ..
-                        } => {
-                            let mut r = vec![row.to_string(), prediction.label.clone()];
-                            r.extend(prediction.scores.iter().map(|v| v.to_string()));
-                            r.push(String::new());
-                            r
-                        }
-                        RowOutcome::Err { row, error } => {
-                            let mut r = vec![row.to_string(), String::new()];
-                            r.extend(std::iter::repeat_n(String::new(), width));
-                            r.push(error.clone());
-                            r
-                        }
-                    };
-                    out.write_record(&rec)?;
+                    out.write_record(csv_fields(o, width))?;
                 }
                 out.flush()
             }
             OutputFormat::Jsonl => {
                 for o in &report.outcomes {
-                    let v = match o {
-                        RowOutcome::Ok {
-                            row, prediction, ..
-                        } => {
-                            let scores: serde_json::Map<String, serde_json::Value> = columns
-                                .iter()
-                                .zip(&prediction.scores)
-                                .map(|(c, s)| (c.clone(), serde_json::json!(s)))
-                                .collect();
-                            serde_json::json!({ "row": row, "label": prediction.label, "scores": scores })
-                        }
-                        RowOutcome::Err { row, error } => {
-                            serde_json::json!({ "row": row, "error": error })
-                        }
-                    };
-                    writeln!(w, "{v}")?;
+                    writeln!(w, "{}", json_record(o, &columns))?;
                 }
                 Ok(())
             }
@@ -335,4 +310,42 @@ pub fn write_predictions(
         }
     }
     Ok(())
+}
+
+/// The CSV fields of one outcome: `row,label,<scores…>,error`, with empty prediction cells on
+/// error rows so that the file stays rectangular.
+pub(crate) fn csv_fields(o: &RowOutcome, width: usize) -> Vec<String> {
+    match o {
+        RowOutcome::Ok {
+            row, prediction, ..
+        } => {
+            let mut r = vec![row.to_string(), prediction.label.clone()];
+            r.extend(prediction.scores.iter().map(|v| v.to_string()));
+            r.push(String::new());
+            r
+        }
+        RowOutcome::Err { row, error } => {
+            let mut r = vec![row.to_string(), String::new()];
+            r.extend(std::iter::repeat_n(String::new(), width));
+            r.push(error.clone());
+            r
+        }
+    }
+}
+
+/// The JSON object of one outcome.
+pub(crate) fn json_record(o: &RowOutcome, columns: &[String]) -> serde_json::Value {
+    match o {
+        RowOutcome::Ok {
+            row, prediction, ..
+        } => {
+            let scores: serde_json::Map<String, serde_json::Value> = columns
+                .iter()
+                .zip(&prediction.scores)
+                .map(|(c, s)| (c.clone(), serde_json::json!(s)))
+                .collect();
+            serde_json::json!({ "row": row, "label": prediction.label, "scores": scores })
+        }
+        RowOutcome::Err { row, error } => serde_json::json!({ "row": row, "error": error }),
+    }
 }

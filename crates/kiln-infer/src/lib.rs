@@ -27,14 +27,18 @@
 mod batch;
 pub mod compat;
 mod error;
+mod latency;
 mod model;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
+mod stream;
 mod tract_engine;
 
 pub use batch::{
     BatchOptions, BatchReport, OutputFormat, RowOutcome, infer_file, write_predictions,
 };
 pub use error::InferError;
+pub use latency::{LatencyRecorder, LatencySummary};
 pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction};
+pub use stream::{StreamOptions, StreamReport, infer_stream};
 pub use tract_engine::TractEngine;

@@ -216,6 +216,7 @@ pub struct Prediction {
 pub struct Model {
     engine: Box<dyn InferenceEngine<Error = InferError>>,
     info: ModelInfo,
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Model {
@@ -269,7 +270,56 @@ impl Model {
                 });
             }
         };
-        Ok(Self { engine, info })
+        Ok(Self {
+            engine,
+            info,
+            ready: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `iterations` synthetic batches (rows of zeros) at each batch size, so that the
+    /// engine's lazy allocations and caches are in place before real traffic, then marks the
+    /// model ready. Returns the seconds it took.
+    pub fn warmup(&self, batch_sizes: &[usize], iterations: usize) -> Result<f64, InferError> {
+        let start = std::time::Instant::now();
+        let width = self.info.input_width.ok_or_else(|| {
+            InferError::Input("cannot warm up: the model's input width is not fixed".into())
+        })?;
+        for &b in batch_sizes.iter().filter(|&&b| b > 0) {
+            let x = vec![0f32; b * width];
+            for _ in 0..iterations {
+                self.predict(&x, b)?;
+            }
+        }
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    /// Whether [`Model::warmup`] has completed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Number of score values per row (classes, or regression outputs), found by running one
+    /// row when the signature does not say.
+    pub fn output_width(&self) -> Result<usize, InferError> {
+        if let Some(n) = self
+            .info
+            .class_names
+            .as_ref()
+            .map(Vec::len)
+            .filter(|&n| n > 0)
+        {
+            return Ok(n);
+        }
+        let width = self
+            .info
+            .input_width
+            .ok_or_else(|| InferError::Input("the model's input width is not fixed".into()))?;
+        Ok(self
+            .predict(&vec![0f32; width], 1)?
+            .first()
+            .map_or(0, |p| p.scores.len()))
     }
 
     /// The model's signature and metadata.
