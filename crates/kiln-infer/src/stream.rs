@@ -104,7 +104,7 @@ pub fn infer_stream(
             header.push("error".into());
             w.write_record(&header).map_err(werr)?;
             w.flush().map_err(wio)?;
-            Sink::Csv(w)
+            Sink::Csv(Box::new(w))
         }
         crate::OutputFormat::Jsonl => Sink::Json(output),
     };
@@ -168,6 +168,6 @@ pub fn infer_stream(
 }
 
 enum Sink<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Json(W),
 }
