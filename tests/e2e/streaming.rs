@@ -144,3 +144,39 @@ fn long_stream_keeps_memory_flat() {
         "RSS grew from {early} kB to {late} kB over 90k rows"
     );
 }
+
+/// `kiln bench --json` sweeps engines × batch sizes and recommends one; nothing here asserts a
+/// time, only the shape of the report.
+#[test]
+fn bench_reports_every_configuration() {
+    let k = Kiln::new();
+    trained_model(&k, 41);
+    let r = k.json(&[
+        "bench",
+        "m.onnx",
+        "--engines",
+        "tract",
+        "--batch-sizes",
+        "1,16",
+        "--seconds",
+        "0.05",
+        "--warmup",
+        "2",
+    ]);
+    let results = r["report"]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2);
+    for (x, b) in results.iter().zip([1, 16]) {
+        assert_eq!(x["engine"], "tract");
+        assert_eq!(x["batch_size"], b);
+        assert!(x["iterations"].as_u64().expect("iterations") >= 20);
+        assert!(x["rows_per_second"].as_f64().expect("rows/s") > 0.0);
+        assert!(
+            x["latency"]["p99_us"].as_u64().expect("p99")
+                >= x["latency"]["p50_us"].as_u64().expect("p50")
+        );
+    }
+    assert!(r["report"]["best_throughput"].as_u64().is_some());
+    assert_eq!(r["report"]["best_latency"], 0);
+    let err = k.fails(&["bench", "m.onnx", "--batch-sizes", "0"], 2);
+    assert!(err.contains("positive"), "{err}");
+}

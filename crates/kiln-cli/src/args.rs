@@ -48,6 +48,11 @@ pub enum Command {
         after_help = "Examples:\n  kiln pipeline --demo --out runs/demo\n  kiln pipeline --data train.csv --val-data val.csv --test-data test.csv --out runs/mine"
     )]
     Pipeline(PipelineArgs),
+    /// Measure throughput and latency over engines × batch sizes, and recommend a configuration.
+    #[command(
+        after_help = "Examples:\n  kiln bench runs/demo/model.onnx\n  kiln bench model.onnx --engines tract,ort --batch-sizes 1,64 --seconds 2 --json"
+    )]
+    Bench(BenchArgs),
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
@@ -250,4 +255,29 @@ pub struct PipelineArgs {
 pub struct InspectArgs {
     /// ONNX model.
     pub model: PathBuf,
+}
+
+/// `kiln bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// ONNX model.
+    pub model: PathBuf,
+    /// Engines to compare; `auto` is tract plus ort when its library is found.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    pub engines: Vec<String>,
+    /// Batch sizes to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
+    pub batch_sizes: Vec<usize>,
+    /// Minimum measured seconds per configuration.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Unmeasured warm-up calls per configuration.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Intra-op threads for ort.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Path of libonnxruntime.so.
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
 }

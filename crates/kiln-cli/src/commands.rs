@@ -1,6 +1,6 @@
 use crate::args::{
-    Cli, Command, ExportArgs, InferArgs, InspectArgs, OptimizeArgs, PipelineArgs, TrainArgs,
-    TrainFlags,
+    BenchArgs, Cli, Command, ExportArgs, InferArgs, InspectArgs, OptimizeArgs, PipelineArgs,
+    TrainArgs, TrainFlags,
 };
 use crate::render::Reporter;
 use anyhow::{Context, Result};
@@ -39,6 +39,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Infer(a) => infer(cli, a, &mut rep),
         Command::Pipeline(a) => pipeline(cli, a, &mut rep),
         Command::Inspect(a) => inspect(cli, a),
+        Command::Bench(a) => bench(cli, a, &mut rep),
     }
 }
 
@@ -757,4 +758,86 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
         false,
     );
     Ok(())
+}
+
+fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
+    if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
+        return Err(usage("--batch-sizes needs positive sizes, e.g. 1,8,64"));
+    }
+    if !(a.seconds > 0.0) {
+        return Err(usage("--seconds must be positive"));
+    }
+    let mut engines = Vec::new();
+    for name in &a.engines {
+        let config = |kind| EngineConfig {
+            kind,
+            ort_lib: a.ort_lib.clone(),
+            threads: a.threads,
+        };
+        if name == "auto" {
+            engines.push(config(EngineKind::Tract));
+            if ort_available(a.ort_lib.as_deref()) {
+                engines.push(config(EngineKind::Ort));
+            } else {
+                eprintln!(
+                    "note: ONNX Runtime library not found, benchmarking tract only (scripts/fetch-onnxruntime.sh)"
+                );
+            }
+        } else {
+            engines.push(config(
+                EngineKind::parse(name).map_err(|e| usage(e.to_string()))?,
+            ));
+        }
+    }
+    let opts = kiln_infer::BenchOptions {
+        engines,
+        batch_sizes: a.batch_sizes.clone(),
+        min_seconds: a.seconds,
+        min_iterations: 20,
+        warmup: a.warmup,
+    };
+    let r = kiln_infer::bench(&a.model, &opts, rep)?;
+    let mut human = format!(
+        "{:<8} {:>6} {:>14} {:>10} {:>10} {:>10}\n",
+        "engine", "batch", "rows/s", "p50 us", "p95 us", "p99 us"
+    );
+    for x in &r.results {
+        human.push_str(&format!(
+            "{:<8} {:>6} {:>14.0} {:>10} {:>10} {:>10}\n",
+            x.engine,
+            x.batch_size,
+            x.rows_per_second,
+            x.latency.p50_us,
+            x.latency.p95_us,
+            x.latency.p99_us
+        ));
+    }
+    let best = &r.results[r.best_throughput];
+    human.push_str(&format!(
+        "highest throughput: {} at batch {} ({:.0} rows/s)",
+        best.engine, best.batch_size, best.rows_per_second
+    ));
+    if let Some(l) = r.best_latency.map(|i| &r.results[i]) {
+        human.push_str(&format!(
+            "\nlowest single-row p95 latency: {} ({} us)",
+            l.engine, l.latency.p95_us
+        ));
+    }
+    summary(
+        cli,
+        &human,
+        json!({ "command": "bench", "model": a.model, "report": r }),
+        false,
+    );
+    Ok(())
+}
+
+#[cfg(feature = "ort")]
+fn ort_available(lib: Option<&Path>) -> bool {
+    kiln_infer::ort_engine::available(lib).is_ok()
+}
+
+#[cfg(not(feature = "ort"))]
+fn ort_available(_lib: Option<&Path>) -> bool {
+    false
 }

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod bench;
 pub mod compat;
 mod error;
 mod latency;
@@ -37,6 +38,7 @@ mod tract_engine;
 pub use batch::{
     BatchOptions, BatchReport, OutputFormat, RowOutcome, infer_file, write_predictions,
 };
+pub use bench::{BenchOptions, BenchReport, BenchResult, bench, synthetic_rows};
 pub use error::InferError;
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction};

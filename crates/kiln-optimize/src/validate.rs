@@ -1,7 +1,5 @@
 use crate::OptimizeError;
 use kiln_infer::{EngineKind, Model};
-use rand::SeedableRng;
-use rand_distr_free::standard_normal;
 use serde::Serialize;
 use std::path::Path;
 
@@ -44,17 +42,6 @@ impl Comparison {
     }
 }
 
-mod rand_distr_free {
-    use rand::Rng;
-
-    /// A standard normal sample (Box–Muller), so this crate needs no distribution crate.
-    pub fn standard_normal(rng: &mut impl Rng) -> f32 {
-        let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-        let u2: f64 = rng.random();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-}
-
 /// Runs both serialized models (tract) on the same rows and compares their predictions: on
 /// labelled `data` when given (accuracy of each), else on 256 generated rows drawn around the
 /// model's standardisation statistics.
@@ -83,23 +70,16 @@ pub fn compare_models(
             (x, n, Some(t), "validation data".to_string())
         }
         None => {
-            let width = a.info().input_width.ok_or_else(|| {
-                OptimizeError::Options("the model's input width is not fixed; pass --validate-data to compare on real rows".into())
-            })?;
-            let (mean, std) = a
-                .info()
-                .metadata
-                .iter()
-                .find(|(k, _)| k == "kiln.normalization")
-                .and_then(|(_, v)| serde_json::from_str::<kiln_core::Normalization>(v).ok())
-                .map(|n| (n.mean, n.std))
-                .unwrap_or_else(|| (vec![0.0; width], vec![1.0; width]));
-            let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b696c6e);
+            if a.info().input_width.is_none() {
+                return Err(OptimizeError::Options("the model's input width is not fixed; pass --validate-data to compare on real rows".into()));
+            }
             let n = 256;
-            let x = (0..n * width)
-                .map(|i| mean[i % width] + std[i % width] * standard_normal(&mut rng))
-                .collect();
-            (x, n, None, "generated inputs".to_string())
+            (
+                kiln_infer::synthetic_rows(a.info(), n, 0x6b696c6e)?,
+                n,
+                None,
+                "generated inputs".to_string(),
+            )
         }
     };
     if rows == 0 {

@@ -1,0 +1,171 @@
+use crate::latency::{LatencyRecorder, LatencySummary};
+use crate::{EngineConfig, InferError, Model, ModelInfo};
+use kiln_core::{Event, EventSink};
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Rows drawn around the model's standardisation statistics (from its kiln metadata), or from a
+/// standard normal when it has none: realistic inputs for benchmarks and comparisons.
+pub fn synthetic_rows(info: &ModelInfo, rows: usize, seed: u64) -> Result<Vec<f32>, InferError> {
+    let width = info.input_width.ok_or_else(|| {
+        InferError::Input("the model's input width is not fixed; give real rows instead".into())
+    })?;
+    let (mean, std) = info
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "kiln.normalization")
+        .and_then(|(_, v)| serde_json::from_str::<kiln_core::Normalization>(v).ok())
+        .filter(|n| n.mean.len() == width && n.std.len() == width)
+        .map(|n| (n.mean, n.std))
+        .unwrap_or_else(|| (vec![0.0; width], vec![1.0; width]));
+    // A small xorshift generator and Box–Muller: reproducible without a dependency.
+    let mut state = seed | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    Ok((0..rows * width)
+        .map(|i| {
+            let z = (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos();
+            mean[i % width] + std[i % width] * z as f32
+        })
+        .collect())
+}
+
+/// Options of a benchmark sweep.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Engines to compare.
+    pub engines: Vec<EngineConfig>,
+    /// Batch sizes to run.
+    pub batch_sizes: Vec<usize>,
+    /// Minimum measured time per configuration.
+    pub min_seconds: f64,
+    /// Minimum measured calls per configuration.
+    pub min_iterations: usize,
+    /// Unmeasured calls before measuring.
+    pub warmup: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            engines: vec![EngineConfig::default()],
+            batch_sizes: vec![1, 8, 64, 256],
+            min_seconds: 1.0,
+            min_iterations: 20,
+            warmup: 10,
+        }
+    }
+}
+
+/// One configuration's measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    /// Engine name.
+    pub engine: &'static str,
+    /// Intra-op threads asked for (engine default when `None`).
+    pub threads: Option<usize>,
+    /// Rows per call.
+    pub batch_size: usize,
+    /// Measured calls.
+    pub iterations: usize,
+    /// Rows per second over the measured calls.
+    pub rows_per_second: f64,
+    /// Per-call latency.
+    pub latency: LatencySummary,
+}
+
+/// A whole sweep with its recommendation.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Every configuration, in sweep order.
+    pub results: Vec<BenchResult>,
+    /// Index of the configuration with the highest throughput.
+    pub best_throughput: usize,
+    /// Index of the batch-1 configuration with the lowest p95 latency, when batch 1 was run.
+    pub best_latency: Option<usize>,
+    /// Logical CPUs of this machine.
+    pub cpus: usize,
+}
+
+/// Sweeps engines × batch sizes on synthetic rows and measures throughput and latency
+/// percentiles of each configuration, all in one process so the numbers compare.
+pub fn bench(
+    model_path: &Path,
+    opts: &BenchOptions,
+    events: &mut dyn EventSink,
+) -> Result<BenchReport, InferError> {
+    let mut results = Vec::new();
+    let total = (opts.engines.len() * opts.batch_sizes.len()) as u64;
+    events.emit(Event::StageStarted {
+        stage: "bench".into(),
+    });
+    let start = Instant::now();
+    for engine in &opts.engines {
+        let model = Model::load(model_path, engine.clone())?;
+        let max_batch = opts.batch_sizes.iter().copied().max().unwrap_or(1);
+        let pool = synthetic_rows(model.info(), max_batch, 0x6b696c6e)?;
+        let width = pool.len() / max_batch;
+        for &b in opts.batch_sizes.iter().filter(|&&b| b > 0) {
+            let x = &pool[..b * width];
+            for _ in 0..opts.warmup {
+                model.predict(x, b)?;
+            }
+            let mut rec = LatencyRecorder::new();
+            let t0 = Instant::now();
+            let mut n = 0usize;
+            while n < opts.min_iterations
+                || t0.elapsed() < Duration::from_secs_f64(opts.min_seconds)
+            {
+                let t = Instant::now();
+                model.predict(x, b)?;
+                rec.record(t.elapsed());
+                n += 1;
+                if n >= 1_000_000 {
+                    break;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            results.push(BenchResult {
+                engine: model.engine_name(),
+                threads: engine.threads,
+                batch_size: b,
+                iterations: n,
+                rows_per_second: (n * b) as f64 / secs.max(1e-12),
+                latency: rec.summary(),
+            });
+            events.emit(Event::Progress {
+                stage: "bench".into(),
+                done: results.len() as u64,
+                total: Some(total),
+                unit: "configuration".into(),
+            });
+        }
+    }
+    events.emit(Event::StageFinished {
+        stage: "bench".into(),
+        seconds: start.elapsed().as_secs_f64(),
+    });
+    let best_throughput = results
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.rows_per_second.total_cmp(&b.1.rows_per_second))
+        .map_or(0, |(i, _)| i);
+    let best_latency = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.batch_size == 1)
+        .min_by_key(|(_, r)| r.latency.p95_us)
+        .map(|(i, _)| i);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(BenchReport {
+        results,
+        best_throughput,
+        best_latency,
+        cpus,
+    })
+}
