@@ -764,7 +764,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         return Err(usage("--batch-sizes needs positive sizes, e.g. 1,8,64"));
     }
-    if !(a.seconds > 0.0) {
+    if a.seconds.is_nan() || a.seconds <= 0.0 {
         return Err(usage("--seconds must be positive"));
     }
     let mut engines = Vec::new();
