@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+pub mod batcher;
 mod bench;
 pub mod compat;
 mod error;

@@ -1,0 +1,308 @@
+//! The dynamic batcher: an async API over a [`Model`] that merges concurrent requests into
+//! engine calls of up to `max_batch` rows, waiting at most `max_delay` for a batch to fill, and
+//! answers each request with its own rows. It is the shared core of `kiln serve`.
+//!
+//! One dedicated thread owns the engine calls, so the async callers never block their runtime.
+//! The queue is bounded: [`Batcher::predict`] waits for room (backpressure) and
+//! [`Batcher::try_predict`] refuses at once with [`BatchError::QueueFull`], for servers that
+//! answer 429/503 instead of queueing without bound.
+
+use crate::{InferError, LatencyRecorder, LatencySummary, Model, Prediction};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherConfig {
+    /// Most rows per engine call.
+    pub max_batch: usize,
+    /// Longest time the first request of a batch waits for others.
+    pub max_delay: Duration,
+    /// Most requests waiting in the queue.
+    pub queue_depth: usize,
+}
+
+impl Default for BatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            max_delay: Duration::from_millis(2),
+            queue_depth: 1024,
+        }
+    }
+}
+
+/// Why a batched request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The queue is full; retry later.
+    #[error("the request queue is full ({0} waiting); retry later")]
+    QueueFull(usize),
+    /// The batcher has shut down.
+    #[error("the batcher has shut down")]
+    Closed,
+    /// The model failed on this request's rows.
+    #[error(transparent)]
+    Infer(#[from] InferError),
+}
+
+/// Counters and latency percentiles of a batcher.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatcherStats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Rows answered.
+    pub rows: u64,
+    /// Engine calls made (requests / executions is the mean batch size in requests).
+    pub executions: u64,
+    /// Requests that failed.
+    pub failures: u64,
+    /// Panics caught in the engine (each failed its batch; the worker carried on).
+    pub panics: u64,
+    /// Time from enqueue to the start of the engine call.
+    pub queue: LatencySummary,
+    /// Engine time per call.
+    pub compute: LatencySummary,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: u64,
+    rows: u64,
+    executions: u64,
+    failures: u64,
+    panics: u64,
+    queue: LatencyRecorder,
+    compute: LatencyRecorder,
+}
+
+/// The channel a request's answer comes back on.
+type Reply = oneshot::Receiver<Result<Vec<Prediction>, InferError>>;
+
+struct Request {
+    features: Vec<f32>,
+    rows: usize,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Vec<Prediction>, InferError>>,
+}
+
+/// A running dynamic batcher. Dropping it (or [`Batcher::shutdown`]) stops accepting requests,
+/// answers those already queued, and joins the worker thread.
+pub struct Batcher {
+    tx: Option<mpsc::Sender<Request>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Mutex<Shared>>,
+    config: BatcherConfig,
+    width: usize,
+}
+
+impl Batcher {
+    /// Starts the worker thread for `model`.
+    pub fn spawn(model: Arc<Model>, config: BatcherConfig) -> Result<Self, InferError> {
+        let width = model
+            .info()
+            .input_width
+            .ok_or_else(|| InferError::Input("the model's input width is not fixed".into()))?;
+        let config = BatcherConfig {
+            max_batch: config.max_batch.max(1),
+            queue_depth: config.queue_depth.max(1),
+            ..config
+        };
+        let (tx, rx) = mpsc::channel(config.queue_depth);
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let worker_shared = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("kiln-batcher".into())
+            .spawn(move || worker_loop(model, rx, config, worker_shared))
+            .map_err(|e| InferError::Input(format!("cannot start the batcher thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            worker: Some(worker),
+            shared,
+            config,
+            width,
+        })
+    }
+
+    fn request(&self, features: Vec<f32>, rows: usize) -> Result<(Request, Reply), BatchError> {
+        if rows == 0 || features.len() != rows * self.width {
+            return Err(BatchError::Infer(InferError::Input(format!(
+                "{} values do not make {rows} rows of {} features",
+                features.len(),
+                self.width
+            ))));
+        }
+        let (reply, rx) = oneshot::channel();
+        Ok((
+            Request {
+                features,
+                rows,
+                enqueued: Instant::now(),
+                reply,
+            },
+            rx,
+        ))
+    }
+
+    /// Queues `rows` rows, waiting for room when the queue is full, and returns their
+    /// predictions.
+    pub async fn predict(
+        &self,
+        features: Vec<f32>,
+        rows: usize,
+    ) -> Result<Vec<Prediction>, BatchError> {
+        let (req, rx) = self.request(features, rows)?;
+        let tx = self.tx.as_ref().ok_or(BatchError::Closed)?;
+        tx.send(req).await.map_err(|_| BatchError::Closed)?;
+        rx.await
+            .map_err(|_| BatchError::Closed)?
+            .map_err(BatchError::Infer)
+    }
+
+    /// Like [`Batcher::predict`], but refuses at once when the queue is full.
+    pub async fn try_predict(
+        &self,
+        features: Vec<f32>,
+        rows: usize,
+    ) -> Result<Vec<Prediction>, BatchError> {
+        let (req, rx) = self.request(features, rows)?;
+        let tx = self.tx.as_ref().ok_or(BatchError::Closed)?;
+        tx.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BatchError::QueueFull(self.config.queue_depth),
+            mpsc::error::TrySendError::Closed(_) => BatchError::Closed,
+        })?;
+        rx.await
+            .map_err(|_| BatchError::Closed)?
+            .map_err(BatchError::Infer)
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.tx
+            .as_ref()
+            .map_or(0, |t| self.config.queue_depth - t.capacity())
+    }
+
+    /// Counters and percentiles so far.
+    pub fn stats(&self) -> BatcherStats {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        BatcherStats {
+            requests: s.requests,
+            rows: s.rows,
+            executions: s.executions,
+            failures: s.failures,
+            panics: s.panics,
+            queue: s.queue.summary(),
+            compute: s.compute.summary(),
+        }
+    }
+
+    /// Stops accepting requests, answers the queued ones, and joins the worker thread.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn worker_loop(
+    model: Arc<Model>,
+    mut rx: mpsc::Receiver<Request>,
+    config: BatcherConfig,
+    shared: Arc<Mutex<Shared>>,
+) {
+    // A current-thread runtime only for the timed receive; the engine runs on this thread.
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async move {
+        while let Some(first) = rx.recv().await {
+            let deadline = tokio::time::Instant::from_std(first.enqueued + config.max_delay);
+            let mut rows = first.rows;
+            let mut batch = vec![first];
+            while rows < config.max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(r)) => {
+                        rows += r.rows;
+                        batch.push(r);
+                    }
+                    _ => break,
+                }
+            }
+            run_batch(&model, batch, &shared);
+        }
+    });
+}
+
+fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>) {
+    let start = Instant::now();
+    let total: usize = batch.iter().map(|r| r.rows).sum();
+    let features: Vec<f32> = batch
+        .iter()
+        .flat_map(|r| r.features.iter().copied())
+        .collect();
+    let guarded = |x: &[f32], n: usize| -> (Result<Vec<Prediction>, InferError>, bool) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(x, n))) {
+            Ok(r) => (r, false),
+            Err(_) => (
+                Err(InferError::Run {
+                    engine: "batcher",
+                    reason: "the engine panicked on this batch".into(),
+                }),
+                true,
+            ),
+        }
+    };
+    let (result, panicked) = guarded(&features, total);
+    let mut executions = 1;
+    let mut panics = u64::from(panicked);
+    let answers: Vec<Result<Vec<Prediction>, InferError>> = match result {
+        Ok(mut preds) if preds.len() == total => batch
+            .iter()
+            .map(|r| Ok(preds.drain(..r.rows).collect()))
+            .collect(),
+        // One bad request must not fail its neighbours: retry each request on its own.
+        _ => batch
+            .iter()
+            .map(|r| {
+                executions += 1;
+                let (res, p) = guarded(&r.features, r.rows);
+                panics += u64::from(p);
+                res
+            })
+            .collect(),
+    };
+    let compute = start.elapsed();
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    s.executions += executions;
+    s.panics += panics;
+    s.compute.record(compute);
+    for (req, answer) in batch.into_iter().zip(answers) {
+        s.queue
+            .record(start.saturating_duration_since(req.enqueued));
+        s.requests += 1;
+        if answer.is_ok() {
+            s.rows += req.rows as u64;
+        } else {
+            s.failures += 1;
+        }
+        // The caller may have gone away; that is not an error here.
+        let _ = req.reply.send(answer);
+    }
+}

@@ -1,0 +1,156 @@
+//! The dynamic batcher: concurrent requests are merged, each gets its own rows back in order,
+//! a full queue refuses, and shutdown leaves no thread behind.
+
+use kiln_infer::batcher::{BatchError, Batcher, BatcherConfig};
+use kiln_infer::{EngineKind, Model};
+use kiln_onnx::proto::data_type::FLOAT;
+use kiln_onnx::{Dim, GraphBuilder, attr_int};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn model() -> Arc<Model> {
+    let mut g = GraphBuilder::new("mlp");
+    g.input("x", FLOAT, &[Dim::Symbol("N".into()), Dim::Fixed(3)]);
+    let w = g.constant_f32(
+        "w",
+        &[3, 4],
+        &[
+            0.5, -1.0, 2.0, 0.1, 0.3, 0.2, -0.7, 1.1, -0.4, 0.9, 0.05, -0.6,
+        ],
+    );
+    let y = g.node("MatMul", &["x", &w], &[]);
+    g.node_named("Softmax", &[&y], &["probabilities"], &[attr_int("axis", 1)]);
+    g.output(
+        "probabilities",
+        FLOAT,
+        &[Dim::Symbol("N".into()), Dim::Fixed(4)],
+    );
+    let bytes = kiln_onnx::encode(&g.into_model(17));
+    Arc::new(
+        Model::from_bytes(&bytes, std::path::Path::new("<test>"), EngineKind::Tract)
+            .expect("model"),
+    )
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_merged_and_answered_with_their_own_rows() {
+    let m = model();
+    let batcher = Arc::new(
+        Batcher::spawn(
+            Arc::clone(&m),
+            BatcherConfig {
+                max_batch: 32,
+                max_delay: Duration::from_millis(20),
+                queue_depth: 256,
+            },
+        )
+        .expect("spawn"),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..100usize {
+        let b = Arc::clone(&batcher);
+        let rows = 1 + i % 3;
+        let x: Vec<f32> = (0..rows * 3)
+            .map(|j| ((i * 31 + j * 7) % 19) as f32 / 4.0 - 2.0)
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            (x.clone(), rows, b.predict(x, rows).await)
+        }));
+    }
+    for t in tasks {
+        let (x, rows, got) = t.await.expect("task");
+        let got = got.expect("prediction");
+        let want = m.predict(&x, rows).expect("direct");
+        assert_eq!(
+            got, want,
+            "each request gets exactly its own rows, in order"
+        );
+    }
+    let s = batcher.stats();
+    assert_eq!(s.requests, 100);
+    assert_eq!(s.rows, (0..100).map(|i| 1 + i % 3).sum::<u64>());
+    assert!(
+        s.executions < 100,
+        "requests were merged: {} executions for 100 requests",
+        s.executions
+    );
+    assert_eq!(s.failures, 0);
+}
+
+#[tokio::test]
+async fn bad_requests_fail_alone_and_full_queues_refuse() {
+    let batcher = Batcher::spawn(
+        model(),
+        BatcherConfig {
+            max_batch: 8,
+            max_delay: Duration::from_millis(1),
+            queue_depth: 1,
+        },
+    )
+    .expect("spawn");
+    let err = batcher
+        .predict(vec![1.0; 5], 2)
+        .await
+        .expect_err("wrong width");
+    assert!(err.to_string().contains("5 values"), "{err}");
+    assert!(batcher.predict(vec![0.0; 3], 1).await.is_ok());
+    // Fill the single queue slot faster than the worker drains it: some request is refused.
+    let futs: Vec<_> = (0..64)
+        .map(|_| batcher.try_predict(vec![0.5; 3], 1))
+        .collect();
+    let results = futures_join_all(futs).await;
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(BatchError::QueueFull(1)))),
+        "a full queue must refuse"
+    );
+    assert!(results.iter().any(|r| r.is_ok()));
+}
+
+/// Polls the futures concurrently on the current task.
+async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
+
+#[test]
+fn shutdown_joins_the_worker_and_reloading_does_not_grow_threads() {
+    let before = threads();
+    for _ in 0..3 {
+        let b = Batcher::spawn(model(), BatcherConfig::default()).expect("spawn");
+        assert_eq!(threads(), before + 1, "one worker thread while running");
+        b.shutdown();
+        assert_eq!(threads(), before, "no thread left after shutdown");
+    }
+}
