@@ -180,3 +180,69 @@ fn bench_reports_every_configuration() {
     let err = k.fails(&["bench", "m.onnx", "--batch-sizes", "0"], 2);
     assert!(err.contains("positive"), "{err}");
 }
+
+/// Workers run batches in parallel and keep the input order; NaN handling is configurable;
+/// warm-up time is reported.
+#[test]
+fn workers_keep_order_and_non_finite_policy_applies() {
+    let k = Kiln::new();
+    let lines = trained_model(&k, 43);
+    let mut body = lines[0].clone() + "\n";
+    for i in 0..1000 {
+        body.push_str(&lines[1 + i % (lines.len() - 1)]);
+        body.push('\n');
+    }
+    body.push_str("0.1,0.2,NaN,0.4,0.5,0.6,1\n");
+    let data = k.write("big.csv", &body);
+    let one = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        "one.csv",
+        "--workers",
+        "1",
+        "--batch-size",
+        "7",
+    ]);
+    let three = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        "three.csv",
+        "--workers",
+        "3",
+        "--batch-size",
+        "7",
+        "--warmup",
+        "2",
+    ]);
+    assert_eq!(
+        std::fs::read(k.path("one.csv")).expect("one"),
+        std::fs::read(k.path("three.csv")).expect("three")
+    );
+    assert_eq!(
+        one["report"]["failed"], 1,
+        "the NaN row is rejected by default"
+    );
+    assert!(three["warmup_seconds"].as_f64().is_some(), "{three:#}");
+    assert!(one["warmup_seconds"].is_null());
+    let pass = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        "pass.csv",
+        "--non-finite",
+        "pass",
+    ]);
+    assert_eq!(pass["report"]["failed"], 0, "{pass:#}");
+    assert_eq!(pass["report"]["rows"], 1001);
+}

@@ -186,6 +186,13 @@ pub struct InferArgs {
     /// Input format for stdin or --stream: csv (with a header line) or jsonl.
     #[arg(long, default_value = "csv")]
     pub format: String,
+    /// Threads running batches in parallel; 0 picks for the engine (tract: one per core, since
+    /// each tract call is single-threaded; ort: 1, since ONNX Runtime threads each call itself).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// What to do with NaN/inf feature values: reject (error record) or pass (to the model).
+    #[arg(long, default_value = "reject")]
+    pub non_finite: String,
     /// Warm-up iterations at the batch size in use before the first real row.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,

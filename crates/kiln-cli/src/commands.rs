@@ -439,10 +439,26 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         .clone()
         .ok_or_else(|| usage("missing input: pass --data <FILE> (or - for stdin), or --stream"))?;
     let explicit = (data.as_os_str() == "-").then_some(format);
+    let allow_non_finite = match a.non_finite.as_str() {
+        "reject" => false,
+        "pass" => true,
+        other => {
+            return Err(usage(format!(
+                "unknown --non-finite {other:?}; use reject or pass"
+            )));
+        }
+    };
+    let workers = match (a.workers, kind) {
+        (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (0, _) => 1,
+        (n, _) => n,
+    };
     let opts = BatchOptions {
         batch_size: a.batch_size,
         target: a.target.clone(),
         format: explicit,
+        workers,
+        allow_non_finite,
     };
     let report = kiln_infer::infer_file(&model, &data, &opts, rep)?;
     let format = a

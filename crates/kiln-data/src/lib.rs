@@ -24,7 +24,9 @@ pub mod synthetic;
 mod write;
 
 pub use error::DataError;
-pub use read::{Format, RowError, RowParser, RowRecord, RowTable, load_dataset, read_rows};
+pub use read::{
+    Format, RowError, RowParser, RowRecord, RowTable, load_dataset, read_rows, read_rows_with,
+};
 pub use write::write_csv;
 
 use kiln_core::{Dataset, Normalization};

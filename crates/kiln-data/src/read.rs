@@ -208,6 +208,7 @@ fn read_raw(path: &Path, format: Option<Format>, target: &str) -> Result<RawTabl
 /// a header; shared by the file reader and the streaming reader.
 #[derive(Debug, Clone)]
 pub struct RowParser {
+    allow_non_finite: bool,
     header: Vec<String>,
     target_idx: Option<usize>,
     feature_idx: Vec<usize>,
@@ -258,11 +259,18 @@ impl RowParser {
             None => feature_idx.iter().map(|&i| header[i].clone()).collect(),
         };
         Ok(Self {
+            allow_non_finite: false,
             header,
             target_idx,
             feature_idx,
             feature_names,
         })
+    }
+
+    /// Accept NaN and infinite feature values (by default their rows are errors).
+    pub fn allow_non_finite(mut self, allow: bool) -> Self {
+        self.allow_non_finite = allow;
+        self
     }
 
     /// Feature names in model order.
@@ -301,7 +309,7 @@ impl RowParser {
                     format!("{cell:?} is not a number")
                 },
             })?;
-            if !v.is_finite() {
+            if !v.is_finite() && !self.allow_non_finite {
                 return Err(RowError {
                     column: col(),
                     reason: format!("{cell:?} is not a finite number"),
@@ -377,8 +385,20 @@ pub fn read_rows(
     target: &str,
     expected_features: Option<&[String]>,
 ) -> Result<RowTable, DataError> {
+    read_rows_with(path, format, target, expected_features, false)
+}
+
+/// [`read_rows`], optionally accepting NaN/inf feature values instead of rejecting their rows.
+pub fn read_rows_with(
+    path: &Path,
+    format: Option<Format>,
+    target: &str,
+    expected_features: Option<&[String]>,
+    allow_non_finite: bool,
+) -> Result<RowTable, DataError> {
     let raw = read_raw(path, format, target)?;
-    let parser = RowParser::new(path, raw.header, target, expected_features)?;
+    let parser = RowParser::new(path, raw.header, target, expected_features)?
+        .allow_non_finite(allow_non_finite);
     let rows = raw
         .rows
         .into_iter()

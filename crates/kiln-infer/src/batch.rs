@@ -15,6 +15,10 @@ pub struct BatchOptions {
     pub target: String,
     /// Input format (picked from the extension when `None`).
     pub format: Option<Format>,
+    /// Threads running batches in parallel (1: the calling thread). Output order is kept.
+    pub workers: usize,
+    /// Accept NaN/inf feature values instead of giving their rows an error record.
+    pub allow_non_finite: bool,
 }
 
 impl Default for BatchOptions {
@@ -23,6 +27,8 @@ impl Default for BatchOptions {
             batch_size: 64,
             target: kiln_data::DEFAULT_TARGET.into(),
             format: None,
+            workers: 1,
+            allow_non_finite: false,
         }
     }
 }
@@ -86,7 +92,13 @@ pub fn infer_file(
 ) -> Result<BatchReport, InferError> {
     let start = Instant::now();
     let expected = model.info().feature_names.clone();
-    let mut table = kiln_data::read_rows(path, opts.format, &opts.target, expected.as_deref())?;
+    let mut table = kiln_data::read_rows_with(
+        path,
+        opts.format,
+        &opts.target,
+        expected.as_deref(),
+        opts.allow_non_finite,
+    )?;
     if expected.is_none()
         && let Some(w) = model
             .info()
@@ -104,57 +116,12 @@ pub fn infer_file(
     let total = table.rows.len();
     let mut outcomes: Vec<Option<RowOutcome>> = vec![None; total];
     let batch = opts.batch_size.max(1);
-    let mut engine_seconds = 0.0;
-    // Shared with the flush closure, which is called from the loop below.
-    let latency = std::cell::RefCell::new(crate::LatencyRecorder::new());
-    let mut pending: Vec<(usize, Vec<f32>, Option<String>)> = Vec::with_capacity(batch);
-    let flush = |pending: &mut Vec<(usize, Vec<f32>, Option<String>)>,
-                 outcomes: &mut Vec<Option<RowOutcome>>,
-                 engine_seconds: &mut f64| {
-        if pending.is_empty() {
-            return;
-        }
-        let t = Instant::now();
-        let features: Vec<f32> = pending
-            .iter()
-            .flat_map(|(_, x, _)| x.iter().copied())
-            .collect();
-        match model.predict(&features, pending.len()) {
-            Ok(preds) => {
-                for ((row, _, target), prediction) in pending.drain(..).zip(preds) {
-                    outcomes[row] = Some(RowOutcome::Ok {
-                        row,
-                        prediction,
-                        target,
-                    });
-                }
-            }
-            Err(_) => {
-                for (row, x, target) in pending.drain(..) {
-                    outcomes[row] = Some(match model.predict(&x, 1) {
-                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
-                            row,
-                            prediction: p.remove(0),
-                            target,
-                        },
-                        Ok(_) => RowOutcome::Err {
-                            row,
-                            error: "the engine returned no prediction".into(),
-                        },
-                        Err(e) => RowOutcome::Err {
-                            row,
-                            error: e.to_string(),
-                        },
-                    });
-                }
-            }
-        }
-        *engine_seconds += t.elapsed().as_secs_f64();
-        latency.borrow_mut().record(t.elapsed());
-    };
-    for (done, rec) in table.rows.drain(..).enumerate() {
+    // Parse failures are answered at once; good rows are grouped into engine batches.
+    let mut batches: Vec<Vec<(usize, Vec<f32>, Option<String>)>> = Vec::new();
+    let mut current = Vec::with_capacity(batch);
+    for rec in table.rows.drain(..) {
         match rec.result {
-            Ok((x, target)) => pending.push((rec.row, x, target)),
+            Ok((x, target)) => current.push((rec.row, x, target)),
             Err(e) => {
                 outcomes[rec.row] = Some(RowOutcome::Err {
                     row: rec.row,
@@ -162,23 +129,100 @@ pub fn infer_file(
                 })
             }
         }
-        if pending.len() >= batch {
-            flush(&mut pending, &mut outcomes, &mut engine_seconds);
-            events.emit(Event::Progress {
-                stage: "infer".into(),
-                done: done as u64 + 1,
-                total: Some(total as u64),
-                unit: "row".into(),
-            });
+        if current.len() >= batch {
+            batches.push(std::mem::replace(&mut current, Vec::with_capacity(batch)));
         }
     }
-    flush(&mut pending, &mut outcomes, &mut engine_seconds);
-    events.emit(Event::Progress {
-        stage: "infer".into(),
-        done: total as u64,
-        total: Some(total as u64),
-        unit: "row".into(),
-    });
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let run =
+        |b: &Vec<(usize, Vec<f32>, Option<String>)>| -> (Vec<RowOutcome>, std::time::Duration) {
+            let t = Instant::now();
+            let features: Vec<f32> = b.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
+            let out = match model.predict(&features, b.len()) {
+                Ok(preds) if preds.len() == b.len() => b
+                    .iter()
+                    .zip(preds)
+                    .map(|((row, _, target), prediction)| RowOutcome::Ok {
+                        row: *row,
+                        prediction,
+                        target: target.clone(),
+                    })
+                    .collect(),
+                // One bad row must not fail its neighbours: retry the batch row by row.
+                _ => b
+                    .iter()
+                    .map(|(row, x, target)| match model.predict(x, 1) {
+                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
+                            row: *row,
+                            prediction: p.remove(0),
+                            target: target.clone(),
+                        },
+                        Ok(_) => RowOutcome::Err {
+                            row: *row,
+                            error: "the engine returned no prediction".into(),
+                        },
+                        Err(e) => RowOutcome::Err {
+                            row: *row,
+                            error: e.to_string(),
+                        },
+                    })
+                    .collect(),
+            };
+            (out, t.elapsed())
+        };
+    let workers = opts.workers.max(1);
+    let results: Vec<(Vec<RowOutcome>, std::time::Duration)> = if workers == 1 {
+        let mut done = 0u64;
+        batches
+            .iter()
+            .map(|b| {
+                let r = run(b);
+                done += b.len() as u64;
+                events.emit(Event::Progress {
+                    stage: "infer".into(),
+                    done,
+                    total: Some(total as u64),
+                    unit: "row".into(),
+                });
+                r
+            })
+            .collect()
+    } else {
+        // Batches are independent: run them on a pool of `workers` threads. `collect` keeps the
+        // input order.
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("kiln-infer-{i}"))
+            .build()
+            .map_err(|e| InferError::Input(format!("cannot start {workers} workers: {e}")))?;
+        let r = pool.install(|| batches.par_iter().map(run).collect());
+        events.emit(Event::Progress {
+            stage: "infer".into(),
+            done: total as u64,
+            total: Some(total as u64),
+            unit: "row".into(),
+        });
+        r
+    };
+    let mut latency = crate::LatencyRecorder::new();
+    let mut engine_seconds = 0.0;
+    for (out, d) in results {
+        latency.record(d);
+        engine_seconds += d.as_secs_f64();
+        for o in out {
+            let row = match &o {
+                RowOutcome::Ok { row, .. } | RowOutcome::Err { row, .. } => *row,
+            };
+            outcomes[row] = Some(o);
+        }
+    }
+    if workers > 1 {
+        // Engine time summed over workers overstates wall time; report throughput per wall second.
+        engine_seconds = start.elapsed().as_secs_f64().min(engine_seconds);
+    }
 
     let outcomes: Vec<RowOutcome> = outcomes
         .into_iter()
@@ -220,7 +264,7 @@ pub fn infer_file(
         accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
         labelled,
         engine_seconds,
-        batch_latency: latency.borrow().summary(),
+        batch_latency: latency.summary(),
         total_seconds: start.elapsed().as_secs_f64(),
         rows_per_second: if engine_seconds > 0.0 {
             ok as f64 / engine_seconds

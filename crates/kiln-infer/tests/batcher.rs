@@ -154,3 +154,39 @@ fn shutdown_joins_the_worker_and_reloading_does_not_grow_threads() {
         assert_eq!(threads(), before, "no thread left after shutdown");
     }
 }
+
+fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Loading and dropping a model many times does not grow memory: dropping frees the engine.
+#[test]
+fn load_unload_cycles_do_not_grow_rss() {
+    let Some(_) = rss_kb() else {
+        eprintln!("SKIPPED: no /proc to read RSS from");
+        return;
+    };
+    let cycle = || {
+        let m = model();
+        m.warmup(&[1, 16], 3).expect("warmup");
+        assert!(m.is_ready());
+    };
+    cycle();
+    cycle();
+    let after_two = rss_kb().expect("rss");
+    for _ in 0..30 {
+        cycle();
+    }
+    let after_many = rss_kb().expect("rss");
+    assert!(
+        after_many <= after_two + 2048,
+        "RSS grew from {after_two} kB to {after_many} kB over 30 load/unload cycles"
+    );
+}
