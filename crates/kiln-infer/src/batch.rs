@@ -6,6 +6,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+/// A parsed row waiting for the engine: row number, features, target cell.
+type PendingRow = (usize, Vec<f32>, Option<String>);
+
 /// Options for batch inference over a file.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
@@ -117,7 +120,7 @@ pub fn infer_file(
     let mut outcomes: Vec<Option<RowOutcome>> = vec![None; total];
     let batch = opts.batch_size.max(1);
     // Parse failures are answered at once; good rows are grouped into engine batches.
-    let mut batches: Vec<Vec<(usize, Vec<f32>, Option<String>)>> = Vec::new();
+    let mut batches: Vec<Vec<PendingRow>> = Vec::new();
     let mut current = Vec::with_capacity(batch);
     for rec in table.rows.drain(..) {
         match rec.result {
@@ -136,42 +139,41 @@ pub fn infer_file(
     if !current.is_empty() {
         batches.push(current);
     }
-    let run =
-        |b: &Vec<(usize, Vec<f32>, Option<String>)>| -> (Vec<RowOutcome>, std::time::Duration) {
-            let t = Instant::now();
-            let features: Vec<f32> = b.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
-            let out = match model.predict(&features, b.len()) {
-                Ok(preds) if preds.len() == b.len() => b
-                    .iter()
-                    .zip(preds)
-                    .map(|((row, _, target), prediction)| RowOutcome::Ok {
+    let run = |b: &Vec<PendingRow>| -> (Vec<RowOutcome>, std::time::Duration) {
+        let t = Instant::now();
+        let features: Vec<f32> = b.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
+        let out = match model.predict(&features, b.len()) {
+            Ok(preds) if preds.len() == b.len() => b
+                .iter()
+                .zip(preds)
+                .map(|((row, _, target), prediction)| RowOutcome::Ok {
+                    row: *row,
+                    prediction,
+                    target: target.clone(),
+                })
+                .collect(),
+            // One bad row must not fail its neighbours: retry the batch row by row.
+            _ => b
+                .iter()
+                .map(|(row, x, target)| match model.predict(x, 1) {
+                    Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
                         row: *row,
-                        prediction,
+                        prediction: p.remove(0),
                         target: target.clone(),
-                    })
-                    .collect(),
-                // One bad row must not fail its neighbours: retry the batch row by row.
-                _ => b
-                    .iter()
-                    .map(|(row, x, target)| match model.predict(x, 1) {
-                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
-                            row: *row,
-                            prediction: p.remove(0),
-                            target: target.clone(),
-                        },
-                        Ok(_) => RowOutcome::Err {
-                            row: *row,
-                            error: "the engine returned no prediction".into(),
-                        },
-                        Err(e) => RowOutcome::Err {
-                            row: *row,
-                            error: e.to_string(),
-                        },
-                    })
-                    .collect(),
-            };
-            (out, t.elapsed())
+                    },
+                    Ok(_) => RowOutcome::Err {
+                        row: *row,
+                        error: "the engine returned no prediction".into(),
+                    },
+                    Err(e) => RowOutcome::Err {
+                        row: *row,
+                        error: e.to_string(),
+                    },
+                })
+                .collect(),
         };
+        (out, t.elapsed())
+    };
     let workers = opts.workers.max(1);
     let results: Vec<(Vec<RowOutcome>, std::time::Duration)> = if workers == 1 {
         let mut done = 0u64;
