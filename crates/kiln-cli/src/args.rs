@@ -275,6 +275,9 @@ pub struct BenchArgs {
     /// Batch sizes to sweep.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
     pub batch_sizes: Vec<usize>,
+    /// Numbers of threads calling the engine at once.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub workers: Vec<usize>,
     /// Minimum measured seconds per configuration.
     #[arg(long, default_value_t = 1.0)]
     pub seconds: f64,

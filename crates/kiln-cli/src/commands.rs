@@ -808,20 +808,25 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     let opts = kiln_infer::BenchOptions {
         engines,
         batch_sizes: a.batch_sizes.clone(),
+        workers: a.workers.clone(),
         min_seconds: a.seconds,
         min_iterations: 20,
         warmup: a.warmup,
     };
     let r = kiln_infer::bench(&a.model, &opts, rep)?;
+    if a.workers.is_empty() || a.workers.contains(&0) {
+        return Err(usage("--workers needs positive counts, e.g. 1,2"));
+    }
     let mut human = format!(
-        "{:<8} {:>6} {:>14} {:>10} {:>10} {:>10}\n",
-        "engine", "batch", "rows/s", "p50 us", "p95 us", "p99 us"
+        "{:<8} {:>6} {:>8} {:>14} {:>10} {:>10} {:>10}\n",
+        "engine", "batch", "workers", "rows/s", "p50 us", "p95 us", "p99 us"
     );
     for x in &r.results {
         human.push_str(&format!(
-            "{:<8} {:>6} {:>14.0} {:>10} {:>10} {:>10}\n",
+            "{:<8} {:>6} {:>8} {:>14.0} {:>10} {:>10} {:>10}\n",
             x.engine,
             x.batch_size,
+            x.workers,
             x.rows_per_second,
             x.latency.p50_us,
             x.latency.p95_us,
@@ -830,8 +835,8 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     }
     let best = &r.results[r.best_throughput];
     human.push_str(&format!(
-        "highest throughput: {} at batch {} ({:.0} rows/s)",
-        best.engine, best.batch_size, best.rows_per_second
+        "highest throughput: {} at batch {} with {} worker(s) ({:.0} rows/s)",
+        best.engine, best.batch_size, best.workers, best.rows_per_second
     ));
     if let Some(l) = r.best_latency.map(|i| &r.results[i]) {
         human.push_str(&format!(

@@ -84,4 +84,13 @@ pub trait InferenceEngine: Send + Sync {
     /// Runs the model on its inputs (graph input order) and returns its outputs (graph output
     /// order).
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Self::Error>;
+
+    /// Runs a single-input model on borrowed f32 data. Engines override this to skip the copy
+    /// into an owned [`Tensor`]; the default copies and calls [`InferenceEngine::run`].
+    fn run_f32(&self, shape: &[usize], data: &[f32]) -> Result<Vec<Tensor>, Self::Error> {
+        self.run(vec![Tensor::F32 {
+            shape: shape.to_vec(),
+            data: data.to_vec(),
+        }])
+    }
 }

@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub engines: Vec<EngineConfig>,
     /// Batch sizes to run.
     pub batch_sizes: Vec<usize>,
+    /// Numbers of threads calling the engine at once (1: a single caller).
+    pub workers: Vec<usize>,
     /// Minimum measured time per configuration.
     pub min_seconds: f64,
     /// Minimum measured calls per configuration.
@@ -55,6 +57,7 @@ impl Default for BenchOptions {
         Self {
             engines: vec![EngineConfig::default()],
             batch_sizes: vec![1, 8, 64, 256],
+            workers: vec![1],
             min_seconds: 1.0,
             min_iterations: 20,
             warmup: 10,
@@ -71,7 +74,9 @@ pub struct BenchResult {
     pub threads: Option<usize>,
     /// Rows per call.
     pub batch_size: usize,
-    /// Measured calls.
+    /// Threads calling the engine at once.
+    pub workers: usize,
+    /// Measured calls (all workers).
     pub iterations: usize,
     /// Rows per second over the measured calls.
     pub rows_per_second: f64,
@@ -100,7 +105,7 @@ pub fn bench(
     events: &mut dyn EventSink,
 ) -> Result<BenchReport, InferError> {
     let mut results = Vec::new();
-    let total = (opts.engines.len() * opts.batch_sizes.len()) as u64;
+    let total = (opts.engines.len() * opts.batch_sizes.len() * opts.workers.len()) as u64;
     events.emit(Event::StageStarted {
         stage: "bench".into(),
     });
@@ -115,35 +120,24 @@ pub fn bench(
             for _ in 0..opts.warmup {
                 model.predict(x, b)?;
             }
-            let mut rec = LatencyRecorder::new();
-            let t0 = Instant::now();
-            let mut n = 0usize;
-            while n < opts.min_iterations
-                || t0.elapsed() < Duration::from_secs_f64(opts.min_seconds)
-            {
-                let t = Instant::now();
-                model.predict(x, b)?;
-                rec.record(t.elapsed());
-                n += 1;
-                if n >= 1_000_000 {
-                    break;
-                }
+            for &w in opts.workers.iter().filter(|&&w| w > 0) {
+                let (n, secs, rec) = measure(&model, x, b, w, opts)?;
+                results.push(BenchResult {
+                    engine: model.engine_name(),
+                    threads: engine.threads,
+                    batch_size: b,
+                    workers: w,
+                    iterations: n,
+                    rows_per_second: (n * b) as f64 / secs.max(1e-12),
+                    latency: rec.summary(),
+                });
+                events.emit(Event::Progress {
+                    stage: "bench".into(),
+                    done: results.len() as u64,
+                    total: Some(total),
+                    unit: "configuration".into(),
+                });
             }
-            let secs = t0.elapsed().as_secs_f64();
-            results.push(BenchResult {
-                engine: model.engine_name(),
-                threads: engine.threads,
-                batch_size: b,
-                iterations: n,
-                rows_per_second: (n * b) as f64 / secs.max(1e-12),
-                latency: rec.summary(),
-            });
-            events.emit(Event::Progress {
-                stage: "bench".into(),
-                done: results.len() as u64,
-                total: Some(total),
-                unit: "configuration".into(),
-            });
         }
     }
     events.emit(Event::StageFinished {
@@ -168,4 +162,55 @@ pub fn bench(
         best_latency,
         cpus,
     })
+}
+
+/// Runs `workers` threads that each call the model until the time and count minimums are met;
+/// returns the calls made, the wall seconds and the per-call latencies.
+fn measure(
+    model: &Model,
+    x: &[f32],
+    batch: usize,
+    workers: usize,
+    opts: &BenchOptions,
+) -> Result<(usize, f64, LatencyRecorder), InferError> {
+    let min = Duration::from_secs_f64(opts.min_seconds);
+    let per_worker = opts.min_iterations.div_ceil(workers);
+    let t0 = Instant::now();
+    let outcomes: Vec<Result<(usize, LatencyRecorder), InferError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(move || -> Result<(usize, LatencyRecorder), InferError> {
+                    let mut rec = LatencyRecorder::new();
+                    let mut n = 0usize;
+                    while (n < per_worker || t0.elapsed() < min) && n < 1_000_000 {
+                        let t = Instant::now();
+                        model.predict(x, batch)?;
+                        rec.record(t.elapsed());
+                        n += 1;
+                    }
+                    Ok((n, rec))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(InferError::Run {
+                        engine: "bench",
+                        reason: "a benchmark thread panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let mut total = 0;
+    let mut rec = LatencyRecorder::new();
+    for o in outcomes {
+        let (n, r) = o?;
+        total += n;
+        rec.merge(&r);
+    }
+    Ok((total, secs, rec))
 }

@@ -349,10 +349,7 @@ impl Model {
                 "the model expects {w} features per row, got {width}"
             )));
         }
-        let outputs = self.engine.run(vec![Tensor::F32 {
-            shape: vec![rows, width],
-            data: features.to_vec(),
-        }])?;
+        let outputs = self.engine.run_f32(&[rows, width], features)?;
         let scores = match outputs.get(self.info.scores_output) {
             Some(Tensor::F32 { shape, data }) => {
                 if shape.first() != Some(&rows) {

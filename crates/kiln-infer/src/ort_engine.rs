@@ -49,7 +49,9 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, InferError> {
 
 /// The process-wide ONNX Runtime environment. ONNX Runtime allows one per process, so the first
 /// successful load wins; a failed load is remembered and reported again.
-fn environment(lib: Option<&Path>) -> Result<&'static ort::environment::Environment, InferError> {
+pub fn environment(
+    lib: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, InferError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
         let path = find_library(lib).map_err(|e| e.to_string())?;
@@ -124,6 +126,23 @@ impl InferenceEngine for OrtEngine {
         "ort"
     }
 
+    fn run_f32(&self, shape: &[usize], data: &[f32]) -> Result<Vec<Tensor>, InferError> {
+        // ONNX Runtime reads the caller's buffer in place: no copy at all.
+        let input = ort::value::TensorRef::from_array_view((shape.to_vec(), data))
+            .map_err(|e| InferError::Input(e.to_string()))?;
+        let mut session = self.session.lock().map_err(|_| InferError::Run {
+            engine: "ort",
+            reason: "a previous run panicked while holding the session".into(),
+        })?;
+        let outputs = session
+            .run(ort::inputs![input])
+            .map_err(|e| InferError::Run {
+                engine: "ort",
+                reason: e.to_string(),
+            })?;
+        extract(&outputs)
+    }
+
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
         let run_err = |reason: String| InferError::Run {
             engine: "ort",
@@ -155,25 +174,29 @@ impl InferenceEngine for OrtEngine {
         let outputs = session
             .run(values.as_slice())
             .map_err(|e| run_err(e.to_string()))?;
-        let mut result = Vec::with_capacity(outputs.len());
-        for (_, v) in outputs.iter() {
-            if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
-                result.push(Tensor::F32 {
-                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-                    data: data.to_vec(),
-                });
-            } else if let Ok((shape, data)) = v.try_extract_tensor::<i64>() {
-                result.push(Tensor::I64 {
-                    shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
-                    data: data.to_vec(),
-                });
-            } else {
-                return Err(InferError::Signature(format!(
-                    "output of type {:?} is neither float32 nor int64",
-                    v.dtype()
-                )));
-            }
-        }
-        Ok(result)
+        extract(&outputs)
     }
+}
+
+fn extract(outputs: &ort::session::SessionOutputs<'_>) -> Result<Vec<Tensor>, InferError> {
+    let mut result = Vec::with_capacity(outputs.len());
+    for (_, v) in outputs.iter() {
+        if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+            result.push(Tensor::F32 {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data: data.to_vec(),
+            });
+        } else if let Ok((shape, data)) = v.try_extract_tensor::<i64>() {
+            result.push(Tensor::I64 {
+                shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+                data: data.to_vec(),
+            });
+        } else {
+            return Err(InferError::Signature(format!(
+                "output of type {:?} is neither float32 nor int64",
+                v.dtype()
+            )));
+        }
+    }
+    Ok(result)
 }

@@ -114,6 +114,20 @@ impl InferenceEngine for TractEngine {
         "tract"
     }
 
+    fn run_f32(&self, shape: &[usize], data: &[f32]) -> Result<Vec<Tensor>, InferError> {
+        // One copy, into tract's aligned storage, as when calling tract directly.
+        let input = tract_onnx::prelude::Tensor::from_shape(shape, data)
+            .map_err(|e| InferError::Input(format!("{e:#}")))?;
+        let outputs = self
+            .plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| InferError::Run {
+                engine: "tract",
+                reason: format!("{e:#}"),
+            })?;
+        outputs.iter().map(from_tract).collect()
+    }
+
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
         let inputs: TVec<TValue> = inputs.into_iter().map(to_tract).collect::<Result<_, _>>()?;
         let outputs = self.plan.run(inputs).map_err(|e| InferError::Run {
