@@ -142,7 +142,7 @@ pub fn infer_file(
     let run = |b: &Vec<PendingRow>| -> (Vec<RowOutcome>, std::time::Duration) {
         let t = Instant::now();
         let features: Vec<f32> = b.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
-        let out = match model.predict(&features, b.len()) {
+        let out = match guarded_predict(model, &features, b.len()) {
             Ok(preds) if preds.len() == b.len() => b
                 .iter()
                 .zip(preds)
@@ -155,7 +155,7 @@ pub fn infer_file(
             // One bad row must not fail its neighbours: retry the batch row by row.
             _ => b
                 .iter()
-                .map(|(row, x, target)| match model.predict(x, 1) {
+                .map(|(row, x, target)| match guarded_predict(model, x, 1) {
                     Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
                         row: *row,
                         prediction: p.remove(0),
@@ -394,4 +394,20 @@ pub(crate) fn json_record(o: &RowOutcome, columns: &[String]) -> serde_json::Val
         }
         RowOutcome::Err { row, error } => serde_json::json!({ "row": row, "error": error }),
     }
+}
+
+/// `Model::predict` with a panic in the engine turned into an error for these rows, so that a
+/// worker thread survives it and the other batches still get their answers.
+pub(crate) fn guarded_predict(
+    model: &Model,
+    x: &[f32],
+    rows: usize,
+) -> Result<Vec<Prediction>, InferError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(x, rows)))
+        .unwrap_or_else(|_| {
+            Err(InferError::Run {
+                engine: model.engine_name(),
+                reason: "the engine panicked on this batch".into(),
+            })
+        })
 }
