@@ -246,3 +246,76 @@ fn workers_keep_order_and_non_finite_policy_applies() {
     assert_eq!(pass["report"]["failed"], 0, "{pass:#}");
     assert_eq!(pass["report"]["rows"], 1001);
 }
+
+/// NPY in (a float64 array saved by NumPy), NPY out (the float32 score matrix, NaN rows for
+/// errors), checked against the CSV output of the same rows.
+#[test]
+fn npy_input_and_output() {
+    let Some(py) = crate::crosscheck::python() else {
+        return;
+    };
+    let k = Kiln::new();
+    let lines = trained_model(&k, 47);
+    let csv = k.write("rows.csv", &lines[..21].join("\n"));
+    let script = "import numpy as np, sys\n\
+                  x = np.loadtxt(sys.argv[1], delimiter=',', skiprows=1)[:, :6]\n\
+                  x[3, 2] = np.nan\n\
+                  np.save(sys.argv[2], x.astype(np.float32))\n";
+    let out = std::process::Command::new(&py)
+        .args([
+            "-c",
+            script,
+            csv.to_str().unwrap(),
+            k.path("rows.npy").to_str().unwrap(),
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        "rows.npy",
+        "--output",
+        "scores.npy",
+    ]);
+    assert_eq!(r["report"]["rows"], 20);
+    assert_eq!(r["report"]["failed"], 1);
+    k.ok(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        csv.to_str().unwrap(),
+        "--output",
+        "scores.csv",
+    ]);
+    let check = "import numpy as np, sys, csv\n\
+                 s = np.load(sys.argv[1])\n\
+                 assert s.dtype == np.float32 and s.shape == (20, 3), (s.dtype, s.shape)\n\
+                 rows = list(csv.reader(open(sys.argv[2])))[1:]\n\
+                 for i, r in enumerate(rows):\n\
+                 \x20   if i == 3:\n\
+                 \x20       assert np.isnan(s[i]).all()\n\
+                 \x20   else:\n\
+                 \x20       assert np.allclose(s[i], np.array([float(v) for v in r[2:5]], dtype=np.float32), atol=1e-6, rtol=0), (i, s[i], r)\n";
+    let out = std::process::Command::new(&py)
+        .args([
+            "-c",
+            check,
+            k.path("scores.npy").to_str().unwrap(),
+            k.path("scores.csv").to_str().unwrap(),
+        ])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -183,7 +183,7 @@ pub struct InferArgs {
     /// (flushed per line); latency percentiles are printed at the end.
     #[arg(long, conflicts_with_all = ["output"])]
     pub stream: bool,
-    /// Input format for stdin or --stream: csv (with a header line) or jsonl.
+    /// Input format for stdin or --stream: csv (with a header line), jsonl, or npy (stdin only).
     #[arg(long, default_value = "csv")]
     pub format: String,
     /// Threads running batches in parallel; 0 picks for the engine (tract: one per core, since
@@ -196,7 +196,7 @@ pub struct InferArgs {
     /// Warm-up iterations at the batch size in use before the first real row.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// Output file (.csv or .jsonl); stdout as CSV when absent.
+    /// Output file (.csv, .jsonl, or .npy for the score matrix); stdout as CSV when absent.
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Rows per engine call.

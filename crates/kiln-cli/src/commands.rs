@@ -397,9 +397,10 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     let format = match a.format.as_str() {
         "csv" => kiln_data::Format::Csv,
         "jsonl" => kiln_data::Format::Jsonl,
+        "npy" => kiln_data::Format::Npy,
         other => {
             return Err(usage(format!(
-                "unknown --format {other:?}; use csv or jsonl"
+                "unknown --format {other:?}; use csv, jsonl or npy"
             )));
         }
     };

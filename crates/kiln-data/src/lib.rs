@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod npy;
 mod read;
 pub mod synthetic;
 mod write;

@@ -10,6 +10,8 @@ pub enum Format {
     Csv,
     /// One JSON object per line; keys are column names.
     Jsonl,
+    /// A NumPy `.npy` 2-D float array of features (no target column).
+    Npy,
 }
 
 impl Format {
@@ -22,6 +24,7 @@ impl Format {
             .as_deref()
         {
             Some("jsonl") | Some("ndjson") => Format::Jsonl,
+            Some("npy") => Format::Npy,
             _ => Format::Csv,
         }
     }
@@ -201,6 +204,19 @@ fn read_raw(path: &Path, format: Option<Format>, target: &str) -> Result<RawTabl
     match format.unwrap_or_else(|| Format::from_path(path)) {
         Format::Csv => read_csv_raw(path, &bytes),
         Format::Jsonl => read_jsonl_raw(path, &bytes, target),
+        Format::Npy => {
+            // Values go through their shortest round-trip text form, which parses back to the
+            // same f32, so NPY rows share the CSV path's checks.
+            let m = crate::npy::parse_npy(path, &bytes)?;
+            let header = (0..m.cols).map(|j| format!("f{j}")).collect();
+            let rows = m
+                .data
+                .chunks(m.cols.max(1))
+                .enumerate()
+                .map(|(i, r)| (i + 1, Ok(r.iter().map(|v| v.to_string()).collect())))
+                .collect();
+            Ok(RawTable { header, rows })
+        }
     }
 }
 

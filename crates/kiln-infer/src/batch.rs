@@ -284,13 +284,17 @@ pub enum OutputFormat {
     Csv,
     /// One JSON object per row.
     Jsonl,
+    /// The score matrix `[rows, classes]` as a float32 `.npy` array; rows with an error are
+    /// NaN (labels are the argmax of each row).
+    Npy,
 }
 
 impl OutputFormat {
-    /// Picks the format from a file extension (JSONL for `.jsonl`/`.ndjson`, else CSV).
+    /// Picks the format from a file extension (`.jsonl`/`.ndjson`, `.npy`, else CSV).
     pub fn from_path(path: &Path) -> Self {
         match Format::from_path(path) {
             Format::Jsonl => Self::Jsonl,
+            Format::Npy => Self::Npy,
             Format::Csv => Self::Csv,
         }
     }
@@ -338,6 +342,18 @@ pub fn write_predictions(
                     out.write_record(csv_fields(o, width))?;
                 }
                 out.flush()
+            }
+            OutputFormat::Npy => {
+                let mut data = Vec::with_capacity(report.outcomes.len() * width);
+                for o in &report.outcomes {
+                    match o {
+                        RowOutcome::Ok { prediction, .. } => {
+                            data.extend_from_slice(&prediction.scores)
+                        }
+                        RowOutcome::Err { .. } => data.extend(std::iter::repeat_n(f32::NAN, width)),
+                    }
+                }
+                kiln_data::npy::write_npy(w, report.outcomes.len(), width, &data)
             }
             OutputFormat::Jsonl => {
                 for o in &report.outcomes {

@@ -63,6 +63,12 @@ pub fn infer_stream(
             continue;
         }
         match opts.format {
+            Format::Npy => {
+                return Err(InferError::Input(
+                    "a .npy array cannot be streamed line by line; pass it as a file with --data"
+                        .into(),
+                ));
+            }
             Format::Csv => break line.split(',').map(|h| h.trim().to_string()).collect(),
             Format::Jsonl => {
                 let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line)
@@ -97,6 +103,12 @@ pub fn infer_stream(
     let columns = score_columns(model, width);
     let werr = |e: csv::Error| InferError::Input(format!("writing output: {e}"));
     let mut sink = match opts.output {
+        crate::OutputFormat::Npy => {
+            return Err(InferError::Input(
+                "streaming writes CSV or JSONL lines; a .npy array needs its row count up front"
+                    .into(),
+            ));
+        }
         crate::OutputFormat::Csv => {
             let mut w = csv::WriterBuilder::new().from_writer(output);
             let mut header = vec!["row".to_string(), "label".to_string()];
@@ -118,7 +130,7 @@ pub fn infer_stream(
             continue;
         }
         let parsed = match opts.format {
-            Format::Csv => parser.parse_csv_line(&line),
+            Format::Csv | Format::Npy => parser.parse_csv_line(&line),
             Format::Jsonl => parser.parse_json_line(&line),
         };
         let outcome = match parsed {
