@@ -60,6 +60,7 @@ fn compare(model: &Path, lib: &Path, kind: &str, features: &[f32], n: usize) {
             kind: EngineKind::Ort,
             ort_lib: Some(lib.to_path_buf()),
             threads: Some(1),
+            provider: Default::default(),
         },
     )
     .unwrap_or_else(|e| panic!("ort {}: {e}", model.display()));
@@ -248,4 +249,36 @@ fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
         err.contains("ONNX Runtime library not found") && err.contains("fetch-onnxruntime.sh"),
         "{err}"
     );
+    // A GPU provider is never replaced by the CPU silently: without it, the run stops and says why.
+    let lib_s = lib.to_str().unwrap();
+    let err = k.fails(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            test.to_str().unwrap(),
+            "--engine",
+            "ort",
+            "--ort-lib",
+            lib_s,
+            "--provider",
+            "cuda",
+        ],
+        2,
+    );
+    assert!(err.contains("CUDA"), "{err}");
+    let err = k.fails(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            test.to_str().unwrap(),
+            "--provider",
+            "cuda:0",
+        ],
+        2,
+    );
+    assert!(err.contains("tract runs on the CPU only"), "{err}");
 }

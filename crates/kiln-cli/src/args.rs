@@ -211,6 +211,10 @@ pub struct InferArgs {
     /// Intra-op threads of the engine (ort) [default: the engine's choice].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N]. A provider that cannot
+    /// be registered is an error, never a silent fall-back to the CPU.
+    #[arg(long, default_value = "cpu")]
+    pub provider: String,
     /// Target column; when present, accuracy is reported.
     #[arg(long, default_value = "label")]
     pub target: String,

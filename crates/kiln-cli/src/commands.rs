@@ -6,7 +6,7 @@ use crate::render::Reporter;
 use anyhow::{Context, Result};
 use kiln_core::{Dataset, TrainedModel};
 use kiln_export::{ExportOptions, OnnxExporter};
-use kiln_infer::{BatchOptions, EngineConfig, EngineKind, Model, OutputFormat};
+use kiln_infer::{BatchOptions, EngineConfig, EngineKind, Model, OutputFormat, Provider};
 use kiln_optimize::quantize::Calibration;
 use kiln_optimize::{GraphLevel, GraphOptimizer, OptimizeOptions, Quantization};
 use kiln_train::{BurnTrainer, TrainConfig, TrainOutcome};
@@ -388,10 +388,12 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         return Err(usage("--batch-size must be at least 1"));
     }
     let kind = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
+    let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
     let engine = EngineConfig {
         kind,
         ort_lib: a.ort_lib.clone(),
         threads: a.threads,
+        provider,
     };
     let model = Model::load(&a.model, engine)?;
     let format = match a.format.as_str() {
@@ -790,6 +792,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             kind,
             ort_lib: a.ort_lib.clone(),
             threads: a.threads,
+            provider: Provider::Cpu,
         };
         if name == "auto" {
             engines.push(config(EngineKind::Tract));

@@ -93,6 +93,7 @@ fn ort(c: &mut Criterion) {
         kind: EngineKind::Ort,
         ort_lib: Some(lib),
         threads: None,
+        provider: Default::default(),
     };
     // Loading the kiln model first initialises the process-wide ONNX Runtime environment,
     // which the direct session below shares.

@@ -42,6 +42,6 @@ pub use batch::{
 pub use bench::{BenchOptions, BenchReport, BenchResult, bench, synthetic_rows};
 pub use error::InferError;
 pub use latency::{LatencyRecorder, LatencySummary};
-pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction};
+pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction, Provider};
 pub use stream::{StreamOptions, StreamReport, infer_stream};
 pub use tract_engine::TractEngine;

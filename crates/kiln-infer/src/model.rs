@@ -46,6 +46,57 @@ impl EngineKind {
     }
 }
 
+/// Where ONNX Runtime runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// The CPU execution provider.
+    #[default]
+    Cpu,
+    /// NVIDIA CUDA on the given device (feature `cuda`).
+    Cuda {
+        /// Device index.
+        device: u32,
+    },
+    /// NVIDIA TensorRT on the given device (feature `tensorrt`).
+    TensorRt {
+        /// Device index.
+        device: u32,
+    },
+}
+
+impl Provider {
+    /// Parses `cpu`, `cuda`, `cuda:1`, `tensorrt`, `tensorrt:0`.
+    pub fn parse(s: &str) -> Result<Self, InferError> {
+        let (name, device) = match s.split_once(':') {
+            Some((n, d)) => (
+                n,
+                d.parse::<u32>().map_err(|_| {
+                    InferError::Input(format!("bad device index in provider {s:?}"))
+                })?,
+            ),
+            None => (s, 0),
+        };
+        match name {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda { device }),
+            "tensorrt" | "trt" => Ok(Self::TensorRt { device }),
+            other => Err(InferError::Input(format!(
+                "unknown provider {other:?}; use cpu, cuda[:N] or tensorrt[:N]"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda { device } => write!(f, "cuda:{device}"),
+            Self::TensorRt { device } => write!(f, "tensorrt:{device}"),
+        }
+    }
+}
+
 /// How to build an engine for a model.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
@@ -55,6 +106,8 @@ pub struct EngineConfig {
     pub ort_lib: Option<std::path::PathBuf>,
     /// Intra-op threads for engines that take them.
     pub threads: Option<usize>,
+    /// ONNX Runtime execution provider (tract runs on the CPU only).
+    pub provider: Provider,
 }
 
 impl From<EngineKind> for EngineConfig {
@@ -250,6 +303,15 @@ impl Model {
         let config = engine.into();
         let proto = kiln_onnx::decode(bytes)?;
         let info = ModelInfo::from_proto(&proto)?;
+        if config.kind == EngineKind::Tract && config.provider != Provider::Cpu {
+            return Err(InferError::EngineUnavailable {
+                engine: "tract",
+                reason: format!(
+                    "tract runs on the CPU only; use --engine ort for the {} provider",
+                    config.provider
+                ),
+            });
+        }
         let engine: Box<dyn InferenceEngine<Error = InferError>> = match config.kind {
             EngineKind::Tract => Box::new(TractEngine::from_bytes(bytes, origin)?),
             #[cfg(feature = "ort")]
@@ -257,6 +319,7 @@ impl Model {
                 let opts = crate::ort_engine::OrtOptions {
                     lib: config.ort_lib.clone(),
                     threads: config.threads,
+                    provider: config.provider,
                 };
                 Box::new(crate::ort_engine::OrtEngine::from_bytes(
                     bytes, origin, &opts,

@@ -80,6 +80,42 @@ pub struct OrtOptions {
     pub lib: Option<PathBuf>,
     /// Intra-op threads (ONNX Runtime's default when `None`).
     pub threads: Option<usize>,
+    /// The execution provider.
+    pub provider: crate::Provider,
+}
+
+/// The execution providers to register for `provider`, each set to fail loudly: ort's default
+/// is to fall back to the CPU silently when a provider cannot be registered.
+fn execution_providers(
+    provider: crate::Provider,
+) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, InferError> {
+    let unavailable = |name: &str, feature: &str| InferError::EngineUnavailable {
+        engine: "ort",
+        reason: format!(
+            "this kiln was built without the {name} execution provider; rebuild with `--features {feature}` (and use an ONNX Runtime library built with {name}, e.g. from the onnxruntime-gpu wheel)"
+        ),
+    };
+    match provider {
+        crate::Provider::Cpu => Ok(vec![]),
+        #[cfg(feature = "cuda")]
+        crate::Provider::Cuda { device } => Ok(vec![
+            ort::ep::CUDA::default()
+                .with_device_id(device as i32)
+                .build()
+                .error_on_failure(),
+        ]),
+        #[cfg(not(feature = "cuda"))]
+        crate::Provider::Cuda { .. } => Err(unavailable("CUDA", "cuda")),
+        #[cfg(feature = "tensorrt")]
+        crate::Provider::TensorRt { device } => Ok(vec![
+            ort::ep::TensorRT::default()
+                .with_device_id(device as i32)
+                .build()
+                .error_on_failure(),
+        ]),
+        #[cfg(not(feature = "tensorrt"))]
+        crate::Provider::TensorRt { .. } => Err(unavailable("TensorRT", "tensorrt")),
+    }
 }
 
 /// A model loaded in ONNX Runtime on the CPU execution provider.
@@ -109,6 +145,18 @@ impl OrtEngine {
             builder = builder
                 .with_intra_threads(t)
                 .map_err(|e| load(e.to_string()))?;
+        }
+        let providers = execution_providers(opts.provider)?;
+        if !providers.is_empty() {
+            builder = builder.with_execution_providers(providers).map_err(|e| {
+                InferError::EngineUnavailable {
+                    engine: "ort",
+                    reason: format!(
+                        "the {} execution provider could not be registered: {e}",
+                        opts.provider
+                    ),
+                }
+            })?;
         }
         let session = builder
             .commit_from_memory(bytes)
