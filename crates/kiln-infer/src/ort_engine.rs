@@ -89,12 +89,6 @@ pub struct OrtOptions {
 fn execution_providers(
     provider: crate::Provider,
 ) -> Result<Vec<ort::ep::ExecutionProviderDispatch>, InferError> {
-    let unavailable = |name: &str, feature: &str| InferError::EngineUnavailable {
-        engine: "ort",
-        reason: format!(
-            "this kiln was built without the {name} execution provider; rebuild with `--features {feature}` (and use an ONNX Runtime library built with {name}, e.g. from the onnxruntime-gpu wheel)"
-        ),
-    };
     match provider {
         crate::Provider::Cpu => Ok(vec![]),
         #[cfg(feature = "cuda")]
