@@ -84,6 +84,17 @@ pub struct OrtOptions {
     pub provider: crate::Provider,
 }
 
+/// The error for a provider this build was compiled without.
+#[cfg(not(all(feature = "cuda", feature = "tensorrt")))]
+fn unavailable(name: &str, feature: &str) -> InferError {
+    InferError::EngineUnavailable {
+        engine: "ort",
+        reason: format!(
+            "this kiln was built without the {name} execution provider; rebuild with `--features {feature}` (and use an ONNX Runtime library built with {name}, e.g. from the onnxruntime-gpu wheel)"
+        ),
+    }
+}
+
 /// The execution providers to register for `provider`, each set to fail loudly: ort's default
 /// is to fall back to the CPU silently when a provider cannot be registered.
 fn execution_providers(
