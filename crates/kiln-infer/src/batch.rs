@@ -139,48 +139,52 @@ pub fn infer_file(
     if !current.is_empty() {
         batches.push(current);
     }
-    let run = |b: &Vec<PendingRow>| -> (Vec<RowOutcome>, std::time::Duration) {
-        let t = Instant::now();
-        let features: Vec<f32> = b.iter().flat_map(|(_, x, _)| x.iter().copied()).collect();
-        let out = match guarded_predict(model, &features, b.len()) {
-            Ok(preds) if preds.len() == b.len() => b
-                .iter()
-                .zip(preds)
-                .map(|((row, _, target), prediction)| RowOutcome::Ok {
-                    row: *row,
-                    prediction,
-                    target: target.clone(),
-                })
-                .collect(),
-            // One bad row must not fail its neighbours: retry the batch row by row.
-            _ => b
-                .iter()
-                .map(|(row, x, target)| match guarded_predict(model, x, 1) {
-                    Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
+    // Each worker stages its batches' features in one buffer that it reuses for every batch.
+    let run =
+        |features: &mut Vec<f32>, b: &Vec<PendingRow>| -> (Vec<RowOutcome>, std::time::Duration) {
+            let t = Instant::now();
+            features.clear();
+            features.extend(b.iter().flat_map(|(_, x, _)| x.iter().copied()));
+            let out = match guarded_predict(model, features, b.len()) {
+                Ok(preds) if preds.len() == b.len() => b
+                    .iter()
+                    .zip(preds)
+                    .map(|((row, _, target), prediction)| RowOutcome::Ok {
                         row: *row,
-                        prediction: p.remove(0),
+                        prediction,
                         target: target.clone(),
-                    },
-                    Ok(_) => RowOutcome::Err {
-                        row: *row,
-                        error: "the engine returned no prediction".into(),
-                    },
-                    Err(e) => RowOutcome::Err {
-                        row: *row,
-                        error: e.to_string(),
-                    },
-                })
-                .collect(),
+                    })
+                    .collect(),
+                // One bad row must not fail its neighbours: retry the batch row by row.
+                _ => b
+                    .iter()
+                    .map(|(row, x, target)| match guarded_predict(model, x, 1) {
+                        Ok(mut p) if p.len() == 1 => RowOutcome::Ok {
+                            row: *row,
+                            prediction: p.remove(0),
+                            target: target.clone(),
+                        },
+                        Ok(_) => RowOutcome::Err {
+                            row: *row,
+                            error: "the engine returned no prediction".into(),
+                        },
+                        Err(e) => RowOutcome::Err {
+                            row: *row,
+                            error: e.to_string(),
+                        },
+                    })
+                    .collect(),
+            };
+            (out, t.elapsed())
         };
-        (out, t.elapsed())
-    };
     let workers = opts.workers.max(1);
     let results: Vec<(Vec<RowOutcome>, std::time::Duration)> = if workers == 1 {
         let mut done = 0u64;
+        let mut staging = Vec::new();
         batches
             .iter()
             .map(|b| {
-                let r = run(b);
+                let r = run(&mut staging, b);
                 done += b.len() as u64;
                 events.emit(Event::Progress {
                     stage: "infer".into(),
@@ -200,7 +204,7 @@ pub fn infer_file(
             .thread_name(|i| format!("kiln-infer-{i}"))
             .build()
             .map_err(|e| InferError::Input(format!("cannot start {workers} workers: {e}")))?;
-        let r = pool.install(|| batches.par_iter().map(run).collect());
+        let r = pool.install(|| batches.par_iter().map_init(Vec::new, run).collect());
         events.emit(Event::Progress {
             stage: "infer".into(),
             done: total as u64,
@@ -250,7 +254,7 @@ pub fn infer_file(
             } = o
             {
                 labelled += 1;
-                if prediction.label == *t
+                if *prediction.label == **t
                     || prediction.class_index.map(|i| i.to_string()).as_deref() == Some(t)
                         && model.info().class_names.is_none()
                 {
@@ -381,7 +385,7 @@ pub(crate) fn csv_fields(o: &RowOutcome, width: usize) -> Vec<String> {
         RowOutcome::Ok {
             row, prediction, ..
         } => {
-            let mut r = vec![row.to_string(), prediction.label.clone()];
+            let mut r = vec![row.to_string(), prediction.label.to_string()];
             r.extend(prediction.scores.iter().map(|v| v.to_string()));
             r.push(String::new());
             r
@@ -406,7 +410,7 @@ pub(crate) fn json_record(o: &RowOutcome, columns: &[String]) -> serde_json::Val
                 .zip(&prediction.scores)
                 .map(|(c, s)| (c.clone(), serde_json::json!(s)))
                 .collect();
-            serde_json::json!({ "row": row, "label": prediction.label, "scores": scores })
+            serde_json::json!({ "row": row, "label": &*prediction.label, "scores": scores })
         }
         RowOutcome::Err { row, error } => serde_json::json!({ "row": row, "error": error }),
     }

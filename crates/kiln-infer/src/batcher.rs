@@ -65,6 +65,8 @@ pub struct BatcherStats {
     pub queue: LatencySummary,
     /// Engine time per call.
     pub compute: LatencySummary,
+    /// Time from enqueue to the answer, per request.
+    pub total: LatencySummary,
 }
 
 #[derive(Default)]
@@ -76,6 +78,7 @@ struct Shared {
     panics: u64,
     queue: LatencyRecorder,
     compute: LatencyRecorder,
+    total: LatencyRecorder,
 }
 
 /// The channel a request's answer comes back on.
@@ -96,6 +99,7 @@ pub struct Batcher {
     shared: Arc<Mutex<Shared>>,
     config: BatcherConfig,
     width: usize,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Batcher {
@@ -123,6 +127,7 @@ impl Batcher {
             shared,
             config,
             width,
+            closed: Default::default(),
         })
     }
 
@@ -154,6 +159,9 @@ impl Batcher {
         rows: usize,
     ) -> Result<Vec<Prediction>, BatchError> {
         let (req, rx) = self.request(features, rows)?;
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(BatchError::Closed);
+        }
         let tx = self.tx.as_ref().ok_or(BatchError::Closed)?;
         tx.send(req).await.map_err(|_| BatchError::Closed)?;
         rx.await
@@ -168,6 +176,9 @@ impl Batcher {
         rows: usize,
     ) -> Result<Vec<Prediction>, BatchError> {
         let (req, rx) = self.request(features, rows)?;
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(BatchError::Closed);
+        }
         let tx = self.tx.as_ref().ok_or(BatchError::Closed)?;
         tx.try_send(req).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => BatchError::QueueFull(self.config.queue_depth),
@@ -196,7 +207,15 @@ impl Batcher {
             panics: s.panics,
             queue: s.queue.summary(),
             compute: s.compute.summary(),
+            total: s.total.summary(),
         }
+    }
+
+    /// Stops accepting requests; those already queued are still answered. Use it when shutting
+    /// a server down gracefully, then [`Batcher::shutdown`] once callers are gone.
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Stops accepting requests, answers the queued ones, and joins the worker thread.
@@ -232,6 +251,7 @@ fn worker_loop(
         return;
     };
     rt.block_on(async move {
+        let mut staging = Vec::new();
         while let Some(first) = rx.recv().await {
             let deadline = tokio::time::Instant::from_std(first.enqueued + config.max_delay);
             let mut rows = first.rows;
@@ -245,18 +265,18 @@ fn worker_loop(
                     _ => break,
                 }
             }
-            run_batch(&model, batch, &shared);
+            run_batch(&model, batch, &shared, &mut staging);
         }
     });
 }
 
-fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>) {
+/// Runs one merged batch. `features` is the worker's staging buffer, reused for every batch.
+fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>, features: &mut Vec<f32>) {
     let start = Instant::now();
     let total: usize = batch.iter().map(|r| r.rows).sum();
-    let features: Vec<f32> = batch
-        .iter()
-        .flat_map(|r| r.features.iter().copied())
-        .collect();
+    features.clear();
+    features.extend(batch.iter().flat_map(|r| r.features.iter().copied()));
+    let features: &[f32] = features;
     let guarded = |x: &[f32], n: usize| -> (Result<Vec<Prediction>, InferError>, bool) {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.predict(x, n))) {
             Ok(r) => (r, false),
@@ -269,7 +289,7 @@ fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>) {
             ),
         }
     };
-    let (result, panicked) = guarded(&features, total);
+    let (result, panicked) = guarded(features, total);
     let mut executions = 1;
     let mut panics = u64::from(panicked);
     let answers: Vec<Result<Vec<Prediction>, InferError>> = match result {
@@ -296,6 +316,7 @@ fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>) {
     for (req, answer) in batch.into_iter().zip(answers) {
         s.queue
             .record(start.saturating_duration_since(req.enqueued));
+        s.total.record(req.enqueued.elapsed());
         s.requests += 1;
         if answer.is_ok() {
             s.rows += req.rows as u64;

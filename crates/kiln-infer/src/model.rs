@@ -257,8 +257,8 @@ impl ModelInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     /// The predicted class name (or index, when the model names no classes); for regression,
-    /// the first predicted value.
-    pub label: String,
+    /// the first predicted value. Shared: rows of the same class point to one string.
+    pub label: std::sync::Arc<str>,
     /// The predicted class index (classification).
     pub class_index: Option<usize>,
     /// Class probabilities (or raw scores), or regression values.
@@ -270,6 +270,8 @@ pub struct Model {
     engine: Box<dyn InferenceEngine<Error = InferError>>,
     info: ModelInfo,
     ready: std::sync::atomic::AtomicBool,
+    /// Label strings per class index, built once so that predictions share them.
+    labels: Vec<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -333,10 +335,20 @@ impl Model {
                 });
             }
         };
+        let labels = match &info.class_names {
+            Some(names) => names
+                .iter()
+                .map(|n| std::sync::Arc::from(n.as_str()))
+                .collect(),
+            None => (0..256)
+                .map(|i| std::sync::Arc::from(i.to_string()))
+                .collect(),
+        };
         Ok(Self {
             engine,
             info,
             ready: std::sync::atomic::AtomicBool::new(false),
+            labels,
         })
     }
 
@@ -438,7 +450,7 @@ impl Model {
                 let s = scores[r * per_row..(r + 1) * per_row].to_vec();
                 if self.info.task == Task::Regression {
                     return Prediction {
-                        label: s.first().map(|v| v.to_string()).unwrap_or_default(),
+                        label: s.first().map(|v| v.to_string()).unwrap_or_default().into(),
                         class_index: None,
                         scores: s,
                     };
@@ -448,11 +460,10 @@ impl Model {
                     None => argmax(&s),
                 };
                 let label = self
-                    .info
-                    .class_names
-                    .as_ref()
-                    .and_then(|n| n.get(idx).cloned())
-                    .unwrap_or_else(|| idx.to_string());
+                    .labels
+                    .get(idx)
+                    .cloned()
+                    .unwrap_or_else(|| idx.to_string().into());
                 Prediction {
                     label,
                     class_index: Some(idx),

@@ -190,3 +190,45 @@ fn load_unload_cycles_do_not_grow_rss() {
         "RSS grew from {after_two} kB to {after_many} kB over 30 load/unload cycles"
     );
 }
+
+/// Graceful shutdown: after `close`, new requests are refused and the queued ones are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_refuses_new_requests_and_drains_queued_ones() {
+    let batcher = Arc::new(
+        Batcher::spawn(
+            model(),
+            BatcherConfig {
+                max_batch: 64,
+                max_delay: Duration::from_millis(100),
+                queue_depth: 64,
+            },
+        )
+        .expect("spawn"),
+    );
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let b = Arc::clone(&batcher);
+            tokio::spawn(async move { b.predict(vec![i as f32; 3], 1).await })
+        })
+        .collect();
+    // The requests are queued behind the 100 ms batching window when `close` is called.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    batcher.close();
+    assert!(matches!(
+        batcher.predict(vec![0.0; 3], 1).await,
+        Err(BatchError::Closed)
+    ));
+    for t in tasks {
+        assert!(
+            t.await.expect("task").is_ok(),
+            "queued requests are answered after close"
+        );
+    }
+    let s = batcher.stats();
+    assert_eq!(s.requests, 10);
+    assert!(s.total.p50_us >= s.queue.p50_us);
+    match Arc::try_unwrap(batcher) {
+        Ok(b) => b.shutdown(),
+        Err(_) => panic!("no caller may hold the batcher any more"),
+    }
+}

@@ -110,7 +110,7 @@ pub fn compare_models(
             .filter_map(|(p, l)| l.as_ref().map(|l| (p, l)))
             .collect();
         (!labelled.is_empty()).then(|| {
-            labelled.iter().filter(|(p, l)| p.label == **l).count() as f64 / labelled.len() as f64
+            labelled.iter().filter(|(p, l)| *p.label == ***l).count() as f64 / labelled.len() as f64
         })
     };
     Ok(Comparison {
