@@ -319,3 +319,53 @@ fn npy_input_and_output() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--stream --format jsonl`: JSON objects in, one CSV line out per object, errors included.
+#[test]
+fn jsonl_stream() {
+    let k = Kiln::new();
+    trained_model(&k, 53);
+    let input = "{\"f0\":0.1,\"f1\":0.2,\"f2\":0.3,\"f3\":0.4,\"f4\":0.5,\"f5\":0.6}\n\
+                 {\"f0\":1,\"f1\":2}\n\
+                 {\"f5\":0.6,\"f4\":0.5,\"f3\":0.4,\"f2\":0.3,\"f1\":0.2,\"f0\":0.1,\"label\":\"2\"}\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "infer", "--model", "m.onnx", "--stream", "--format", "jsonl", "-q",
+        ])
+        .current_dir(k.path(""))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[1].starts_with("0,") && lines[1].ends_with(','),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("1,,") && lines[2].contains("missing"),
+        "{}",
+        lines[2]
+    );
+    // Keys in another order are matched by name: the same row, the same answer.
+    assert_eq!(
+        lines[3].split_once(',').map(|x| x.1),
+        lines[1].split_once(',').map(|x| x.1)
+    );
+}
