@@ -6,6 +6,8 @@ Usage: make_conformance_models.py DIR
 - py_mlp.onnx       : an MLP built with onnx.helper (Gemm with transB=1, Relu, Softmax),
                       input "x" float32 [N, 6], output "probs" [N, 3].
 - py_mlp_matmul.onnx: the same network with MatMul + Add, the form ORT's quantizer rewrites.
+- py_swish_fn.onnx  : the Gemm MLP with a Swish activation as a model-local function
+                      (ONNX Runtime runs the function; kiln inlines it for tract).
 - ort_dynamic.onnx  : py_mlp_matmul quantized by onnxruntime.quantization.quantize_dynamic
                       (int8 weights, MatMulInteger).
 - ort_qdq.onnx      : py_mlp_matmul quantized by onnxruntime.quantization.quantize_static in QDQ
@@ -47,11 +49,27 @@ def matmul_model():
     return helper.make_model(helper.make_graph(nodes, "py_mlp_matmul", i, o, inits), opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def swish_function_model():
+    """The MLP with a Swish activation written as a model-local function (domain ai.kiln)."""
+    fn = helper.make_function("ai.kiln", "Swish", ["x"], ["y"],
+                              [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+                              [helper.make_opsetid("", 17)])
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Swish", ["h"], ["r"], domain="ai.kiln"),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], transB=1),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
+    inits = [numpy_helper.from_array(a, n) for a, n in [(W1, "w1"), (B1, "b1"), (W2, "w2"), (B2, "b2")]]
+    i, o = io()
+    return helper.make_model(helper.make_graph(nodes, "py_swish_fn", i, o, inits),
+                             opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.kiln", 1)],
+                             functions=[fn], ir_version=8)
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(gemm_model(), out / "py_mlp.onnx")
     onnx.save(matmul_model(), out / "py_mlp_matmul.onnx")
+    onnx.save(swish_function_model(), out / "py_swish_fn.onnx")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     quantize_dynamic(str(out / "py_mlp_matmul.onnx"), str(out / "ort_dynamic.onnx"), weight_type=QuantType.QUInt8)
 

@@ -170,6 +170,7 @@ fn python_tool_models_agree_across_engines() {
     for (file, kind) in [
         ("py_mlp.onnx", "f32"),
         ("py_mlp_matmul.onnx", "f32"),
+        ("py_swish_fn.onnx", "f32"),
         ("ort_dynamic.onnx", "ort-int8"),
         ("ort_qdq.onnx", "ort-int8"),
     ] {

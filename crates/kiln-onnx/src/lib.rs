@@ -26,6 +26,7 @@
 mod builder;
 mod error;
 pub mod graph;
+pub mod inline;
 pub mod proto;
 mod tensor;
 
