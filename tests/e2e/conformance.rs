@@ -61,6 +61,7 @@ fn compare(model: &Path, lib: &Path, kind: &str, features: &[f32], n: usize) {
             ort_lib: Some(lib.to_path_buf()),
             threads: Some(1),
             provider: Default::default(),
+            concurrency: 1,
         },
     )
     .unwrap_or_else(|e| panic!("ort {}: {e}", model.display()));
@@ -249,6 +250,30 @@ fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
     assert!(
         err.contains("ONNX Runtime library not found") && err.contains("fetch-onnxruntime.sh"),
         "{err}"
+    );
+    // A pool of ORT sessions for parallel workers gives the same file, in the same order.
+    k.ok(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "o3.csv",
+        "--engine",
+        "ort",
+        "--ort-lib",
+        lib.to_str().unwrap(),
+        "--workers",
+        "3",
+        "--threads",
+        "1",
+        "--batch-size",
+        "9",
+    ]);
+    assert_eq!(
+        std::fs::read(k.path("o.csv")).expect("o"),
+        std::fs::read(k.path("o3.csv")).expect("o3")
     );
     // A GPU provider is never replaced by the CPU silently: without it, the run stops and says why.
     let lib_s = lib.to_str().unwrap();

@@ -389,11 +389,17 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     }
     let kind = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
     let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
+    let workers = match (a.workers, kind) {
+        (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (0, _) => 1,
+        (n, _) => n,
+    };
     let engine = EngineConfig {
         kind,
         ort_lib: a.ort_lib.clone(),
         threads: a.threads,
         provider,
+        concurrency: workers,
     };
     let model = Model::load(&a.model, engine)?;
     let format = match a.format.as_str() {
@@ -450,11 +456,6 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
                 "unknown --non-finite {other:?}; use reject or pass"
             )));
         }
-    };
-    let workers = match (a.workers, kind) {
-        (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        (0, _) => 1,
-        (n, _) => n,
     };
     let opts = BatchOptions {
         batch_size: a.batch_size,
@@ -793,6 +794,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             ort_lib: a.ort_lib.clone(),
             threads: a.threads,
             provider: Provider::Cpu,
+            concurrency: a.workers.iter().copied().max().unwrap_or(1),
         };
         if name == "auto" {
             engines.push(config(EngineKind::Tract));

@@ -94,6 +94,7 @@ fn ort(c: &mut Criterion) {
         ort_lib: Some(lib),
         threads: None,
         provider: Default::default(),
+        concurrency: 1,
     };
     // Loading the kiln model first initialises the process-wide ONNX Runtime environment,
     // which the direct session below shares.

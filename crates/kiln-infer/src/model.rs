@@ -108,6 +108,9 @@ pub struct EngineConfig {
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider (tract runs on the CPU only).
     pub provider: Provider,
+    /// Threads that will call the engine at once: ort keeps that many sessions (tract's one
+    /// plan is already shared safely). 0 means 1.
+    pub concurrency: usize,
 }
 
 impl From<EngineKind> for EngineConfig {
@@ -322,6 +325,7 @@ impl Model {
                     lib: config.ort_lib.clone(),
                     threads: config.threads,
                     provider: config.provider,
+                    sessions: config.concurrency.max(1),
                 };
                 Box::new(crate::ort_engine::OrtEngine::from_bytes(
                     bytes, origin, &opts,

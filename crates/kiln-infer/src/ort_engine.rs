@@ -82,6 +82,8 @@ pub struct OrtOptions {
     pub threads: Option<usize>,
     /// The execution provider.
     pub provider: crate::Provider,
+    /// Sessions in the pool (at least 1): as many as threads that will call the engine at once.
+    pub sessions: usize,
 }
 
 /// The error for a provider this build was compiled without.
@@ -123,11 +125,12 @@ fn execution_providers(
     }
 }
 
-/// A model loaded in ONNX Runtime on the CPU execution provider.
+/// A model loaded in ONNX Runtime: a pool of sessions, one per concurrent caller.
 pub struct OrtEngine {
-    // `Session::run` takes `&mut self`; the engine trait is `&self` so that one engine can be
-    // shared, and callers that want parallelism use one engine per worker.
-    session: Mutex<ort::session::Session>,
+    // `Session::run` takes `&mut self`, and the engine trait is `&self` so that one engine can be
+    // shared by worker threads: each call takes a free session from the pool (waiting on the
+    // first one only when all are busy).
+    sessions: Vec<Mutex<ort::session::Session>>,
 }
 
 impl std::fmt::Debug for OrtEngine {
@@ -145,30 +148,49 @@ impl OrtEngine {
             engine: "ort",
             reason,
         };
-        let mut builder = ort::session::Session::builder(env).map_err(|e| load(e.to_string()))?;
-        if let Some(t) = opts.threads {
-            builder = builder
-                .with_intra_threads(t)
+        let mut sessions = Vec::with_capacity(opts.sessions.max(1));
+        for _ in 0..opts.sessions.max(1) {
+            let mut builder =
+                ort::session::Session::builder(env).map_err(|e| load(e.to_string()))?;
+            if let Some(t) = opts.threads {
+                builder = builder
+                    .with_intra_threads(t)
+                    .map_err(|e| load(e.to_string()))?;
+            }
+            let providers = execution_providers(opts.provider)?;
+            if !providers.is_empty() {
+                builder = builder.with_execution_providers(providers).map_err(|e| {
+                    InferError::EngineUnavailable {
+                        engine: "ort",
+                        reason: format!(
+                            "the {} execution provider could not be registered: {e}",
+                            opts.provider
+                        ),
+                    }
+                })?;
+            }
+            let session = builder
+                .commit_from_memory(bytes)
                 .map_err(|e| load(e.to_string()))?;
+            sessions.push(Mutex::new(session));
         }
-        let providers = execution_providers(opts.provider)?;
-        if !providers.is_empty() {
-            builder = builder.with_execution_providers(providers).map_err(|e| {
-                InferError::EngineUnavailable {
-                    engine: "ort",
-                    reason: format!(
-                        "the {} execution provider could not be registered: {e}",
-                        opts.provider
-                    ),
-                }
-            })?;
+        Ok(Self { sessions })
+    }
+
+    /// A free session, or the first one (waiting) when all are busy.
+    fn session(&self) -> Result<std::sync::MutexGuard<'_, ort::session::Session>, InferError> {
+        let poisoned = || InferError::Run {
+            engine: "ort",
+            reason: "a previous run panicked while holding the session".into(),
+        };
+        for m in &self.sessions {
+            match m.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+            }
         }
-        let session = builder
-            .commit_from_memory(bytes)
-            .map_err(|e| load(e.to_string()))?;
-        Ok(Self {
-            session: Mutex::new(session),
-        })
+        self.sessions[0].lock().map_err(|_| poisoned())
     }
 }
 
@@ -183,10 +205,7 @@ impl InferenceEngine for OrtEngine {
         // ONNX Runtime reads the caller's buffer in place: no copy at all.
         let input = ort::value::TensorRef::from_array_view((shape.to_vec(), data))
             .map_err(|e| InferError::Input(e.to_string()))?;
-        let mut session = self.session.lock().map_err(|_| InferError::Run {
-            engine: "ort",
-            reason: "a previous run panicked while holding the session".into(),
-        })?;
+        let mut session = self.session()?;
         let outputs = session
             .run(ort::inputs![input])
             .map_err(|e| InferError::Run {
@@ -220,10 +239,7 @@ impl InferenceEngine for OrtEngine {
                 },
             )
             .collect::<Result<_, _>>()?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| run_err("a previous run panicked while holding the session".into()))?;
+        let mut session = self.session()?;
         let outputs = session
             .run(values.as_slice())
             .map_err(|e| run_err(e.to_string()))?;
