@@ -176,6 +176,46 @@ fn python_tool_models_agree_across_engines() {
         ("ort_qdq.onnx", "ort-int8"),
     ] {
         compare(&dir.join(file), &lib, kind, &x, 64);
+        // Every graph level keeps the model's outputs, in both engines.
+        for level in ["basic", "extended", "all"] {
+            let out = dir.join(format!("{file}.{level}.onnx"));
+            let opts = kiln::optimize::OptimizeOptions {
+                level: kiln::optimize::GraphLevel::parse(level).expect("level"),
+                ..Default::default()
+            };
+            kiln::optimize::GraphOptimizer::new(opts)
+                .run(&dir.join(file), &out, &mut kiln::core::NullSink)
+                .expect("optimize");
+            for engine in [
+                EngineConfig::from(EngineKind::Tract),
+                EngineConfig {
+                    kind: EngineKind::Ort,
+                    ort_lib: Some(lib.clone()),
+                    threads: Some(1),
+                    provider: Default::default(),
+                    concurrency: 1,
+                },
+            ] {
+                let a = Model::load(&dir.join(file), engine.clone())
+                    .expect("load")
+                    .predict(&x, 64)
+                    .expect("run");
+                let b = Model::load(&out, engine.clone())
+                    .expect("load")
+                    .predict(&x, 64)
+                    .expect("run");
+                let d = a
+                    .iter()
+                    .zip(&b)
+                    .flat_map(|(p, q)| p.scores.iter().zip(&q.scores).map(|(u, v)| (u - v).abs()))
+                    .fold(0f32, f32::max);
+                assert!(
+                    d <= 1e-5,
+                    "{file} at level {level} on {:?}: outputs moved by {d}",
+                    engine.kind
+                );
+            }
+        }
     }
 }
 

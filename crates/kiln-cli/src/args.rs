@@ -153,9 +153,14 @@ pub struct OptimizeArgs {
     /// Refuse an output whose validation accuracy is below this fraction of the input's.
     #[arg(long, default_value_t = 0.99)]
     pub min_accuracy_ratio: f64,
-    /// Graph passes: none or basic.
+    /// Graph passes: none, basic (identity removal, constant folding, dead code), extended (+ CSE,
+    /// MatMul+Add→Gemm, transpose folding) or all (+ batch-norm folding).
     #[arg(long, default_value = "basic")]
     pub graph_level: String,
+    /// Run exactly these passes, in order, instead of a level (comma-separated names, e.g.
+    /// fold-constants,matmul-add-to-gemm,eliminate-dead).
+    #[arg(long, value_delimiter = ',', conflicts_with = "graph_level")]
+    pub passes: Option<Vec<String>>,
     /// Calibration data (needed by static quantization).
     #[arg(long)]
     pub calibration_data: Option<PathBuf>,

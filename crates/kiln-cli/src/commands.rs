@@ -302,6 +302,7 @@ verified against burn: max abs diff {:.3e}, argmax agreement {:.4}",
 struct OptimizeFlags<'a> {
     quantization: &'a str,
     level: &'a str,
+    passes: Option<Vec<String>>,
     calibration: Option<&'a Path>,
     calibration_method: &'a str,
     validate: Option<PathBuf>,
@@ -324,6 +325,7 @@ fn optimize_opts(f: OptimizeFlags<'_>) -> Result<OptimizeOptions> {
     }
     Ok(OptimizeOptions {
         level: GraphLevel::parse(f.level).map_err(|e| usage(e.to_string()))?,
+        passes: f.passes,
         quantization: Quantization::parse(f.quantization).map_err(|e| usage(e.to_string()))?,
         calibration_data: f.calibration.map(Path::to_path_buf),
         calibration: Calibration::parse(f.calibration_method).map_err(|e| usage(e.to_string()))?,
@@ -338,6 +340,7 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
     let opts = optimize_opts(OptimizeFlags {
         quantization: &a.quantization,
         level: &a.graph_level,
+        passes: a.passes.clone(),
         calibration: a.calibration_data.as_deref(),
         calibration_method: &a.calibration_method,
         validate: a.validate_data.clone(),
@@ -577,6 +580,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
     let opts = optimize_opts(OptimizeFlags {
         quantization: &a.quantization,
         level: "basic",
+        passes: None,
         calibration: Some(a.calibration_data.as_deref().unwrap_or(&data)),
         calibration_method: "minmax",
         validate: val.clone(),

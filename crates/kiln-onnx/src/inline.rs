@@ -155,7 +155,13 @@ fn expand(
         };
         n.input = n.input.iter().map(|v| rename(v, &names)).collect();
         n.output = n.output.iter().map(|v| rename(v, &names)).collect();
-        n.name = Some(format!("{prefix}{}", inner.name()));
+        // Node names must stay unique: body nodes are often unnamed, so fall back to their output.
+        let local = if inner.name().is_empty() {
+            inner.output.first().map(String::as_str).unwrap_or_default()
+        } else {
+            inner.name()
+        };
+        n.name = Some(format!("{prefix}{local}"));
         n.attribute = n
             .attribute
             .into_iter()

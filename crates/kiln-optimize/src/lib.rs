@@ -26,6 +26,7 @@
 
 mod error;
 mod fold;
+pub mod fusion;
 pub mod passes;
 pub mod quantize;
 mod validate;
@@ -48,6 +49,52 @@ pub enum GraphLevel {
     /// Identity/dropout removal, constant folding, dead-code elimination.
     #[default]
     Basic,
+    /// Basic, plus common-subexpression elimination, MatMul+Add → Gemm and transpose folding.
+    Extended,
+    /// Extended, plus batch-norm folding.
+    All,
+}
+
+/// Every pass, by name, in the order levels run them.
+pub const PASS_NAMES: &[&str] = &[
+    "remove-identities",
+    "fold-constants",
+    "eliminate-common-subexpressions",
+    "matmul-add-to-gemm",
+    "fold-transpose-into-gemm",
+    "fold-batchnorm-into-gemm",
+    "eliminate-dead",
+];
+
+/// The pass with this name.
+pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
+    Some(match name {
+        "remove-identities" => Box::new(passes::RemoveIdentities),
+        "fold-constants" => Box::new(passes::FoldConstants),
+        "eliminate-common-subexpressions" | "cse" => {
+            Box::new(fusion::EliminateCommonSubexpressions)
+        }
+        "matmul-add-to-gemm" => Box::new(fusion::MatMulAddToGemm),
+        "fold-transpose-into-gemm" => Box::new(fusion::FoldTransposeIntoGemm),
+        "fold-batchnorm-into-gemm" => Box::new(fusion::FoldBatchNormIntoGemm),
+        "eliminate-dead" => Box::new(passes::EliminateDead),
+        _ => return None,
+    })
+}
+
+/// The named passes, or an error naming the unknown one and listing the valid names.
+pub fn passes_by_name(names: &[String]) -> Result<Vec<Box<dyn Pass>>, OptimizeError> {
+    names
+        .iter()
+        .map(|n| {
+            pass_by_name(n).ok_or_else(|| {
+                OptimizeError::Options(format!(
+                    "unknown pass {n:?}; passes: {}",
+                    PASS_NAMES.join(", ")
+                ))
+            })
+        })
+        .collect()
 }
 
 impl GraphLevel {
@@ -56,22 +103,30 @@ impl GraphLevel {
         match s {
             "none" => Ok(Self::None),
             "basic" => Ok(Self::Basic),
+            "extended" => Ok(Self::Extended),
+            "all" => Ok(Self::All),
             other => Err(OptimizeError::Options(format!(
-                "unknown graph level {other:?}; use none or basic"
+                "unknown graph level {other:?}; use none, basic, extended or all"
             ))),
         }
     }
 
     /// The passes of this level, in the order they run.
     pub fn passes(self) -> Vec<Box<dyn Pass>> {
-        match self {
-            GraphLevel::None => vec![],
-            GraphLevel::Basic => vec![
-                Box::new(passes::RemoveIdentities),
-                Box::new(passes::FoldConstants),
-                Box::new(passes::EliminateDead),
+        let names: &[&str] = match self {
+            GraphLevel::None => &[],
+            GraphLevel::Basic => &["remove-identities", "fold-constants", "eliminate-dead"],
+            GraphLevel::Extended => &[
+                "remove-identities",
+                "fold-constants",
+                "eliminate-common-subexpressions",
+                "matmul-add-to-gemm",
+                "fold-transpose-into-gemm",
+                "eliminate-dead",
             ],
-        }
+            GraphLevel::All => PASS_NAMES,
+        };
+        names.iter().filter_map(|n| pass_by_name(n)).collect()
     }
 }
 
@@ -107,6 +162,8 @@ impl Quantization {
 pub struct OptimizeOptions {
     /// Graph passes to run.
     pub level: GraphLevel,
+    /// Explicit passes, by name, run instead of the level's.
+    pub passes: Option<Vec<String>>,
     /// Quantization to apply after the passes.
     pub quantization: Quantization,
     /// Rows whose activations calibrate static quantization.
@@ -128,6 +185,7 @@ impl Default for OptimizeOptions {
     fn default() -> Self {
         Self {
             level: GraphLevel::Basic,
+            passes: None,
             quantization: Quantization::None,
             calibration_data: None,
             calibration: quantize::Calibration::MinMax,
@@ -217,7 +275,11 @@ impl GraphOptimizer {
         let mut model = kiln_onnx::load(input)?;
         let nodes_before = model.graph.as_ref().map_or(0, |g| g.node.len());
         let mut reports = Vec::new();
-        for pass in self.options.level.passes() {
+        let passes = match &self.options.passes {
+            Some(names) => passes_by_name(names)?,
+            None => self.options.level.passes(),
+        };
+        for pass in passes {
             let r = pass.run(&mut model)?;
             events.emit(Event::Message {
                 level: kiln_core::Level::Info,

@@ -199,3 +199,213 @@ fn static_quantization_needs_calibration_data_and_checks_its_width() {
         "{ops:?}"
     );
 }
+
+mod extended {
+    use super::*;
+    use kiln_optimize::pass_by_name;
+    use proptest::prelude::*;
+
+    /// One layer of a random test graph, from `x` of width `w_in` to width `w_out`.
+    #[derive(Debug, Clone, Copy)]
+    enum Layer {
+        /// MatMul + Add with constant weight and bias.
+        MatMulAdd,
+        /// Gemm followed by BatchNormalization.
+        GemmBn,
+        /// Transpose(x) fed to Gemm with transA=1 (a double transpose).
+        TransposedGemm,
+        /// relu(x) + relu(x) computed by two identical nodes.
+        DuplicateRelu,
+        /// An Identity.
+        Identity,
+    }
+
+    fn weights(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn build(layers: &[(Layer, usize)], mut seed: u64) -> kiln_onnx::proto::ModelProto {
+        let mut g = GraphBuilder::new("random");
+        let w0 = 4;
+        g.input("x", FLOAT, &[n(), Dim::Fixed(w0)]);
+        let (mut x, mut w) = ("x".to_string(), w0);
+        for (i, &(layer, out)) in layers.iter().enumerate() {
+            let out = if matches!(layer, Layer::DuplicateRelu | Layer::Identity) {
+                w
+            } else {
+                out
+            };
+            match layer {
+                Layer::MatMulAdd => {
+                    let wn =
+                        g.constant_f32(&format!("w{i}"), &[w, out], &weights(&mut seed, w * out));
+                    let bn = g.constant_f32(&format!("b{i}"), &[out], &weights(&mut seed, out));
+                    let m = g.node("MatMul", &[&x, &wn], &[]);
+                    g.annotate(&m, FLOAT, &[n(), Dim::Fixed(out)]);
+                    x = g.node("Add", &[&m, &bn], &[]);
+                }
+                Layer::GemmBn => {
+                    let wn =
+                        g.constant_f32(&format!("w{i}"), &[w, out], &weights(&mut seed, w * out));
+                    let bn = g.constant_f32(&format!("b{i}"), &[out], &weights(&mut seed, out));
+                    let y = g.node("Gemm", &[&x, &wn, &bn], &[]);
+                    let scale = g.constant_f32(
+                        &format!("s{i}"),
+                        &[out],
+                        &weights(&mut seed, out)
+                            .iter()
+                            .map(|v| v + 1.0)
+                            .collect::<Vec<_>>(),
+                    );
+                    let beta =
+                        g.constant_f32(&format!("beta{i}"), &[out], &weights(&mut seed, out));
+                    let mean = g.constant_f32(&format!("m{i}"), &[out], &weights(&mut seed, out));
+                    let var = g.constant_f32(
+                        &format!("v{i}"),
+                        &[out],
+                        &weights(&mut seed, out)
+                            .iter()
+                            .map(|v| v + 1.0)
+                            .collect::<Vec<_>>(),
+                    );
+                    x = g.node("BatchNormalization", &[&y, &scale, &beta, &mean, &var], &[]);
+                }
+                Layer::TransposedGemm => {
+                    let t = g.node("Transpose", &[&x], &[attr_ints("perm", &[1, 0])]);
+                    let wn =
+                        g.constant_f32(&format!("w{i}"), &[w, out], &weights(&mut seed, w * out));
+                    x = g.node("Gemm", &[&t, &wn], &[attr_int("transA", 1)]);
+                }
+                Layer::DuplicateRelu => {
+                    let a = g.node("Relu", &[&x], &[]);
+                    let b = g.node("Relu", &[&x], &[]);
+                    x = g.node("Add", &[&a, &b], &[]);
+                }
+                Layer::Identity => x = g.node("Identity", &[&x], &[]),
+            }
+            w = out;
+            g.annotate(&x, FLOAT, &[n(), Dim::Fixed(w)]);
+        }
+        g.node_named("Softmax", &[&x], &["probabilities"], &[attr_int("axis", 1)]);
+        g.output("probabilities", FLOAT, &[n(), Dim::Fixed(w)]);
+        g.into_model(17)
+    }
+
+    fn close(a: &kiln_onnx::proto::ModelProto, b: &kiln_onnx::proto::ModelProto) -> f32 {
+        let rows: Vec<f32> = (0..5 * 4).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+        let (x, y) = (
+            kiln_infer::Model::from_bytes(
+                &kiln_onnx::encode(a),
+                Path::new("<a>"),
+                kiln_infer::EngineKind::Tract,
+            )
+            .expect("a")
+            .predict(&rows, 5)
+            .expect("run a"),
+            kiln_infer::Model::from_bytes(
+                &kiln_onnx::encode(b),
+                Path::new("<b>"),
+                kiln_infer::EngineKind::Tract,
+            )
+            .expect("b")
+            .predict(&rows, 5)
+            .expect("run b"),
+        );
+        x.iter()
+            .zip(&y)
+            .flat_map(|(p, q)| p.scores.iter().zip(&q.scores).map(|(u, v)| (u - v).abs()))
+            .fold(0.0, f32::max)
+    }
+
+    fn check(layer: Layer, pass: &str, want_changes: usize) {
+        let original = build(&[(layer, 3), (Layer::MatMulAdd, 2)], 7);
+        let mut m = original.clone();
+        let p = pass_by_name(pass).expect("pass");
+        let r = p.run(&mut m).expect("run");
+        assert!(
+            r.changes >= want_changes,
+            "{pass} on {layer:?}: {} changes",
+            r.changes
+        );
+        let d = close(&original, &m);
+        assert!(d <= 1e-5, "{pass} on {layer:?} moved outputs by {d}");
+    }
+
+    #[test]
+    fn each_extended_pass_applies_where_it_should() {
+        check(Layer::MatMulAdd, "matmul-add-to-gemm", 2);
+        check(Layer::GemmBn, "fold-batchnorm-into-gemm", 1);
+        check(Layer::TransposedGemm, "fold-transpose-into-gemm", 1);
+        check(Layer::DuplicateRelu, "eliminate-common-subexpressions", 1);
+    }
+
+    #[test]
+    fn extended_passes_leave_other_graphs_alone() {
+        // MatMul whose result is read twice cannot become a Gemm.
+        let mut g = GraphBuilder::new("shared");
+        g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+        let w = g.constant_f32("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let b = g.constant_f32("b", &[2], &[0.5, -0.5]);
+        let m = g.node("MatMul", &["x", &w], &[]);
+        let a = g.node("Add", &[&m, &b], &[]);
+        let y = g.node("Mul", &[&a, &m], &[]);
+        g.node_named("Softmax", &[&y], &["probabilities"], &[attr_int("axis", 1)]);
+        g.output("probabilities", FLOAT, &[n(), Dim::Fixed(2)]);
+        let original = g.into_model(17);
+        for pass in [
+            "matmul-add-to-gemm",
+            "fold-transpose-into-gemm",
+            "eliminate-common-subexpressions",
+            "fold-batchnorm-into-gemm",
+        ] {
+            let mut m = original.clone();
+            assert_eq!(
+                pass_by_name(pass)
+                    .expect("pass")
+                    .run(&mut m)
+                    .expect("run")
+                    .changes,
+                0,
+                "{pass}"
+            );
+            assert_eq!(m, original, "{pass} changed a graph it does not apply to");
+        }
+    }
+
+    fn layer() -> impl Strategy<Value = (Layer, usize)> {
+        (
+            prop_oneof![
+                Just(Layer::MatMulAdd),
+                Just(Layer::GemmBn),
+                Just(Layer::TransposedGemm),
+                Just(Layer::DuplicateRelu),
+                Just(Layer::Identity)
+            ],
+            1usize..6,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Every level keeps the outputs of random small graphs (tract before and after).
+        #[test]
+        fn every_level_preserves_outputs(layers in proptest::collection::vec(layer(), 1..6), seed in 1u64..u64::MAX) {
+            let original = build(&layers, seed);
+            for level in [GraphLevel::Basic, GraphLevel::Extended, GraphLevel::All] {
+                let mut m = original.clone();
+                for p in level.passes() {
+                    p.run(&mut m).expect("pass");
+                }
+                let d = close(&original, &m);
+                prop_assert!(d <= 1e-5, "{level:?} moved outputs by {d} on {layers:?}");
+            }
+        }
+    }
+}
