@@ -214,6 +214,8 @@ pub struct OptimizeReport {
     pub passes: Vec<PassReport>,
     /// Output model compared with the input.
     pub comparison: Comparison,
+    /// Layers the accuracy gate kept in float, most sensitive first.
+    pub kept_float: Vec<String>,
     /// Seconds taken.
     pub seconds: f64,
 }
@@ -287,8 +289,67 @@ impl GraphOptimizer {
             });
             reports.push(r);
         }
-        if self.options.quantization == Quantization::Dynamic {
-            let r = quantize::dynamic_int8(&mut model)?;
+        // Quantization runs on the graph the passes produced; `quantize` can leave chosen layers
+        // in float, which the accuracy gate's fallback uses.
+        let float_model = model.clone();
+        let ranges = match self.options.quantization {
+            Quantization::Static => {
+                let path = self.options.calibration_data.as_deref().ok_or_else(|| {
+                    OptimizeError::Options(
+                        "static quantization needs calibration data: pass --calibration-data <CSV>"
+                            .into(),
+                    )
+                })?;
+                let (features, rows) = calibration_rows(&float_model, path, &self.options.target)?;
+                events.emit(Event::Message {
+                    level: kiln_core::Level::Info,
+                    text: format!("calibrating activation ranges on {rows} rows"),
+                });
+                Some(quantize::calibrate(
+                    &float_model,
+                    &features,
+                    rows,
+                    self.options.calibration,
+                )?)
+            }
+            _ => None,
+        };
+        let quantize = |keep: &std::collections::HashSet<String>| -> Result<
+            (kiln_onnx::proto::ModelProto, Option<PassReport>),
+            OptimizeError,
+        > {
+            let mut m = float_model.clone();
+            let r = match (self.options.quantization, &ranges) {
+                (Quantization::Dynamic, _) => Some(quantize::dynamic_int8_except(&mut m, keep)?),
+                (Quantization::Static, Some(r)) => {
+                    Some(quantize::static_qdq_except(&mut m, r, keep)?)
+                }
+                _ => None,
+            };
+            kiln_onnx::set_metadata(
+                &mut m,
+                "kiln.optimize.level",
+                &format!("{:?}", self.options.level).to_lowercase(),
+            );
+            kiln_onnx::set_metadata(
+                &mut m,
+                "kiln.optimize.quantization",
+                &format!("{:?}", self.options.quantization).to_lowercase(),
+            );
+            if !keep.is_empty() {
+                let mut kept: Vec<&String> = keep.iter().collect();
+                kept.sort();
+                kiln_onnx::set_metadata(
+                    &mut m,
+                    "kiln.optimize.float_layers",
+                    &serde_json::to_string(&kept).unwrap_or_default(),
+                );
+            }
+            Ok((m, r))
+        };
+        let mut keep = std::collections::HashSet::new();
+        let (mut model, mut qreport) = quantize(&keep)?;
+        if let Some(r) = &qreport {
             events.emit(Event::Message {
                 level: kiln_core::Level::Info,
                 text: r.summary(),
@@ -299,39 +360,13 @@ impl GraphOptimizer {
                     text: "no MatMul/Gemm with constant float weights was found; the model is not quantized".into(),
                 });
             }
-            reports.push(r);
         }
-        if self.options.quantization == Quantization::Static {
-            let path = self.options.calibration_data.as_deref().ok_or_else(|| {
-                OptimizeError::Options(
-                    "static quantization needs calibration data: pass --calibration-data <CSV>"
-                        .into(),
-                )
-            })?;
-            let (features, rows) = calibration_rows(&model, path, &self.options.target)?;
-            let ranges = quantize::calibrate(&model, &features, rows, self.options.calibration)?;
-            let r = quantize::static_qdq(&mut model, &ranges)?;
-            events.emit(Event::Message {
-                level: kiln_core::Level::Info,
-                text: format!("{} (calibrated on {rows} rows)", r.summary()),
-            });
-            reports.push(r);
-        }
-        kiln_onnx::set_metadata(
-            &mut model,
-            "kiln.optimize.level",
-            &format!("{:?}", self.options.level).to_lowercase(),
-        );
-        kiln_onnx::set_metadata(
-            &mut model,
-            "kiln.optimize.quantization",
-            &format!("{:?}", self.options.quantization).to_lowercase(),
-        );
-        let bytes = kiln_onnx::encode(&model);
-        let comparison = compare_models(
+        let mut bytes = kiln_onnx::encode(&model);
+        let validate = self.options.validate_data.as_deref();
+        let mut comparison = compare_models(
             &original_bytes,
             &bytes,
-            self.options.validate_data.as_deref(),
+            validate,
             &self.options.target,
             input,
         )?;
@@ -339,6 +374,55 @@ impl GraphOptimizer {
             level: kiln_core::Level::Info,
             text: comparison.summary(),
         });
+        let below = |c: &Comparison| {
+            c.accuracy_ratio()
+                .is_some_and(|r| r < self.options.min_accuracy_ratio)
+        };
+        let mut kept_float = Vec::new();
+        if below(&comparison) && qreport.as_ref().is_some_and(|r| r.changes > 0) {
+            // The accuracy gate's fallback: rank layers by the error each one causes when it is
+            // the only quantized layer, then return the most sensitive to float one at a time.
+            let layers = quantize::quantizable_layers(&float_model);
+            let float_bytes = kiln_onnx::encode(&float_model);
+            let mut sensitivity = Vec::new();
+            for l in &layers {
+                let others: std::collections::HashSet<String> =
+                    layers.iter().filter(|o| *o != l).cloned().collect();
+                let (m, _) = quantize(&others)?;
+                let c = compare_models(
+                    &float_bytes,
+                    &kiln_onnx::encode(&m),
+                    validate,
+                    &self.options.target,
+                    input,
+                )?;
+                sensitivity.push((l.clone(), c.max_abs_diff));
+            }
+            sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (layer, err) in sensitivity {
+                if keep.len() + 1 >= layers.len() {
+                    break;
+                }
+                keep.insert(layer.clone());
+                kept_float.push(format!(
+                    "{layer} (max abs error {err:.3e} when quantized alone)"
+                ));
+                let (m, r) = quantize(&keep)?;
+                let b = kiln_onnx::encode(&m);
+                let c = compare_models(&original_bytes, &b, validate, &self.options.target, input)?;
+                events.emit(Event::Message {
+                    level: kiln_core::Level::Info,
+                    text: format!("keeping {layer} in float: {}", c.summary()),
+                });
+                (model, qreport, bytes, comparison) = (m, r, b, c);
+                if !below(&comparison) {
+                    break;
+                }
+            }
+        }
+        if let Some(r) = qreport {
+            reports.push(r);
+        }
         if let Some(ratio) = comparison.accuracy_ratio()
             && ratio < self.options.min_accuracy_ratio
         {
@@ -362,6 +446,7 @@ impl GraphOptimizer {
             nodes_after: model.graph.as_ref().map_or(0, |g| g.node.len()),
             passes: reports,
             comparison,
+            kept_float,
             seconds,
         })
     }

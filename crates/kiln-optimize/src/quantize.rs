@@ -119,9 +119,26 @@ fn candidate(
     }))
 }
 
+/// The layers quantization would rewrite, named by their output value (which is unique).
+pub fn quantizable_layers(model: &ModelProto) -> Vec<String> {
+    model
+        .graph
+        .as_ref()
+        .map(|g| static_targets(g).into_iter().map(|(_, c)| c.out).collect())
+        .unwrap_or_default()
+}
+
 /// Rewrites every MatMul/Gemm with a constant 2-D float weight into the dynamic int8 form.
 /// Nodes that do not qualify are left in float and listed in the report.
 pub fn dynamic_int8(model: &mut ModelProto) -> Result<PassReport, OptimizeError> {
+    dynamic_int8_except(model, &Default::default())
+}
+
+/// [`dynamic_int8`], leaving the layers whose output is in `keep_float` in float.
+pub fn dynamic_int8_except(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+) -> Result<PassReport, OptimizeError> {
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
         pass: "quantize-dynamic",
         reason: "the model has no graph".into(),
@@ -132,6 +149,9 @@ pub fn dynamic_int8(model: &mut ModelProto) -> Result<PassReport, OptimizeError>
     let mut cands = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
         match candidate(g, i, n, &inputs) {
+            Ok(Some(c)) if keep_float.contains(&c.out) => {
+                details.push(format!("kept {:?} in float (accuracy budget)", c.out))
+            }
             Ok(Some(c)) => cands.push(c),
             Ok(None) => {}
             Err(why) => details.push(format!(
@@ -408,6 +428,15 @@ pub fn static_qdq(
     model: &mut ModelProto,
     ranges: &std::collections::HashMap<String, (f32, f32)>,
 ) -> Result<PassReport, OptimizeError> {
+    static_qdq_except(model, ranges, &Default::default())
+}
+
+/// [`static_qdq`], leaving the layers whose output is in `keep_float` in float.
+pub fn static_qdq_except(
+    model: &mut ModelProto,
+    ranges: &std::collections::HashMap<String, (f32, f32)>,
+    keep_float: &std::collections::HashSet<String>,
+) -> Result<PassReport, OptimizeError> {
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
         pass: "quantize-static",
         reason: "the model has no graph".into(),
@@ -418,6 +447,10 @@ pub fn static_qdq(
     let mut new_nodes: Vec<(usize, Vec<NodeProto>)> = Vec::new();
     let mut changes = 0;
     for (idx, c) in targets {
+        if keep_float.contains(&c.out) {
+            details.push(format!("kept {:?} in float (accuracy budget)", c.out));
+            continue;
+        }
         let Some(&(lo, hi)) = ranges.get(&c.a) else {
             details.push(format!(
                 "kept {:?} in float: no calibration range for {:?}",

@@ -409,3 +409,43 @@ mod extended {
         }
     }
 }
+
+/// The gate's fallback: the layer whose quantization flips the near-tie is kept in float, the
+/// harmless one stays int8, and the output passes the gate.
+#[test]
+fn accuracy_gate_keeps_the_sensitive_layer_in_float() {
+    let mut g = GraphBuilder::new("two_layers");
+    g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+    let eye = g.constant_f32("eye", &[2, 2], &[1.0, 0.0, 0.0, 1.0]);
+    let h = g.node("MatMul", &["x", &eye], &[]);
+    let w = g.constant_f32("w", &[2, 2], &[1.0, 0.0, 0.3, 0.299]);
+    let y = g.node("MatMul", &[&h, &w], &[]);
+    g.node_named("Softmax", &[&y], &["probabilities"], &[attr_int("axis", 1)]);
+    g.output("probabilities", FLOAT, &[n(), Dim::Fixed(2)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("m.onnx");
+    kiln_onnx::save(&g.into_model(17), &input).expect("save");
+    let val = dir.path().join("val.csv");
+    std::fs::write(&val, "a,b,label\n0,1,0\n").expect("csv");
+    let output = dir.path().join("q.onnx");
+    let opts = OptimizeOptions {
+        quantization: Quantization::Dynamic,
+        validate_data: Some(val),
+        ..OptimizeOptions::default()
+    };
+    let r = GraphOptimizer::new(opts)
+        .run(&input, &output, &mut NullSink)
+        .expect("the fallback makes it pass");
+    assert_eq!(r.comparison.accuracy_ratio(), Some(1.0));
+    assert_eq!(r.kept_float.len(), 1, "{:?}", r.kept_float);
+    assert!(r.kept_float[0].starts_with(&y), "{:?}", r.kept_float);
+    let q = kiln_onnx::load(&output).expect("load");
+    let ops = kiln_onnx::graph::op_counts(q.graph.as_ref().expect("graph"));
+    assert!(
+        ops.contains(&("MatMulInteger".to_string(), 1)) && ops.contains(&("MatMul".to_string(), 1)),
+        "{ops:?}"
+    );
+    assert!(
+        kiln_onnx::metadata_value(&q, "kiln.optimize.float_layers").is_some_and(|v| v.contains(&y))
+    );
+}
