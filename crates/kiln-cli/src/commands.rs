@@ -223,8 +223,7 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
     let o = &run.outcome;
     let best = &o.history[o.best_epoch - 1];
     let mut human = format!(
-        "trained model: {}
-best epoch {} of {}: train_acc {:.4}",
+        "trained model: {}\nbest epoch {} of {}: train_acc {:.4}",
         run.model_dir.display(),
         o.best_epoch,
         o.history.len(),
@@ -234,8 +233,7 @@ best epoch {} of {}: train_acc {:.4}",
         human.push_str(&format!(", val_acc {v:.4}"));
     }
     human.push_str(&format!(
-        "
-metrics: {}",
+        "\nmetrics: {}",
         out.join("metrics.json").display()
     ));
     summary(
@@ -285,8 +283,7 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
     );
     if let Some(v) = &o.verification {
         human.push_str(&format!(
-            "
-verified against burn: max abs diff {:.3e}, argmax agreement {:.4}",
+            "\nverified against burn: max abs diff {:.3e}, argmax agreement {:.4}",
             v.max_abs_diff, v.argmax_agreement
         ));
     }
@@ -350,9 +347,7 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
     })?;
     let r = GraphOptimizer::new(opts).run(&a.model, &a.output, rep)?;
     let mut human = format!(
-        "optimized {} -> {}
-size {} -> {} bytes ({:.1}%), nodes {} -> {}
-{}",
+        "optimized {} -> {}\nsize {} -> {} bytes ({:.1}%), nodes {} -> {}\n{}",
         a.model.display(),
         a.output.display(),
         r.bytes_before,
@@ -363,10 +358,10 @@ size {} -> {} bytes ({:.1}%), nodes {} -> {}
         r.comparison.summary()
     );
     if let Some(ratio) = r.comparison.accuracy_ratio() {
-        human.push_str(&format!(
-            "
-accuracy ratio (optimized / input): {ratio:.4}"
-        ));
+        human.push_str(&format!("\naccuracy ratio (optimized / input): {ratio:.4}"));
+    }
+    for k in &r.kept_float {
+        human.push_str(&format!("\nkept in float by the accuracy gate: {k}"));
     }
     summary(
         cli,
@@ -484,17 +479,12 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     );
     if let Some(acc) = report.accuracy {
         human.push_str(&format!(
-            "
-accuracy {acc:.4} on {} labelled rows",
+            "\naccuracy {acc:.4} on {} labelled rows",
             report.labelled
         ));
     }
     if let Some(o) = &a.output {
-        human.push_str(&format!(
-            "
-predictions: {}",
-            o.display()
-        ));
+        human.push_str(&format!("\npredictions: {}", o.display()));
     }
     let b = &report.batch_latency;
     human.push_str(&format!(
@@ -591,10 +581,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
     let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
     let mut test_results = serde_json::Map::new();
     let mut human = format!(
-        "pipeline finished in {}
-  model:      {}
-  onnx:       {} (verified, max abs diff {:.2e})
-  optimized:  {} ({} -> {} bytes)",
+        "pipeline finished in {}\n  model:      {}\n  onnx:       {} (verified, max abs diff {:.2e})\n  optimized:  {} ({} -> {} bytes)",
         out.display(),
         run.model_dir.display(),
         onnx.display(),
@@ -625,8 +612,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
             let pred_path = out.join(file);
             kiln_infer::write_predictions(&model, &report, Some(&pred_path), OutputFormat::Csv)?;
             human.push_str(&format!(
-                "
-  test ({name}): accuracy {} on {} rows -> {}",
+                "\n  test ({name}): accuracy {} on {} rows -> {}",
                 report
                     .accuracy
                     .map(|a| format!("{a:.4}"))
@@ -714,41 +700,21 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
         })
         .collect();
     let mut human = format!(
-        "{}
-  producer: {} {}
-  ir_version {}, opsets {}
-  inputs:
-    {}
-  outputs:
-    {}
-  operators ({} nodes, {} initializers):
-",
+        "{}\n  producer: {} {}\n  ir_version {}, opsets {}\n  inputs:\n    {}\n  outputs:\n    {}\n  operators ({} nodes, {} initializers):\n",
         a.model.display(),
         m.producer_name(),
         m.producer_version(),
         m.ir_version(),
         opsets.join(", "),
-        inputs.join(
-            "
-    "
-        ),
-        outputs.join(
-            "
-    "
-        ),
+        inputs.join("\n    "),
+        outputs.join("\n    "),
         g.node.len(),
         g.initializer.len()
     );
     for (op, n) in &ops {
-        human.push_str(&format!(
-            "    {op:<24} {n}
-"
-        ));
+        human.push_str(&format!("    {op:<24} {n}\n"));
     }
-    human.push_str(
-        "  metadata:
-",
-    );
+    human.push_str("  metadata:\n");
     for (k, v) in &meta {
         let v = if v.len() > 100 {
             format!(
@@ -758,10 +724,7 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
         } else {
             v.clone()
         };
-        human.push_str(&format!(
-            "    {k} = {v}
-"
-        ));
+        human.push_str(&format!("    {k} = {v}\n"));
     }
     summary(
         cli,
