@@ -445,3 +445,71 @@ fn jsonl_input_and_output() {
         lines[2]
     );
 }
+
+/// `kiln compare` on a float model and its int8 form: both accuracies, agreement, and a
+/// per-layer error table; Markdown output too.
+#[test]
+fn compare_float_and_int8() {
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 59);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "4",
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "f.onnx", "-q"]);
+    k.ok(&[
+        "optimize",
+        "--model",
+        "f.onnx",
+        "--output",
+        "q.onnx",
+        "--quantization",
+        "dynamic",
+        "-q",
+    ]);
+    let c = k.json(&[
+        "compare",
+        "f.onnx",
+        "q.onnx",
+        "--data",
+        test.to_str().unwrap(),
+    ]);
+    let r = &c["report"];
+    assert_eq!(r["rows"], 100);
+    assert!(
+        f(&c, "/report/a/accuracy") > 0.9 && f(&c, "/report/b/accuracy") > 0.9,
+        "{c:#}"
+    );
+    assert!(f(&c, "/report/agreement") >= 0.95);
+    assert!(f(&c, "/report/b/bytes") < f(&c, "/report/a/bytes"));
+    let layers = r["layers"].as_array().expect("layers");
+    assert!(layers.len() >= 3, "{c:#}");
+    assert!(
+        layers
+            .iter()
+            .any(|l| l["max_abs"].as_f64().expect("max") > 0.0),
+        "int8 layers show their error"
+    );
+    let md = k.ok(&[
+        "compare",
+        "f.onnx",
+        "q.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--format",
+        "markdown",
+    ]);
+    let md = String::from_utf8(md.stdout).expect("utf8");
+    assert!(
+        md.contains("| model |") && md.contains("| layer output |"),
+        "{md}"
+    );
+}

@@ -53,6 +53,12 @@ pub enum Command {
         after_help = "Examples:\n  kiln bench runs/demo/model.onnx\n  kiln bench model.onnx --engines tract,ort --batch-sizes 1,64 --seconds 2 --json"
     )]
     Bench(BenchArgs),
+    /// Compare two models on labelled rows: accuracy, agreement, drift, speed, size, and a
+    /// per-layer error table when they share layer outputs (float vs kiln-quantized).
+    #[command(
+        after_help = "Examples:\n  kiln compare runs/demo/model.onnx runs/demo/model.int8.onnx --data runs/demo/data/test.csv\n  kiln compare a.onnx b.onnx --data val.csv --format markdown > comparison.md"
+    )]
+    Compare(CompareArgs),
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
@@ -299,4 +305,22 @@ pub struct BenchArgs {
     /// Path of libonnxruntime.so.
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+}
+
+/// `kiln compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The first (reference) model.
+    pub a: PathBuf,
+    /// The second model.
+    pub b: PathBuf,
+    /// Labelled rows (CSV/JSONL/NPY) to compare on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Target column.
+    #[arg(long, default_value = "label")]
+    pub target: String,
+    /// Output: human, json or markdown (--json is the same as --format json).
+    #[arg(long, default_value = "human")]
+    pub format: String,
 }

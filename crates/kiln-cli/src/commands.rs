@@ -1,6 +1,6 @@
 use crate::args::{
-    BenchArgs, Cli, Command, ExportArgs, InferArgs, InspectArgs, OptimizeArgs, PipelineArgs,
-    TrainArgs, TrainFlags,
+    BenchArgs, Cli, Command, CompareArgs, ExportArgs, InferArgs, InspectArgs, OptimizeArgs,
+    PipelineArgs, TrainArgs, TrainFlags,
 };
 use crate::render::Reporter;
 use anyhow::{Context, Result};
@@ -40,6 +40,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Pipeline(a) => pipeline(cli, a, &mut rep),
         Command::Inspect(a) => inspect(cli, a),
         Command::Bench(a) => bench(cli, a, &mut rep),
+        Command::Compare(a) => compare(cli, a),
     }
 }
 
@@ -834,4 +835,60 @@ fn ort_available(lib: Option<&Path>) -> bool {
 #[cfg(not(feature = "ort"))]
 fn ort_available(_lib: Option<&Path>) -> bool {
     false
+}
+
+fn compare(cli: &Cli, a: &CompareArgs) -> Result<()> {
+    let format = if cli.json { "json" } else { a.format.as_str() };
+    if !matches!(format, "human" | "json" | "markdown") {
+        return Err(usage(format!(
+            "unknown --format {format:?}; use human, json or markdown"
+        )));
+    }
+    let r = kiln_optimize::compare::compare_files(&a.a, &a.b, &a.data, &a.target)?;
+    match format {
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "command": "compare", "report": r }))?
+        ),
+        "markdown" => print!("{}", r.to_markdown()),
+        _ => {
+            let acc = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+            let mut s = format!(
+                "{:<10} {:>12} {:>9} {:>14} {:>8} {:>8}\n",
+                "model", "bytes", "accuracy", "rows/s (b=64)", "p50 us", "p95 us"
+            );
+            for (name, f) in [("A", &r.a), ("B", &r.b)] {
+                s.push_str(&format!(
+                    "{name:<10} {:>12} {:>9} {:>14.0} {:>8} {:>8}\n",
+                    f.bytes,
+                    acc(f.accuracy),
+                    f.rows_per_second,
+                    f.latency.p50_us,
+                    f.latency.p95_us
+                ));
+            }
+            s.push_str(&format!(
+                "A = {}\nB = {}\nagreement {:.4} on {} rows, max abs score difference {:.3e}",
+                r.a.path.display(),
+                r.b.path.display(),
+                r.agreement,
+                r.rows,
+                r.max_abs_diff
+            ));
+            if !r.layers.is_empty() {
+                s.push_str(&format!(
+                    "\n{:<40} {:>12} {:>12} {:>10}",
+                    "layer output", "max abs", "mean abs", "cosine"
+                ));
+                for l in &r.layers {
+                    s.push_str(&format!(
+                        "\n{:<40} {:>12.3e} {:>12.3e} {:>10.6}",
+                        l.name, l.max_abs, l.mean_abs, l.cosine
+                    ));
+                }
+            }
+            println!("{s}");
+        }
+    }
+    Ok(())
 }
