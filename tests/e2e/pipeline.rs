@@ -513,3 +513,68 @@ fn compare_float_and_int8() {
         "{md}"
     );
 }
+
+/// `kiln package` writes a bundle that `--verify` accepts; a changed file or a changed model
+/// makes verification fail, naming the file; an existing bundle is kept without --force.
+#[test]
+fn package_and_verify_bundles() {
+    let k = Kiln::new();
+    let (train, val, _) = synthetic_splits(&k, 61);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let p = k.json(&[
+        "package",
+        "m.onnx",
+        "--out",
+        "bundle",
+        "--validate-data",
+        val.to_str().unwrap(),
+    ]);
+    assert!(
+        p["manifest"]["files"]["model.onnx"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64),
+        "{p:#}"
+    );
+    assert!(f(&p, "/manifest/validation/accuracy") > 0.9);
+    assert_eq!(
+        p["manifest"]["metadata"]["kiln.class_names"],
+        "[\"0\",\"1\",\"2\"]"
+    );
+    for file in ["model.onnx", "manifest.json", "sample.json", "README.md"] {
+        assert!(k.path("bundle").join(file).is_file(), "{file}");
+    }
+    let v = k.json(&["package", "--verify", "bundle"]);
+    assert_eq!(v["check"]["files_ok"], 3);
+    assert_eq!(f(&v, "/check/sample_max_abs_diff"), 0.0);
+    let err = k.fails(&["package", "m.onnx", "--out", "bundle"], 2);
+    assert!(err.contains("--force"), "{err}");
+    // Swap in another model with valid bytes: the hash check catches it.
+    k.ok(&[
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--output",
+        "q.onnx",
+        "--quantization",
+        "dynamic",
+        "-q",
+    ]);
+    std::fs::copy(k.path("q.onnx"), k.path("bundle/model.onnx")).expect("copy");
+    let err = k.fails(&["package", "--verify", "bundle"], 1);
+    assert!(
+        err.contains("model.onnx") && err.contains("changed or corrupted"),
+        "{err}"
+    );
+}

@@ -59,6 +59,11 @@ pub enum Command {
         after_help = "Examples:\n  kiln compare runs/demo/model.onnx runs/demo/model.int8.onnx --data runs/demo/data/test.csv\n  kiln compare a.onnx b.onnx --data val.csv --format markdown > comparison.md"
     )]
     Compare(CompareArgs),
+    /// Build a deployment bundle (model, manifest with hashes, sample, model card), or verify one.
+    #[command(
+        after_help = "Examples:\n  kiln package runs/demo/model.int8.onnx --out bundle/ --validate-data runs/demo/data/val.csv\n  kiln package --verify bundle/"
+    )]
+    Package(PackageArgs),
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
@@ -323,4 +328,26 @@ pub struct CompareArgs {
     /// Output: human, json or markdown (--json is the same as --format json).
     #[arg(long, default_value = "human")]
     pub format: String,
+}
+
+/// `kiln package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The model to package, or with --verify the bundle directory to check.
+    pub path: PathBuf,
+    /// Output bundle directory.
+    #[arg(long, required_unless_present = "verify")]
+    pub out: Option<PathBuf>,
+    /// Re-check a bundle's hashes and re-run its sample instead of building one.
+    #[arg(long, conflicts_with_all = ["out", "validate_data"])]
+    pub verify: bool,
+    /// Labelled rows whose accuracy is recorded in the manifest.
+    #[arg(long)]
+    pub validate_data: Option<PathBuf>,
+    /// Target column of the validation data.
+    #[arg(long, default_value = "label")]
+    pub target: String,
+    /// Replace an existing bundle directory.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -1,6 +1,6 @@
 use crate::args::{
     BenchArgs, Cli, Command, CompareArgs, ExportArgs, InferArgs, InspectArgs, OptimizeArgs,
-    PipelineArgs, TrainArgs, TrainFlags,
+    PackageArgs, PipelineArgs, TrainArgs, TrainFlags,
 };
 use crate::render::Reporter;
 use anyhow::{Context, Result};
@@ -41,6 +41,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Inspect(a) => inspect(cli, a),
         Command::Bench(a) => bench(cli, a, &mut rep),
         Command::Compare(a) => compare(cli, a),
+        Command::Package(a) => package(cli, a, &mut rep),
     }
 }
 
@@ -890,5 +891,60 @@ fn compare(cli: &Cli, a: &CompareArgs) -> Result<()> {
             println!("{s}");
         }
     }
+    Ok(())
+}
+
+fn package(cli: &Cli, a: &PackageArgs, rep: &mut Reporter) -> Result<()> {
+    if a.verify {
+        let c = kiln_optimize::package::verify_bundle(&a.path)?;
+        let human = format!(
+            "bundle {} verified: {} file hashes match, sample of {} rows reproduced (max abs diff {:.3e})",
+            a.path.display(),
+            c.files_ok,
+            c.sample_rows,
+            c.sample_max_abs_diff
+        );
+        summary(
+            cli,
+            &human,
+            json!({ "command": "package", "verify": true, "bundle": a.path, "check": c }),
+            false,
+        );
+        return Ok(());
+    }
+    let out = a
+        .out
+        .clone()
+        .ok_or_else(|| usage("missing --out <DIR> for the bundle"))?;
+    let validation = match &a.validate_data {
+        Some(data) => {
+            let model = Model::load(&a.path, EngineKind::Tract)?;
+            let r = kiln_infer::infer_file(
+                &model,
+                data,
+                &BatchOptions {
+                    target: a.target.clone(),
+                    ..BatchOptions::default()
+                },
+                rep,
+            )?;
+            Some(
+                json!({ "data": data, "rows": r.rows, "failed": r.failed, "accuracy": r.accuracy }),
+            )
+        }
+        None => None,
+    };
+    let m = kiln_optimize::package::package(&a.path, &out, validation, a.force)?;
+    let human = format!(
+        "bundle written to {} ({} files hashed in manifest.json)",
+        out.display(),
+        m.files.len()
+    );
+    summary(
+        cli,
+        &human,
+        json!({ "command": "package", "bundle": out, "manifest": m }),
+        false,
+    );
     Ok(())
 }

@@ -39,6 +39,14 @@ pub enum OptimizeError {
         /// The full comparison.
         comparison: Box<crate::Comparison>,
     },
+    /// A deployment bundle is malformed or does not match its manifest.
+    #[error("bundle {path}: {reason}")]
+    Bundle {
+        /// The bundle directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Writing the output failed.
     #[error(transparent)]
     Core(#[from] kiln_core::CoreError),

@@ -28,6 +28,7 @@ pub mod compare;
 mod error;
 mod fold;
 pub mod fusion;
+pub mod package;
 pub mod passes;
 pub mod quantize;
 mod validate;
