@@ -369,3 +369,39 @@ fn jsonl_stream() {
         lines[1].split_once(',').map(|x| x.1)
     );
 }
+
+/// `kiln profile --json`: nodes slowest first, FLOPs from the model's weights, the CPU peak,
+/// and memory figures. No time is asserted.
+#[test]
+fn profile_reports_nodes_flops_and_memory() {
+    let k = Kiln::new();
+    trained_model(&k, 67);
+    let p = k.json(&[
+        "profile",
+        "m.onnx",
+        "--batch-size",
+        "32",
+        "--iterations",
+        "5",
+    ]);
+    let prof = &p["profile"];
+    let nodes = prof["nodes"].as_array().expect("nodes");
+    assert!(!nodes.is_empty());
+    let times: Vec<f64> = nodes
+        .iter()
+        .map(|n| n["mean_us"].as_f64().expect("us"))
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "slowest first: {times:?}"
+    );
+    // Default MLP 6 -> 64 -> 64 -> 3 at batch 32: matrix products alone are 2*32*(6*64+64*64+64*3).
+    assert!(prof["flops"].as_u64().expect("flops") >= 2 * 32 * (6 * 64 + 64 * 64 + 64 * 3));
+    assert!(prof["peak"]["peak_gflops"].as_f64().expect("peak") > 0.0);
+    assert_eq!(
+        prof["weights_bytes"],
+        4 * ((6 * 64 + 64) + (64 * 64 + 64) + (64 * 3 + 3)) + 4 * 2 * 6,
+        "weights + standardisation: {prof:#}"
+    );
+    assert!(prof["activation_bytes"].as_u64().expect("act") > 0);
+}

@@ -64,6 +64,12 @@ pub enum Command {
         after_help = "Examples:\n  kiln package runs/demo/model.int8.onnx --out bundle/ --validate-data runs/demo/data/val.csv\n  kiln package --verify bundle/"
     )]
     Package(PackageArgs),
+    /// Profile a model in tract: time per node (slowest first), FLOPs, GFLOP/s against this
+    /// CPU's peak, and memory.
+    #[command(
+        after_help = "Examples:\n  kiln profile runs/demo/model.onnx\n  kiln profile model.onnx --batch-size 256 --iterations 200 --json"
+    )]
+    Profile(ProfileArgs),
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
@@ -350,4 +356,20 @@ pub struct PackageArgs {
     /// Replace an existing bundle directory.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `kiln profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// ONNX model.
+    pub model: PathBuf,
+    /// Rows per run.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Measured runs.
+    #[arg(long, default_value_t = 100)]
+    pub iterations: usize,
+    /// Nodes to list (slowest first).
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
 }

@@ -1,6 +1,6 @@
 use crate::args::{
     BenchArgs, Cli, Command, CompareArgs, ExportArgs, InferArgs, InspectArgs, OptimizeArgs,
-    PackageArgs, PipelineArgs, TrainArgs, TrainFlags,
+    PackageArgs, PipelineArgs, ProfileArgs, TrainArgs, TrainFlags,
 };
 use crate::render::Reporter;
 use anyhow::{Context, Result};
@@ -42,6 +42,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Bench(a) => bench(cli, a, &mut rep),
         Command::Compare(a) => compare(cli, a),
         Command::Package(a) => package(cli, a, &mut rep),
+        Command::Profile(a) => profile(cli, a),
     }
 }
 
@@ -944,6 +945,56 @@ fn package(cli: &Cli, a: &PackageArgs, rep: &mut Reporter) -> Result<()> {
         cli,
         &human,
         json!({ "command": "package", "bundle": out, "manifest": m }),
+        false,
+    );
+    Ok(())
+}
+
+fn profile(cli: &Cli, a: &ProfileArgs) -> Result<()> {
+    if a.batch_size == 0 || a.iterations == 0 {
+        return Err(usage("--batch-size and --iterations must be at least 1"));
+    }
+    let p = kiln_infer::profile::profile(&a.model, a.batch_size, a.iterations)?;
+    let mut s = format!(
+        "{} at batch {} over {} runs: {:.1} us per run, {:.3} GFLOP/s ({:.1}% of the {:.0} GFLOP/s peak: {} cores x {} x {:.2} GHz)\n",
+        a.model.display(),
+        p.batch_size,
+        p.iterations,
+        p.run_mean_us,
+        p.gflops,
+        100.0 * p.peak_fraction,
+        p.peak.peak_gflops,
+        p.peak.cores,
+        p.peak.simd,
+        p.peak.ghz
+    );
+    s.push_str(&format!(
+        "weights {} bytes, activations {} bytes per run{}\n",
+        p.weights_bytes,
+        p.activation_bytes,
+        p.peak_rss_bytes
+            .map(|b| format!(", peak RSS {} MiB", b / (1024 * 1024)))
+            .unwrap_or_default()
+    ));
+    s.push_str(&format!(
+        "{:<40} {:<22} {:>10} {:>7} {:>12} {:>9}\n",
+        "node", "op", "mean us", "share", "FLOPs", "GFLOP/s"
+    ));
+    for n in p.nodes.iter().take(a.top) {
+        s.push_str(&format!(
+            "{:<40} {:<22} {:>10.2} {:>6.1}% {:>12} {:>9.3}\n",
+            n.name,
+            n.op,
+            n.mean_us,
+            100.0 * n.share,
+            n.flops,
+            n.gflops
+        ));
+    }
+    summary(
+        cli,
+        s.trim_end(),
+        json!({ "command": "profile", "model": a.model, "profile": p }),
         false,
     );
     Ok(())

@@ -33,6 +33,7 @@ mod latency;
 mod model;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
+pub mod profile;
 mod stream;
 mod tract_engine;
 

@@ -1,0 +1,317 @@
+//! Per-node profiling of a model in tract: time per node of the optimized plan, estimated FLOPs,
+//! achieved GFLOP/s against this CPU's theoretical peak, and memory figures.
+
+use crate::{InferError, ModelInfo};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+
+/// One node of tract's optimized plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeProfile {
+    /// tract's node name (tract renames and fuses ONNX nodes when it optimizes).
+    pub name: String,
+    /// tract's operator name.
+    pub op: String,
+    /// Mean time per run, microseconds.
+    pub mean_us: f64,
+    /// Share of the total node time.
+    pub share: f64,
+    /// Estimated floating-point operations per run.
+    pub flops: u64,
+    /// Achieved GFLOP/s on this node.
+    pub gflops: f64,
+}
+
+/// This CPU's theoretical f32 peak, as kiln estimates it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuPeak {
+    /// Logical cores.
+    pub cores: usize,
+    /// Widest SIMD kiln detected (`avx512f`, `avx2+fma`, `sse2`, `neon`, `scalar`).
+    pub simd: String,
+    /// f32 FLOPs per cycle per core (two FMA units × lanes × 2).
+    pub flops_per_cycle: u32,
+    /// Clock in GHz from /proc/cpuinfo (2.5 assumed when unknown).
+    pub ghz: f64,
+    /// cores × flops/cycle × GHz.
+    pub peak_gflops: f64,
+}
+
+/// A whole profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// Rows per run.
+    pub batch_size: usize,
+    /// Measured runs.
+    pub iterations: usize,
+    /// Nodes, slowest first.
+    pub nodes: Vec<NodeProfile>,
+    /// Mean time of a whole run, microseconds.
+    pub run_mean_us: f64,
+    /// Estimated FLOPs of a whole run.
+    pub flops: u64,
+    /// Achieved GFLOP/s over whole runs.
+    pub gflops: f64,
+    /// The CPU's estimated peak.
+    pub peak: CpuPeak,
+    /// Achieved / peak.
+    pub peak_fraction: f64,
+    /// Bytes of constant weights in the ONNX file.
+    pub weights_bytes: u64,
+    /// Bytes of all node outputs of one run at this batch size (an upper bound on activation
+    /// memory).
+    pub activation_bytes: u64,
+    /// Peak resident memory of this process so far (VmHWM), when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Detects the CPU's cores, SIMD width and clock.
+pub fn cpu_peak() -> CpuPeak {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    #[cfg(target_arch = "x86_64")]
+    let (simd, per_cycle) = if std::arch::is_x86_feature_detected!("avx512f") {
+        ("avx512f", 64)
+    } else if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        ("avx2+fma", 32)
+    } else {
+        ("sse2", 8)
+    };
+    #[cfg(target_arch = "aarch64")]
+    let (simd, per_cycle) = ("neon", 16);
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let (simd, per_cycle) = ("scalar", 2);
+    let ghz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("cpu MHz"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .map(|mhz| mhz / 1000.0)
+        .unwrap_or(2.5);
+    CpuPeak {
+        cores,
+        simd: simd.into(),
+        flops_per_cycle: per_cycle,
+        ghz,
+        peak_gflops: cores as f64 * per_cycle as f64 * ghz,
+    }
+}
+
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Inner dimension K of the ONNX model's matrix products, by their output width N. tract packs
+/// the operands of its matrix products, so K is taken from the ONNX weights instead.
+fn inner_dims(proto: &kiln_onnx::proto::ModelProto) -> std::collections::HashMap<usize, usize> {
+    let mut map = std::collections::HashMap::new();
+    let Some(g) = proto.graph.as_ref() else {
+        return map;
+    };
+    for n in g
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type(), "Gemm" | "MatMul" | "MatMulInteger"))
+    {
+        if let Some(w) = n
+            .input
+            .get(1)
+            .and_then(|w| kiln_onnx::graph::initializer(g, w))
+            .filter(|w| w.dims.len() == 2)
+        {
+            let trans = kiln_onnx::graph::attr_i(n, "transB", 0) != 0;
+            let (k, nn) = if trans {
+                (w.dims[1], w.dims[0])
+            } else {
+                (w.dims[0], w.dims[1])
+            };
+            // Two products with the same output width but different K cannot be told apart in
+            // tract's plan: mark them ambiguous (0) rather than guess.
+            let e = map.entry(nn as usize).or_insert(k as usize);
+            if *e != k as usize {
+                *e = 0;
+            }
+        }
+    }
+    map
+}
+
+/// FLOPs of one run of the ONNX graph at `batch` rows: 2·M·N·K per matrix product with a
+/// constant weight (exact), plus one per output element of the other nodes (counted in tract).
+fn product_flops(proto: &kiln_onnx::proto::ModelProto, batch: usize) -> u64 {
+    let Some(g) = proto.graph.as_ref() else {
+        return 0;
+    };
+    g.node
+        .iter()
+        .filter(|n| matches!(n.op_type(), "Gemm" | "MatMul" | "MatMulInteger"))
+        .filter_map(|n| {
+            n.input
+                .get(1)
+                .and_then(|w| kiln_onnx::graph::initializer(g, w))
+                .filter(|w| w.dims.len() == 2)
+        })
+        .map(|w| 2 * batch as u64 * w.dims[0] as u64 * w.dims[1] as u64)
+        .sum()
+}
+
+/// Matrix products cost 2·M·N·K; everything else one operation per output element.
+fn flops(op: &str, outputs: &[TValue], inner: &std::collections::HashMap<usize, usize>) -> u64 {
+    let out: u64 = outputs.iter().map(|o| o.len() as u64).sum();
+    let lower = op.to_lowercase();
+    let is_product =
+        (lower.contains("matmul") || lower.contains("gemm") || lower.contains("einsum"))
+            && !lower.contains("pack");
+    match outputs
+        .first()
+        .and_then(|o| o.shape().last())
+        .and_then(|n| inner.get(n))
+    {
+        Some(&k) if is_product => 2 * out * k as u64,
+        _ => out,
+    }
+}
+
+/// Profiles `iterations` runs of the model at `batch_size` rows (synthetic rows around its
+/// standardisation statistics) with tract.
+pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Profile, InferError> {
+    let load = |e: TractError| InferError::Load {
+        path: path.to_path_buf(),
+        engine: "tract",
+        reason: format!("{e:#}"),
+    };
+    let run = |e: TractError| InferError::Run {
+        engine: "tract",
+        reason: format!("{e:#}"),
+    };
+    let mut proto = kiln_onnx::load(path)?;
+    let info = ModelInfo::from_proto(&proto)?;
+    crate::compat::tract_compat(&mut proto);
+    let inner = inner_dims(&proto);
+    let weights_bytes: u64 = proto
+        .graph
+        .iter()
+        .flat_map(|g| g.initializer.iter())
+        .map(|t| {
+            t.raw_data.as_ref().map_or(0, |r| r.len() as u64)
+                + 4 * (t.float_data.len() + t.int32_data.len()) as u64
+                + 8 * (t.int64_data.len() + t.double_data.len()) as u64
+        })
+        .sum();
+    let bytes = kiln_onnx::encode(&proto);
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(load)?;
+    let x = crate::synthetic_rows(&info, batch_size.max(1), 0x6b696c6e)?;
+    let width = x.len() / batch_size.max(1);
+    let input = tract_onnx::prelude::Tensor::from_shape(&[batch_size.max(1), width], &x)
+        .map_err(|e| InferError::Input(format!("{e:#}")))?;
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan).map_err(run)?;
+    let mut per_node: BTreeMap<usize, (String, String, Duration, u64, u64)> = BTreeMap::new();
+    let mut total = Duration::ZERO;
+    let iterations = iterations.max(1);
+    for i in 0..=iterations {
+        let t0 = Instant::now();
+        // The first run warms caches and is not counted.
+        let measured = i > 0;
+        state
+            .run_plan_with_eval(
+                tvec!(input.clone().into_tvalue()),
+                |ctx, st, node, inputs| {
+                    let t = Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    let d = t.elapsed();
+                    if measured && let Ok(out) = &r {
+                        let e = per_node.entry(node.id).or_insert_with(|| {
+                            (
+                                node.name.clone(),
+                                node.op().name().to_string(),
+                                Duration::ZERO,
+                                0,
+                                0,
+                            )
+                        });
+                        e.2 += d;
+                        e.3 = flops(&e.1, out, &inner);
+                        e.4 = out
+                            .iter()
+                            .map(|o| (o.len() * o.datum_type().size_of()) as u64)
+                            .sum();
+                    }
+                    r
+                },
+            )
+            .map_err(run)?;
+        if measured {
+            total += t0.elapsed();
+        }
+    }
+    let node_total: f64 = per_node.values().map(|v| v.2.as_secs_f64()).sum();
+    let mut nodes: Vec<NodeProfile> = per_node
+        .values()
+        .map(|(name, op, d, fl, _)| {
+            let mean = d.as_secs_f64() / iterations as f64;
+            NodeProfile {
+                name: name.clone(),
+                op: op.clone(),
+                mean_us: mean * 1e6,
+                share: if node_total > 0.0 {
+                    d.as_secs_f64() / node_total
+                } else {
+                    0.0
+                },
+                flops: *fl,
+                gflops: if mean > 0.0 {
+                    *fl as f64 / mean / 1e9
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    nodes.sort_by(|a, b| b.mean_us.total_cmp(&a.mean_us));
+    let run_mean = total.as_secs_f64() / iterations as f64;
+    // Matrix products exactly from the ONNX weights; other ops by their output elements.
+    let elementwise: u64 = nodes
+        .iter()
+        .filter(|n| !n.op.to_lowercase().contains("matmul"))
+        .map(|n| n.flops)
+        .sum();
+    let flops_total = product_flops(&proto, batch_size.max(1)) + elementwise;
+    let gflops = if run_mean > 0.0 {
+        flops_total as f64 / run_mean / 1e9
+    } else {
+        0.0
+    };
+    let peak = cpu_peak();
+    Ok(Profile {
+        batch_size: batch_size.max(1),
+        iterations,
+        run_mean_us: run_mean * 1e6,
+        flops: flops_total,
+        gflops,
+        peak_fraction: gflops / peak.peak_gflops.max(1e-9),
+        peak,
+        nodes,
+        weights_bytes,
+        activation_bytes: per_node.values().map(|v| v.4).sum(),
+        peak_rss_bytes: peak_rss(),
+    })
+}
