@@ -248,3 +248,41 @@ fn accuracy_gate_exit_code_and_no_output() {
     assert!(err.contains("accuracy gate"), "{err}");
     assert!(!k.path("q.onnx").exists());
 }
+
+#[test]
+fn doctor_and_completions() {
+    let k = Kiln::new();
+    let d = k.json(&["doctor"]);
+    let checks = d["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cpu",
+            "engine tract",
+            "engine ort",
+            "gpu",
+            "python cross-check tools"
+        ]
+    );
+    assert_eq!(checks[0]["ok"], true);
+    for c in checks.iter().filter(|c| c["ok"] == false) {
+        assert!(
+            c["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "a missing part says how to get it: {c}"
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = k.ok(&["completions", shell]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("kiln") && text.contains("pipeline"),
+            "{shell}: {text}"
+        );
+    }
+    let err = k.fails(&["completions", "tcsh"], 2);
+    assert!(err.contains("tcsh"), "{err}");
+}

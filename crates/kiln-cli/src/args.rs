@@ -70,6 +70,18 @@ pub enum Command {
         after_help = "Examples:\n  kiln profile runs/demo/model.onnx\n  kiln profile model.onnx --batch-size 256 --iterations 200 --json"
     )]
     Profile(ProfileArgs),
+    /// Check this machine: CPU, engines, the ONNX Runtime library, GPUs and the Python
+    /// cross-check tools, each with how to get what is missing.
+    #[command(after_help = "Examples:\n  kiln doctor\n  kiln doctor --json")]
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  kiln completions bash > ~/.local/share/bash-completion/completions/kiln\n  kiln completions zsh > ~/.zfunc/_kiln"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
