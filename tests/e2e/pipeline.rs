@@ -578,3 +578,73 @@ fn package_and_verify_bundles() {
         "{err}"
     );
 }
+
+/// `--task regression`: an MLP regressor (MSE, standardised target) through all four stages;
+/// the export's inverse target transform is verified against burn, and the report has RMSE,
+/// MAE and R².
+#[test]
+fn regression_pipeline() {
+    let k = Kiln::new();
+    let all = kiln::data::synthetic::make_regression(1000, 5, 3, 0.1, 71);
+    let parts = kiln::data::split(&all, 0.8, 0.1, 71);
+    let (train, val, test) = (
+        k.write_dataset("train.csv", &parts.train),
+        k.write_dataset("val.csv", &parts.val),
+        k.write_dataset("test.csv", &parts.test),
+    );
+    let s = k.json(&[
+        "pipeline",
+        "--task",
+        "regression",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--test-data",
+        test.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "60",
+        "--lr",
+        "0.003",
+    ]);
+    assert!(f(&s, "/export/verification/max_abs_diff") <= 1e-5, "{s:#}");
+    let r2 = f(&s, "/test/float/report/regression/r2");
+    let r2_int8 = f(&s, "/test/optimized/report/regression/r2");
+    assert!(r2 > 0.95, "float R² {r2}");
+    assert!(r2_int8 > 0.95, "int8 R² {r2_int8}");
+    assert!(
+        s.pointer("/test/float/report/accuracy")
+            .is_some_and(|a| a.is_null()),
+        "no accuracy for a regressor"
+    );
+    let (header, rows) = read_csv(&k.path("run/predictions.csv"));
+    assert_eq!(header, ["row", "label", "value_0", "error"]);
+    assert_eq!(rows.len(), parts.test.rows());
+    let err = k.fails(
+        &[
+            "train",
+            "--task",
+            "regression",
+            "--data",
+            k.write("cls.csv", "a,label\n1,x\n2,y\n").to_str().unwrap(),
+            "--out",
+            "bad",
+        ],
+        3,
+    );
+    assert!(err.contains("must be numeric"), "{err}");
+    if let Some(py) = crate::crosscheck::python() {
+        let out = std::process::Command::new(py)
+            .arg(repo().join("scripts/onnx_crosscheck.py"))
+            .arg(k.path("run/model.onnx"))
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -96,6 +96,10 @@ pub struct TrainFlags {
     /// Target column name [default: label].
     #[arg(long)]
     pub target: Option<String>,
+    /// What to learn: classification (class labels) or regression (a numeric target)
+    /// [default: classification].
+    #[arg(long)]
+    pub task: Option<String>,
     /// Number of epochs [default: 20].
     #[arg(long)]
     pub epochs: Option<usize>,

@@ -145,12 +145,26 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.seed {
         c.seed = v;
     }
+    if let Some(t) = &flags.task {
+        c.task = match t.as_str() {
+            "classification" => kiln_core::Task::Classification,
+            "regression" => kiln_core::Task::Regression,
+            other => {
+                return Err(usage(format!(
+                    "unknown --task {other:?}; use classification or regression"
+                )));
+            }
+        };
+    }
     c.validate().map_err(|e| usage(e.to_string()))?;
     Ok(c)
 }
 
-fn load_data(path: &Path, target: &str, classes: Option<&[String]>) -> Result<Dataset> {
-    Ok(kiln_data::load_dataset(path, target, classes)?)
+fn load_data(path: &Path, cfg: &TrainConfig, classes: Option<&[String]>) -> Result<Dataset> {
+    Ok(match cfg.task {
+        kiln_core::Task::Classification => kiln_data::load_dataset(path, &cfg.target, classes)?,
+        kiln_core::Task::Regression => kiln_data::load_regression_dataset(path, &cfg.target)?,
+    })
 }
 
 struct TrainRun {
@@ -173,9 +187,9 @@ fn run_training(
             model_dir.display()
         )));
     }
-    let train = load_data(data, &cfg.target, None)?;
+    let train = load_data(data, cfg, None)?;
     let val = match val_path {
-        Some(v) => Some(load_data(v, &cfg.target, train.class_names())?),
+        Some(v) => Some(load_data(v, cfg, train.class_names())?),
         None => None,
     };
     if let Some(v) = &val
@@ -232,12 +246,18 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
     let o = &run.outcome;
     let best = &o.history[o.best_epoch - 1];
     let mut human = format!(
-        "trained model: {}\nbest epoch {} of {}: train_acc {:.4}",
+        "trained model: {}\nbest epoch {} of {}: train_loss {:.4}",
         run.model_dir.display(),
         o.best_epoch,
         o.history.len(),
-        best.train_accuracy
+        best.train_loss
     );
+    if let Some(a) = best.train_accuracy {
+        human.push_str(&format!(", train_acc {a:.4}"));
+    }
+    if let Some(l) = best.val_loss {
+        human.push_str(&format!(", val_loss {l:.4}"));
+    }
     if let Some(v) = best.val_accuracy {
         human.push_str(&format!(", val_acc {v:.4}"));
     }
@@ -486,6 +506,12 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         report.rows_per_second,
         model.engine_name()
     );
+    if let Some(r) = &report.regression {
+        human.push_str(&format!(
+            "\nRMSE {:.4}, MAE {:.4}, R² {:.4} on {} labelled rows",
+            r.rmse, r.mae, r.r2, r.labelled
+        ));
+    }
     if let Some(acc) = report.accuracy {
         human.push_str(&format!(
             "\naccuracy {acc:.4} on {} labelled rows",
@@ -620,12 +646,13 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
             )?;
             let pred_path = out.join(file);
             kiln_infer::write_predictions(&model, &report, Some(&pred_path), OutputFormat::Csv)?;
+            let quality = match (&report.regression, report.accuracy) {
+                (Some(r), _) => format!("RMSE {:.4}, R² {:.4}", r.rmse, r.r2),
+                (None, Some(a)) => format!("accuracy {a:.4}"),
+                (None, None) => "accuracy n/a".into(),
+            };
             human.push_str(&format!(
-                "\n  test ({name}): accuracy {} on {} rows -> {}",
-                report
-                    .accuracy
-                    .map(|a| format!("{a:.4}"))
-                    .unwrap_or_else(|| "n/a".into()),
+                "\n  test ({name}): {quality} on {} rows -> {}",
                 report.rows,
                 pred_path.display()
             ));

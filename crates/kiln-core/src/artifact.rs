@@ -122,6 +122,10 @@ pub struct ModelMetadata {
     pub target: String,
     /// Standardisation applied before the first layer; exported into the graph.
     pub normalization: Option<Normalization>,
+    /// Regression only: the target's standardisation (one mean, one std); the exported graph
+    /// maps the network's output back with `y * std + mean`.
+    #[serde(default)]
+    pub target_normalization: Option<Normalization>,
     /// The kiln version that trained the model.
     pub kiln_version: String,
     /// The burn version that trained the model.

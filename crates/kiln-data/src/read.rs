@@ -565,6 +565,73 @@ pub fn load_dataset(
     })
 }
 
+/// Reads a CSV/JSONL/NPY file strictly into a regression [`Dataset`]: the target column must
+/// exist and hold a finite number on every row.
+pub fn load_regression_dataset(path: &Path, target: &str) -> Result<Dataset, DataError> {
+    let table = read_rows(path, None, target, None)?;
+    if !table.has_target {
+        return Err(DataError::MissingTarget {
+            path: path.to_path_buf(),
+            target: target.into(),
+            columns: abbreviate(&table.feature_names),
+        });
+    }
+    if table.rows.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            reason: "the file has a header but no data rows".into(),
+        });
+    }
+    let mut features = Vec::with_capacity(table.rows.len() * table.feature_names.len());
+    let mut values = Vec::with_capacity(table.rows.len());
+    for rec in &table.rows {
+        let cell = |reason: String| DataError::Cell {
+            path: path.to_path_buf(),
+            row: rec.row,
+            line: rec.line,
+            column: target.into(),
+            reason,
+        };
+        match &rec.result {
+            Ok((x, Some(y))) => {
+                let v: f32 = y.parse().map_err(|_| {
+                    cell(format!(
+                        "{y:?} is not a number; a regression target must be numeric"
+                    ))
+                })?;
+                if !v.is_finite() {
+                    return Err(cell(format!("{y:?} is not a finite number")));
+                }
+                features.extend_from_slice(x);
+                values.push(v);
+            }
+            Ok((_, None)) => return Err(cell("the target cell is empty".into())),
+            Err(e) => {
+                return Err(match &e.column {
+                    Some(c) => DataError::Cell {
+                        path: path.to_path_buf(),
+                        row: rec.row,
+                        line: rec.line,
+                        column: c.clone(),
+                        reason: e.reason.clone(),
+                    },
+                    None => DataError::Row {
+                        path: path.to_path_buf(),
+                        row: rec.row,
+                        line: rec.line,
+                        reason: e.reason.clone(),
+                    },
+                });
+            }
+        }
+    }
+    Ok(Dataset {
+        feature_names: table.feature_names,
+        features,
+        targets: Some(Targets::Values(values)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,19 @@ pub fn build_model(
             g.output("label", INT64, &[batch()]);
         }
         Task::Regression => {
+            // Undo the target standardisation used in training: y * std + mean.
+            if let Some(t) = meta
+                .target_normalization
+                .as_ref()
+                .filter(|t| t.mean.len() == 1 && t.std.len() == 1)
+            {
+                let s = g.constant_f32("target.std", &[1], &t.std);
+                let m = g.constant_f32("target.mean", &[1], &t.mean);
+                x = g.node("Mul", &[&x, &s], &[]);
+                g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(width)]);
+                x = g.node("Add", &[&x, &m], &[]);
+                g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(width)]);
+            }
             g.node_named("Identity", &[&x], &["predictions"], &[]);
             g.output("predictions", FLOAT, &[batch(), Dim::Fixed(width)]);
         }

@@ -131,6 +131,7 @@ fn artifact(dir: &Path, spec: ModelSpec, seed: u64) -> TrainedModel {
         feature_names: (0..f).map(|j| format!("x{j}")).collect(),
         target: "label".into(),
         normalization: Some(norm),
+        target_normalization: None,
         kiln_version: "test".into(),
         burn_version: "none".into(),
         created_unix: 0,

@@ -71,6 +71,8 @@ pub struct BatchReport {
     pub failed: usize,
     /// Accuracy over predicted rows that have a target, when the file has a target column.
     pub accuracy: Option<f64>,
+    /// RMSE, MAE and R² over predicted rows with a numeric target (regression models).
+    pub regression: Option<RegressionMetrics>,
     /// Rows counted in the accuracy.
     pub labelled: usize,
     /// Seconds spent in the engine.
@@ -263,11 +265,35 @@ pub fn infer_file(
             }
         }
     }
+    let regression = if table.has_target && model.info().task == kiln_core::Task::Regression {
+        let pairs: Vec<(f64, f64)> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                RowOutcome::Ok {
+                    prediction,
+                    target: Some(t),
+                    ..
+                } => Some((
+                    prediction.scores.first().copied()? as f64,
+                    t.parse::<f64>().ok()?,
+                )),
+                _ => None,
+            })
+            .collect();
+        regression_metrics(&pairs)
+    } else {
+        None
+    };
+    let accuracy = (labelled > 0).then(|| correct as f64 / labelled as f64);
+    if let Some(r) = &regression {
+        labelled = r.labelled;
+    }
     Ok(BatchReport {
+        regression,
         rows: total,
         ok,
         failed: total - ok,
-        accuracy: (labelled > 0).then(|| correct as f64 / labelled as f64),
+        accuracy,
         labelled,
         engine_seconds,
         batch_latency: latency.summary(),
@@ -430,4 +456,34 @@ pub(crate) fn guarded_predict(
                 reason: "the engine panicked on this batch".into(),
             })
         })
+}
+
+/// Regression quality over (prediction, target) pairs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegressionMetrics {
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Coefficient of determination (1 - SSE / SST).
+    pub r2: f64,
+    /// Pairs measured.
+    pub labelled: usize,
+}
+
+/// RMSE, MAE and R² of (prediction, target) pairs; `None` when there are none.
+pub fn regression_metrics(pairs: &[(f64, f64)]) -> Option<RegressionMetrics> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let n = pairs.len() as f64;
+    let mean_t = pairs.iter().map(|p| p.1).sum::<f64>() / n;
+    let sse: f64 = pairs.iter().map(|(p, t)| (p - t).powi(2)).sum();
+    let sst: f64 = pairs.iter().map(|(_, t)| (t - mean_t).powi(2)).sum();
+    Some(RegressionMetrics {
+        rmse: (sse / n).sqrt(),
+        mae: pairs.iter().map(|(p, t)| (p - t).abs()).sum::<f64>() / n,
+        r2: if sst > 0.0 { 1.0 - sse / sst } else { 0.0 },
+        labelled: pairs.len(),
+    })
 }

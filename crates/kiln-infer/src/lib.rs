@@ -38,7 +38,8 @@ mod stream;
 mod tract_engine;
 
 pub use batch::{
-    BatchOptions, BatchReport, OutputFormat, RowOutcome, infer_file, write_predictions,
+    BatchOptions, BatchReport, OutputFormat, RegressionMetrics, RowOutcome, infer_file,
+    regression_metrics, write_predictions,
 };
 pub use bench::{BenchOptions, BenchReport, BenchResult, bench, synthetic_rows};
 pub use error::InferError;

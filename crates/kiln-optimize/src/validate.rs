@@ -102,7 +102,11 @@ pub fn compare_models(
             agree += 1;
         }
     }
+    let classification = a.info().task == kiln_core::Task::Classification;
     let accuracy = |preds: &[kiln_infer::Prediction]| -> Option<f64> {
+        if !classification {
+            return None;
+        }
         let t = targets.as_ref()?;
         let labelled: Vec<(&kiln_infer::Prediction, &String)> = preds
             .iter()

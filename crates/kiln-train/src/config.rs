@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// Classification (softmax, cross-entropy) or regression (one output, MSE).
+    pub task: kiln_core::Task,
     /// Hidden layer widths of the MLP.
     pub hidden: Vec<usize>,
     /// Dropout after each hidden activation (0 disables it).
@@ -29,6 +31,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
+            task: kiln_core::Task::Classification,
             hidden: vec![64, 64],
             dropout: 0.0,
             epochs: 20,

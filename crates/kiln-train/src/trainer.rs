@@ -1,11 +1,11 @@
 use crate::net::{NamedTensor, Net};
 use crate::{BURN_VERSION, TrainConfig, TrainError};
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_core::{
-    Dataset, Event, EventSink, ModelMetadata, ModelSpec, Normalization, Reference, Task,
+    Dataset, Event, EventSink, ModelMetadata, ModelSpec, Normalization, Reference, Targets, Task,
     TrainedModel, Trainer,
 };
 use rand::SeedableRng;
@@ -21,8 +21,8 @@ pub struct EpochMetrics {
     pub epoch: usize,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Training accuracy.
-    pub train_accuracy: f64,
+    /// Training accuracy (classification).
+    pub train_accuracy: Option<f64>,
     /// Validation loss.
     pub val_loss: Option<f64>,
     /// Validation accuracy.
@@ -69,24 +69,47 @@ impl Trainer for BurnTrainer {
     }
 }
 
+/// Targets in training form: class indices, or standardised regression values.
+enum Labels {
+    Classes(Vec<i64>),
+    Values(Vec<f32>),
+}
+
+/// A batch's targets as tensors.
+enum Y {
+    Classes(Tensor<1, Int>),
+    Values(Tensor<2>),
+}
+
 struct Batches {
     x: Vec<f32>,
-    y: Vec<i64>,
+    y: Labels,
     f: usize,
 }
 
 impl Batches {
-    fn new(data: &Dataset, norm: Option<&Normalization>) -> Result<Self, TrainError> {
+    fn new(
+        data: &Dataset,
+        norm: Option<&Normalization>,
+        target_norm: Option<&Normalization>,
+    ) -> Result<Self, TrainError> {
         let mut x = data.features.clone();
         if let Some(n) = norm {
             n.apply(&mut x);
         }
-        let y = data
-            .class_indices()
-            .ok_or_else(|| TrainError::Data("the data has no class targets".into()))?
-            .iter()
-            .map(|&i| i as i64)
-            .collect();
+        let y = match &data.targets {
+            Some(Targets::Classes { indices, .. }) => {
+                Labels::Classes(indices.iter().map(|&i| i as i64).collect())
+            }
+            Some(Targets::Values(v)) => {
+                let mut v = v.clone();
+                if let Some(t) = target_norm {
+                    t.apply(&mut v);
+                }
+                Labels::Values(v)
+            }
+            None => return Err(TrainError::Data("the data has no target column".into())),
+        };
         Ok(Self {
             x,
             y,
@@ -94,17 +117,33 @@ impl Batches {
         })
     }
 
-    fn gather(&self, idx: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    fn len(&self) -> usize {
+        match &self.y {
+            Labels::Classes(v) => v.len(),
+            Labels::Values(v) => v.len(),
+        }
+    }
+
+    fn gather(&self, idx: &[usize], device: &Device) -> (Tensor<2>, Y) {
         let mut xb = Vec::with_capacity(idx.len() * self.f);
-        let mut yb = Vec::with_capacity(idx.len());
         for &i in idx {
             xb.extend_from_slice(&self.x[i * self.f..(i + 1) * self.f]);
-            yb.push(self.y[i]);
         }
-        (
-            Tensor::from_data(TensorData::new(xb, [idx.len(), self.f]), device),
-            Tensor::from_data(TensorData::new(yb, [idx.len()]), device),
-        )
+        let x = Tensor::from_data(TensorData::new(xb, [idx.len(), self.f]), device);
+        let y = match &self.y {
+            Labels::Classes(v) => Y::Classes(Tensor::from_data(
+                TensorData::new(idx.iter().map(|&i| v[i]).collect::<Vec<_>>(), [idx.len()]),
+                device,
+            )),
+            Labels::Values(v) => Y::Values(Tensor::from_data(
+                TensorData::new(
+                    idx.iter().map(|&i| v[i]).collect::<Vec<_>>(),
+                    [idx.len(), 1],
+                ),
+                device,
+            )),
+        };
+        (x, y)
     }
 }
 
@@ -112,24 +151,41 @@ fn scalar(t: Tensor<1>) -> f64 {
     t.into_scalar::<f32>() as f64
 }
 
-fn correct(logits: &Tensor<2>, y: &Tensor<1, Int>) -> i64 {
-    let pred = logits.clone().argmax(1).flatten::<1>(0, 1);
-    pred.equal(y.clone()).int().sum().into_scalar::<i64>()
+/// The batch loss (cross-entropy for classes, MSE for values) and, for classes, the number of
+/// correct predictions.
+fn loss_and_hits(
+    logits: Tensor<2>,
+    y: Y,
+    ce: &burn::nn::loss::CrossEntropyLoss,
+) -> (Tensor<1>, Option<i64>) {
+    match y {
+        Y::Classes(y) => {
+            let pred = logits.clone().argmax(1).flatten::<1>(0, 1);
+            let hits = pred.equal(y.clone()).int().sum().into_scalar::<i64>();
+            (ce.forward(logits, y), Some(hits))
+        }
+        Y::Values(y) => (MseLoss::new().forward(logits, y, Reduction::Mean), None),
+    }
 }
 
-/// Mean loss and accuracy of `net` on `data`, in batches, without gradients.
-fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> (f64, f64) {
-    let n = data.y.len();
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let (mut loss_sum, mut hits) = (0f64, 0i64);
+/// Mean loss and (classification) accuracy of `net` on `data`, in batches, without gradients.
+fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> (f64, Option<f64>) {
+    let n = data.len();
+    let ce = CrossEntropyLossConfig::new().init(device);
+    let (mut loss_sum, mut hits) = (0f64, None::<i64>);
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch_size.max(256)) {
         let (x, y) = data.gather(chunk, device);
-        let logits = net.forward(x);
-        hits += correct(&logits, &y);
-        loss_sum += scalar(loss_fn.forward(logits, y)) * chunk.len() as f64;
+        let (loss, h) = loss_and_hits(net.forward(x), y, &ce);
+        if let Some(h) = h {
+            hits = Some(hits.unwrap_or(0) + h);
+        }
+        loss_sum += scalar(loss) * chunk.len() as f64;
     }
-    (loss_sum / n.max(1) as f64, hits as f64 / n.max(1) as f64)
+    (
+        loss_sum / n.max(1) as f64,
+        hits.map(|h| h as f64 / n.max(1) as f64),
+    )
 }
 
 impl BurnTrainer {
@@ -157,16 +213,30 @@ impl BurnTrainer {
         events.emit(Event::StageStarted {
             stage: "train".into(),
         });
-        let classes = train
-            .class_names()
-            .ok_or_else(|| TrainError::Data("the training data has no class labels; kiln trains classifiers from a target column".into()))?
-            .to_vec();
-        if classes.len() < 2 {
-            return Err(TrainError::Data(format!(
-                "the target column has {} distinct value(s); a classifier needs at least 2",
-                classes.len()
-            )));
-        }
+        let classes: Vec<String> = match cfg.task {
+            Task::Classification => {
+                let classes = train
+                    .class_names()
+                    .ok_or_else(|| TrainError::Data("the training data has no class labels; kiln trains classifiers from a target column (use --task regression for numeric targets)".into()))?
+                    .to_vec();
+                if classes.len() < 2 {
+                    return Err(TrainError::Data(format!(
+                        "the target column has {} distinct value(s); a classifier needs at least 2",
+                        classes.len()
+                    )));
+                }
+                classes
+            }
+            Task::Regression => {
+                if !matches!(train.targets, Some(Targets::Values(_))) {
+                    return Err(TrainError::Data(
+                        "regression needs numeric targets; load the data as a regression data set"
+                            .into(),
+                    ));
+                }
+                Vec::new()
+            }
+        };
         if train.rows() == 0 {
             return Err(TrainError::Data("the training data has no rows".into()));
         }
@@ -179,12 +249,24 @@ impl BurnTrainer {
                 train.n_features()
             )));
         }
-        let spec = ModelSpec::mlp(train.n_features(), &cfg.hidden, classes.len(), cfg.dropout);
+        let mut spec = ModelSpec::mlp(
+            train.n_features(),
+            &cfg.hidden,
+            classes.len().max(1),
+            cfg.dropout,
+        );
+        spec.task = cfg.task;
         let norm = cfg.standardize.then(|| kiln_data::fit_normalization(train));
-        let train_b = Batches::new(train, norm.as_ref())?;
+        // Regression targets are standardised too, so the loss is well scaled whatever the units;
+        // the export adds the inverse transform to the graph.
+        let target_norm = match &train.targets {
+            Some(Targets::Values(v)) => Some(fit_target_normalization(v)),
+            _ => None,
+        };
+        let train_b = Batches::new(train, norm.as_ref(), target_norm.as_ref())?;
         let val_b = val
             .filter(|v| v.rows() > 0)
-            .map(|v| Batches::new(v, norm.as_ref()))
+            .map(|v| Batches::new(v, norm.as_ref(), target_norm.as_ref()))
             .transpose()?;
 
         let device = Device::flex().autodiff();
@@ -207,12 +289,13 @@ impl BurnTrainer {
         for epoch in 1..=cfg.epochs {
             let t0 = Instant::now();
             order.shuffle(&mut rng);
-            let (mut loss_sum, mut hits) = (0f64, 0i64);
+            let (mut loss_sum, mut hits) = (0f64, None::<i64>);
             for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
                 let (x, y) = train_b.gather(chunk, &device);
-                let logits = net.forward(x);
-                hits += correct(&logits, &y);
-                let loss = loss_fn.forward(logits, y);
+                let (loss, h) = loss_and_hits(net.forward(x), y, &loss_fn);
+                if let Some(h) = h {
+                    hits = Some(hits.unwrap_or(0) + h);
+                }
                 let grads = GradientsParams::from_grads(loss.backward(), &net);
                 loss_sum += scalar(loss) * chunk.len() as f64;
                 net = optim.step(cfg.lr, net, grads);
@@ -234,14 +317,14 @@ impl BurnTrainer {
             let (val_loss, val_acc) = match &val_b {
                 Some(v) => {
                     let (l, a) = evaluate(&plain, v, cfg.batch_size, &plain_device());
-                    (Some(l), Some(a))
+                    (Some(l), a)
                 }
                 None => (None, None),
             };
             let m = EpochMetrics {
                 epoch,
                 train_loss,
-                train_accuracy: hits as f64 / train.rows() as f64,
+                train_accuracy: hits.map(|h| h as f64 / train.rows() as f64),
                 val_loss,
                 val_accuracy: val_acc,
                 lr: cfg.lr,
@@ -251,7 +334,7 @@ impl BurnTrainer {
                 epoch,
                 epochs: cfg.epochs,
                 train_loss: m.train_loss,
-                train_accuracy: Some(m.train_accuracy),
+                train_accuracy: m.train_accuracy,
                 val_loss: m.val_loss,
                 val_accuracy: m.val_accuracy,
                 lr: m.lr,
@@ -282,8 +365,15 @@ impl BurnTrainer {
         let final_net = Net::init(&spec, &plain_dev).with_weights(&weights, &plain_dev);
         let sample_src = val.filter(|v| v.rows() > 0).unwrap_or(train);
         let n_ref = sample_src.rows().min(64);
-        let reference =
-            reference_outputs(&final_net, sample_src, n_ref, norm.as_ref(), &plain_dev)?;
+        let reference = reference_outputs(
+            &final_net,
+            sample_src,
+            n_ref,
+            norm.as_ref(),
+            target_norm.as_ref(),
+            cfg.task,
+            &plain_dev,
+        )?;
 
         std::fs::create_dir_all(out_dir).map_err(|e| kiln_core::CoreError::Io {
             action: "creating",
@@ -294,8 +384,9 @@ impl BurnTrainer {
         kiln_core::fsutil::write_atomic(&out_dir.join("weights.safetensors"), &weights_bytes)?;
         use sha2::Digest;
         let metadata = ModelMetadata {
-            task: Task::Classification,
+            task: cfg.task,
             class_names: classes,
+            target_normalization: target_norm,
             feature_names: train.feature_names.clone(),
             target: cfg.target.clone(),
             normalization: norm,
@@ -334,11 +425,28 @@ fn plain_device() -> Device {
     Device::flex()
 }
 
+/// Mean and standard deviation of regression targets (std 1 for a constant target).
+fn fit_target_normalization(v: &[f32]) -> Normalization {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    let std = var.sqrt();
+    Normalization {
+        mean: vec![mean as f32],
+        std: vec![if std < 1e-12 { 1.0 } else { std as f32 }],
+    }
+}
+
+/// burn's outputs for the first `n` rows, as the exported graph must reproduce them:
+/// probabilities for classifiers, de-standardised values for regressors.
+#[allow(clippy::too_many_arguments)]
 fn reference_outputs(
     net: &Net,
     data: &Dataset,
     n: usize,
     norm: Option<&Normalization>,
+    target_norm: Option<&Normalization>,
+    task: Task,
     device: &Device,
 ) -> Result<Reference, TrainError> {
     let idx: Vec<usize> = (0..n).collect();
@@ -349,8 +457,13 @@ fn reference_outputs(
     }
     let f = raw.n_features();
     let logits = net.forward(Tensor::from_data(TensorData::new(x, [n, f]), device));
-    let probs = burn::tensor::activation::softmax(logits, 1);
-    let flat = probs
+    let out = match (task, target_norm) {
+        (Task::Classification, _) => burn::tensor::activation::softmax(logits, 1),
+        // The same arithmetic as the exported graph: y * std + mean.
+        (Task::Regression, Some(t)) => logits.mul_scalar(t.std[0]).add_scalar(t.mean[0]),
+        (Task::Regression, None) => logits,
+    };
+    let flat = out
         .into_data()
         .try_to_vec::<f32>()
         .map_err(|e| TrainError::Burn(format!("{e:?}")))?;
