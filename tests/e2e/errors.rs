@@ -286,3 +286,66 @@ fn doctor_and_completions() {
     let err = k.fails(&["completions", "tcsh"], 2);
     assert!(err.contains("tcsh"), "{err}");
 }
+
+/// Settings come from defaults < config file < KILN_* environment < flags.
+#[test]
+fn configuration_precedence() {
+    let k = Kiln::new();
+    let (train, _, _) = synthetic_splits(&k, 73);
+    k.write(
+        "kiln.toml",
+        &format!(
+            "data = {:?}\n[train]\nepochs = 3\nhidden = [8]\n",
+            train.to_str().unwrap()
+        ),
+    );
+    let epochs = |out: &str, args: &[&str], env: &[(&str, &str)]| -> usize {
+        let mut a = vec![
+            "train",
+            "--config",
+            "kiln.toml",
+            "--out",
+            out,
+            "--json",
+            "-q",
+        ];
+        a.extend_from_slice(args);
+        let o = k.run_env(&a, env);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["epochs"].as_u64().expect("epochs") as usize
+    };
+    assert_eq!(
+        epochs("a", &[], &[]),
+        3,
+        "the file overrides the default (20)"
+    );
+    assert_eq!(
+        epochs("b", &[], &[("KILN_EPOCHS", "4")]),
+        4,
+        "the environment overrides the file"
+    );
+    assert_eq!(
+        epochs("c", &["--epochs", "5"], &[("KILN_EPOCHS", "4")]),
+        5,
+        "a flag overrides the environment"
+    );
+    // The effective settings are saved with the run.
+    let saved = std::fs::read_to_string(k.path("c/config.toml")).expect("config.toml");
+    assert!(
+        saved.contains("epochs = 5") && saved.contains("hidden = [8]"),
+        "{saved}"
+    );
+    // A relative path in the config file resolves against the file's folder.
+    std::fs::create_dir_all(k.path("conf")).expect("dir");
+    std::fs::copy(&train, k.path("conf/train.csv")).expect("copy");
+    k.write(
+        "conf/kiln.toml",
+        "data = \"train.csv\"\n[train]\nepochs = 1\n",
+    );
+    k.ok(&["train", "--config", "conf/kiln.toml", "--out", "d", "-q"]);
+    // A misspelt key names the closest valid one.
+    k.write("typo.toml", "[train]\nepoch = 4\n");
+    let err = k.fails(&["train", "--config", "typo.toml", "--out", "e"], 2);
+    assert!(err.contains("did you mean `epochs`"), "{err}");
+}

@@ -28,6 +28,18 @@ impl Kiln {
             .expect("spawn kiln")
     }
 
+    /// Runs `kiln ARGS` with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("spawn kiln")
+    }
+
     /// Runs `kiln ARGS` and panics with its output unless it succeeds.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);

@@ -89,40 +89,40 @@ pub enum Command {
     Inspect(InspectArgs),
 }
 
-/// Training hyper-parameters shared by `train` and `pipeline`. Unset flags fall back to the
-/// config file, then to the defaults.
+/// Training hyper-parameters shared by `train` and `pipeline`. Precedence, lowest first:
+/// defaults < the `--config` file < `KILN_*` environment variables < flags.
 #[derive(Debug, Args, Clone, Default)]
 pub struct TrainFlags {
     /// Target column name [default: label].
-    #[arg(long)]
+    #[arg(long, env = "KILN_TARGET")]
     pub target: Option<String>,
     /// What to learn: classification (class labels) or regression (a numeric target)
     /// [default: classification].
-    #[arg(long)]
+    #[arg(long, env = "KILN_TASK")]
     pub task: Option<String>,
     /// Number of epochs [default: 20].
-    #[arg(long)]
+    #[arg(long, env = "KILN_EPOCHS")]
     pub epochs: Option<usize>,
     /// Rows per optimizer step [default: 32].
-    #[arg(long)]
+    #[arg(long, env = "KILN_BATCH_SIZE")]
     pub batch_size: Option<usize>,
     /// Adam learning rate [default: 0.001].
-    #[arg(long)]
+    #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
     /// Hidden layer widths, comma-separated [default: 64,64].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "KILN_HIDDEN", value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
     /// Dropout after each hidden layer [default: 0].
-    #[arg(long)]
+    #[arg(long, env = "KILN_DROPOUT")]
     pub dropout: Option<f64>,
     /// Adam weight decay [default: 0].
-    #[arg(long)]
+    #[arg(long, env = "KILN_WEIGHT_DECAY")]
     pub weight_decay: Option<f64>,
     /// Random seed for initialisation and data order [default: 42].
-    #[arg(long)]
+    #[arg(long, env = "KILN_SEED")]
     pub seed: Option<u64>,
     /// TOML config file; its relative paths resolve against its own folder.
-    #[arg(long)]
+    #[arg(long, env = "KILN_CONFIG")]
     pub config: Option<PathBuf>,
 }
 

@@ -82,10 +82,14 @@ fn load_config(path: &Path) -> Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+        let msg = e.to_string();
+        let hint = suggest_key(&msg)
+            .map(|k| format!("; did you mean `{k}`?"))
+            .unwrap_or_default();
         usage(format!(
-            "config file {}: {}",
+            "config file {}: {}{hint}",
             path.display(),
-            e.to_string().trim()
+            msg.trim()
         ))
     })?;
     // Relative paths in a config file are relative to the file, not to the working directory.
@@ -1145,4 +1149,47 @@ fn doctor(cli: &Cli) -> Result<()> {
         false,
     );
     Ok(())
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" message, the valid key closest to
+/// `x` (at most 3 edits away).
+fn suggest_key(msg: &str) -> Option<String> {
+    let unknown = msg.split("unknown field `").nth(1)?.split('`').next()?;
+    let expected = msg.split("expected ").nth(1)?;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(unknown, c), c))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, c)| c.to_string())
+}
+
+/// Levenshtein distance between two short strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_get_the_closest_valid_one() {
+        let msg = "unknown field `epoch`, expected one of `task`, `hidden`, `dropout`, `epochs`, `batch_size`";
+        assert_eq!(suggest_key(msg).as_deref(), Some("epochs"));
+        assert_eq!(suggest_key("unknown field `zzzzzzzz`, expected `lr`"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }
