@@ -648,3 +648,73 @@ fn regression_pipeline() {
         );
     }
 }
+
+/// Export options: names are honoured, a static batch is fixed in the graph and verified at that
+/// size, and names that do not fit are a clear error.
+#[test]
+fn export_names_and_static_batch() {
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 79);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "2",
+        "-q",
+    ]);
+    let e = k.json(&[
+        "export",
+        "--model",
+        "run/model",
+        "--output",
+        "n.onnx",
+        "--input-name",
+        "x",
+        "--output-names",
+        "scores,cls",
+        "--static-batch",
+        "5",
+    ]);
+    assert_eq!(e["verification"]["batch_sizes"], serde_json::json!([5]));
+    let i = k.json(&["inspect", "n.onnx"]);
+    assert_eq!(i["inputs"], serde_json::json!(["x: float32 [5, 6]"]));
+    assert_eq!(
+        i["outputs"],
+        serde_json::json!(["scores: float32 [5, 3]", "cls: int64 [5]"])
+    );
+    // The renamed model still runs through kiln infer (scores found by type, label by type).
+    let r = k.json(&[
+        "infer",
+        "--model",
+        "n.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "p.csv",
+        "--batch-size",
+        "5",
+    ]);
+    assert!(f(&r, "/report/accuracy") > 0.8, "{r:#}");
+    for (names, want) in [("a", "1 name"), ("a,a", "distinct"), ("x,y,z", "3 name")] {
+        let err = k.fails(
+            &[
+                "export",
+                "--model",
+                "run/model",
+                "--output",
+                "bad.onnx",
+                "--output-names",
+                names,
+                "--input-name",
+                "x",
+            ],
+            2,
+        );
+        assert!(err.contains(want), "{names}: {err}");
+    }
+}

@@ -163,6 +163,16 @@ pub struct ExportArgs {
     /// Verification tolerance (max abs diff).
     #[arg(long, default_value_t = 1e-5)]
     pub atol: f32,
+    /// Name of the graph input.
+    #[arg(long, default_value = "features")]
+    pub input_name: String,
+    /// Names of the outputs: scores,label for a classifier, one name for a regressor
+    /// [default: probabilities,label / predictions].
+    #[arg(long, value_delimiter = ',')]
+    pub output_names: Option<Vec<String>>,
+    /// Fix the batch dimension to this size instead of the symbolic N.
+    #[arg(long)]
+    pub static_batch: Option<usize>,
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,

@@ -305,7 +305,9 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
         verify: !a.no_verify,
         atol: a.atol,
         force: a.force,
-        ..ExportOptions::default()
+        input_name: a.input_name.clone(),
+        output_names: a.output_names.clone().unwrap_or_default(),
+        static_batch: a.static_batch,
     };
     let o = export_model(rep, &a.model, &a.output, opts)?;
     let mut human = format!(

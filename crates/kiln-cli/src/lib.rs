@@ -83,7 +83,9 @@ fn classify(err: &anyhow::Error) -> i32 {
         }
         if let Some(e) = cause.downcast_ref::<ExportError>() {
             return match e {
-                ExportError::Exists { .. } | ExportError::Opset { .. } => EXIT_USAGE,
+                ExportError::Exists { .. }
+                | ExportError::Opset { .. }
+                | ExportError::Names { .. } => EXIT_USAGE,
                 ExportError::Infer(i) => infer_code(i).unwrap_or(1),
                 _ => 1,
             };

@@ -3,10 +3,6 @@ use kiln_core::{Activation, LayerSpec, Task, TrainedModel};
 use kiln_onnx::proto::{ModelProto, data_type::FLOAT, data_type::INT64};
 use kiln_onnx::{Dim, GraphBuilder, attr_int};
 
-fn batch() -> Dim {
-    Dim::Symbol("N".into())
-}
-
 /// Builds the ONNX graph of a trained model: standardisation, the layers, then softmax + argmax
 /// for classifiers. Every intermediate value gets a `value_info` entry.
 pub fn build_model(
@@ -15,6 +11,17 @@ pub fn build_model(
     opts: &ExportOptions,
 ) -> Result<ModelProto, ExportError> {
     let spec = &model.spec;
+    // The batch dimension is the symbol `N` unless a fixed size was asked for.
+    let batch = || match opts.static_batch {
+        Some(n) => Dim::Fixed(n),
+        None => Dim::Symbol("N".into()),
+    };
+    let names = &opts.output_names;
+    let (probs_name, label_name, pred_name) = (
+        names.first().map_or("probabilities", String::as_str),
+        names.get(1).map_or("label", String::as_str),
+        names.first().map_or("predictions", String::as_str),
+    );
     spec.validate()?;
     let meta = &model.metadata;
     let f = spec.input_features;
@@ -71,15 +78,15 @@ pub fn build_model(
     }
     match spec.task {
         Task::Classification => {
-            g.node_named("Softmax", &[&x], &["probabilities"], &[attr_int("axis", 1)]);
+            g.node_named("Softmax", &[&x], &[probs_name], &[attr_int("axis", 1)]);
             g.node_named(
                 "ArgMax",
-                &["probabilities"],
-                &["label"],
+                &[probs_name],
+                &[label_name],
                 &[attr_int("axis", 1), attr_int("keepdims", 0)],
             );
-            g.output("probabilities", FLOAT, &[batch(), Dim::Fixed(width)]);
-            g.output("label", INT64, &[batch()]);
+            g.output(probs_name, FLOAT, &[batch(), Dim::Fixed(width)]);
+            g.output(label_name, INT64, &[batch()]);
         }
         Task::Regression => {
             // Undo the target standardisation used in training: y * std + mean.
@@ -95,8 +102,8 @@ pub fn build_model(
                 x = g.node("Add", &[&x, &m], &[]);
                 g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(width)]);
             }
-            g.node_named("Identity", &[&x], &["predictions"], &[]);
-            g.output("predictions", FLOAT, &[batch(), Dim::Fixed(width)]);
+            g.node_named("Identity", &[&x], &[pred_name], &[]);
+            g.output(pred_name, FLOAT, &[batch(), Dim::Fixed(width)]);
         }
     }
     let mut m = g.into_model(opts.opset);

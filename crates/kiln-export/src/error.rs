@@ -10,6 +10,12 @@ pub enum ExportError {
         /// The requested opset.
         opset: i64,
     },
+    /// The requested input/output names do not fit the model.
+    #[error("invalid names: {reason}")]
+    Names {
+        /// What is wrong.
+        reason: String,
+    },
     /// The output exists and `force` was not given.
     #[error("{path} already exists; pass --force to overwrite it")]
     Exists {

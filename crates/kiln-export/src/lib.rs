@@ -52,6 +52,11 @@ pub struct ExportOptions {
     pub atol: f32,
     /// Name of the graph input.
     pub input_name: String,
+    /// Names of the graph outputs (classifier: scores then label; regressor: predictions);
+    /// empty for the defaults `probabilities`, `label`, `predictions`.
+    pub output_names: Vec<String>,
+    /// A fixed batch size instead of the symbolic `N`.
+    pub static_batch: Option<usize>,
     /// Overwrite an existing output file.
     pub force: bool,
 }
@@ -63,6 +68,8 @@ impl Default for ExportOptions {
             verify: true,
             atol: 1e-5,
             input_name: "features".into(),
+            output_names: Vec::new(),
+            static_batch: None,
             force: false,
         }
     }
@@ -99,6 +106,46 @@ impl Exporter for OnnxExporter {
 }
 
 impl OnnxExporter {
+    /// Checks the requested input/output names against the model's outputs.
+    fn check_names(&self, model: &TrainedModel) -> Result<(), ExportError> {
+        let o = &self.options;
+        let bad = |reason: String| ExportError::Names { reason };
+        if o.input_name.is_empty() {
+            return Err(bad("the input name is empty".into()));
+        }
+        if o.static_batch == Some(0) {
+            return Err(bad("--static-batch must be at least 1".into()));
+        }
+        if o.output_names.is_empty() {
+            return Ok(());
+        }
+        let want = match model.spec.task {
+            kiln_core::Task::Classification => 2,
+            kiln_core::Task::Regression => 1,
+        };
+        if o.output_names.len() != want {
+            return Err(bad(format!(
+                "the model has {want} output(s) ({}) but {} name(s) were given ({})",
+                if want == 2 {
+                    "scores, label"
+                } else {
+                    "predictions"
+                },
+                o.output_names.len(),
+                o.output_names.join(", ")
+            )));
+        }
+        let mut all: Vec<&str> = o.output_names.iter().map(String::as_str).collect();
+        all.push(&o.input_name);
+        if all.iter().any(|n| n.is_empty()) || (1..all.len()).any(|i| all[..i].contains(&all[i])) {
+            return Err(bad(format!(
+                "input and output names must be distinct and non-empty: {}",
+                all.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// An exporter with these options.
     pub fn new(options: ExportOptions) -> Self {
         Self { options }
@@ -125,6 +172,7 @@ impl OnnxExporter {
                 path: output.to_path_buf(),
             });
         }
+        self.check_names(model)?;
         let weights = Weights::load(&model.weights_path())?;
         let proto = build_model(model, &weights, &self.options)?;
         let bytes = kiln_onnx::encode(&proto);
@@ -136,12 +184,17 @@ impl OnnxExporter {
                 .ok_or_else(|| ExportError::NoReference {
                     dir: model.dir.clone(),
                 })?;
-            let report = verify_against_reference(&bytes, reference, output)?;
+            let batch_sizes = match self.options.static_batch {
+                Some(n) => vec![n],
+                None => vec![1, 7, 64],
+            };
+            let report = verify_against_reference(&bytes, reference, output, &batch_sizes)?;
             events.emit(Event::Message {
                 level: kiln_core::Level::Info,
                 text: format!(
-                    "verified against burn on {} rows at batch sizes 1, 7, 64: max abs diff {:.3e}, argmax agreement {:.4}",
-                    report.rows, report.max_abs_diff, report.argmax_agreement
+                    "verified against burn on {} rows at batch sizes {:?}: max abs diff {:.3e}, argmax agreement {:.4}",
+                    report.rows,
+                    report.batch_sizes, report.max_abs_diff, report.argmax_agreement
                 ),
             });
             if report.max_abs_diff.is_nan() || report.max_abs_diff > self.options.atol {

@@ -21,12 +21,14 @@ pub struct VerifyReport {
     pub argmax_agreement: f32,
 }
 
-/// Runs the serialized model in tract on the reference rows, at batch sizes 1, 7 and 64 (rows
-/// are cycled to fill a batch), and compares its first output with the reference outputs.
+/// Runs the serialized model in tract on the reference rows at each of `batch_sizes` (1, 7 and
+/// 64 for a symbolic batch, so that a dimension fixed by accident is caught; rows are cycled to
+/// fill a batch), and compares its first output with the reference outputs.
 pub fn verify_against_reference(
     onnx: &[u8],
     reference: &Reference,
     origin: &Path,
+    batch_sizes: &[usize],
 ) -> Result<VerifyReport, ExportError> {
     let engine = TractEngine::from_bytes(onnx, origin)?;
     let n = reference.inputs.len();
@@ -36,7 +38,7 @@ pub fn verify_against_reference(
         });
     }
     let width = reference.inputs[0].len();
-    let batch_sizes = vec![1usize, 7, 64];
+    let batch_sizes = batch_sizes.to_vec();
     let (mut max_abs, mut max_rel, mut min_cos) = (0f32, 0f32, 1f32);
     let (mut agree, mut compared) = (0usize, 0usize);
     for &bs in &batch_sizes {
