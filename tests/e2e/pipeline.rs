@@ -718,3 +718,89 @@ fn export_names_and_static_batch() {
         assert!(err.contains(want), "{names}: {err}");
     }
 }
+
+/// Early stopping stops on a plateau and keeps the best epoch; the learning rate of every step
+/// is recorded and follows the schedule.
+#[test]
+fn early_stopping_and_schedules() {
+    let k = Kiln::new();
+    let (train, val, _) = synthetic_splits(&k, 83);
+    let t = k.json(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "200",
+        "--lr",
+        "0.01",
+        "--patience",
+        "3",
+        "--schedule",
+        "cosine",
+        "--batch-size",
+        "100",
+    ]);
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(k.path("run/metrics.json")).expect("metrics"),
+    )
+    .expect("json");
+    let history = m["history"].as_array().expect("history");
+    let stopped = m["stopped_early"].as_u64().expect("stopped early") as usize;
+    assert!(
+        stopped < 200 && history.len() == stopped,
+        "stopped after {stopped}, history {}",
+        history.len()
+    );
+    let losses: Vec<f64> = history
+        .iter()
+        .map(|h| h["val_loss"].as_f64().expect("val_loss"))
+        .collect();
+    let argmin = losses
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i + 1)
+        .expect("min");
+    assert_eq!(
+        t["best_epoch"].as_u64().expect("best") as usize,
+        argmin,
+        "the best epoch's weights are kept"
+    );
+    assert_eq!(
+        stopped - argmin,
+        3,
+        "stops `patience` epochs after the best"
+    );
+    let lrs: Vec<f64> = m["lr_per_step"]
+        .as_array()
+        .expect("lr")
+        .iter()
+        .map(|v| v.as_f64().expect("lr"))
+        .collect();
+    assert_eq!(
+        lrs.len(),
+        stopped * 10,
+        "one entry per step (1000 rows / batch 100)"
+    );
+    assert!(
+        (lrs[0] - 0.01).abs() < 1e-12 && lrs.windows(2).all(|w| w[1] <= w[0]),
+        "cosine decays from the base rate"
+    );
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--out",
+            "x",
+            "--early-stop-metric",
+            "f1",
+        ],
+        2,
+    );
+    assert!(err.contains("not recorded"), "{err}");
+}

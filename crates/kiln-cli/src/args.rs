@@ -121,6 +121,20 @@ pub struct TrainFlags {
     /// Random seed for initialisation and data order [default: 42].
     #[arg(long, env = "KILN_SEED")]
     pub seed: Option<u64>,
+    /// Learning-rate schedule: constant, step, cosine or warmup-cosine [default: constant]
+    /// (parameters in the config file's [train.schedule] table).
+    #[arg(long, env = "KILN_SCHEDULE")]
+    pub schedule: Option<String>,
+    /// Stop after this many epochs without improvement of --early-stop-metric.
+    #[arg(long, env = "KILN_PATIENCE")]
+    pub patience: Option<usize>,
+    /// Metric watched by early stopping and used to pick the best epoch: val_loss,
+    /// val_accuracy, train_loss or train_accuracy [default: val_loss].
+    #[arg(long, env = "KILN_EARLY_STOP_METRIC")]
+    pub early_stop_metric: Option<String>,
+    /// Smallest change counted as an improvement [default: 0].
+    #[arg(long, env = "KILN_MIN_DELTA")]
+    pub min_delta: Option<f64>,
     /// TOML config file; its relative paths resolve against its own folder.
     #[arg(long, env = "KILN_CONFIG")]
     pub config: Option<PathBuf>,

@@ -149,6 +149,23 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.seed {
         c.seed = v;
     }
+    if let Some(name) = &flags.schedule {
+        c.schedule =
+            kiln_train::Schedule::parse(name, c.epochs).map_err(|e| usage(e.to_string()))?;
+    }
+    if flags.patience.is_some() || flags.early_stop_metric.is_some() || flags.min_delta.is_some() {
+        let mut e = c.early_stopping.clone().unwrap_or_default();
+        if let Some(p) = flags.patience {
+            e.patience = p;
+        }
+        if let Some(m) = &flags.early_stop_metric {
+            e.metric = m.clone();
+        }
+        if let Some(d) = flags.min_delta {
+            e.min_delta = d;
+        }
+        c.early_stopping = Some(e);
+    }
     if let Some(t) = &flags.task {
         c.task = match t.as_str() {
             "classification" => kiln_core::Task::Classification,
@@ -211,6 +228,8 @@ fn run_training(
         "best_epoch": outcome.best_epoch,
         "seconds": outcome.seconds,
         "samples_per_second": outcome.samples_per_second,
+        "stopped_early": outcome.stopped_early,
+        "lr_per_step": outcome.lr_trace,
         "train_rows": train.rows(),
         "val_rows": val.as_ref().map(|v| v.rows()),
         "classes": train.class_names(),

@@ -26,6 +26,124 @@ pub struct TrainConfig {
     pub target: String,
     /// Standardise features with statistics from the training data (stored with the model).
     pub standardize: bool,
+    /// How the learning rate changes over the run.
+    pub schedule: Schedule,
+    /// Stop when a metric stops improving; the best epoch's weights are kept.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// A learning-rate schedule over optimizer steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Schedule {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Multiply by `gamma` every `every_epochs` epochs.
+    Step {
+        /// Epochs between decays.
+        every_epochs: usize,
+        /// Decay factor.
+        gamma: f64,
+    },
+    /// Cosine decay from the base rate to `min_lr` over the run.
+    Cosine {
+        /// Final rate.
+        min_lr: f64,
+    },
+    /// Linear warm-up from 0 over `warmup_steps`, then cosine decay to `min_lr`.
+    WarmupCosine {
+        /// Steps of linear warm-up.
+        warmup_steps: usize,
+        /// Final rate.
+        min_lr: f64,
+    },
+}
+
+impl Schedule {
+    /// The rate at 0-based `step` of `total` steps (`per_epoch` steps an epoch).
+    pub fn lr(&self, base: f64, step: usize, total: usize, per_epoch: usize) -> f64 {
+        let cosine = |from: usize, min: f64| {
+            let span = total.saturating_sub(from).max(1) as f64;
+            let t = (step.saturating_sub(from) as f64 / span).min(1.0);
+            min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        };
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step {
+                every_epochs,
+                gamma,
+            } => base * gamma.powi((step / per_epoch.max(1) / every_epochs.max(1)) as i32),
+            Schedule::Cosine { min_lr } => cosine(0, min_lr),
+            Schedule::WarmupCosine {
+                warmup_steps,
+                min_lr,
+            } => {
+                if step < warmup_steps {
+                    base * (step + 1) as f64 / warmup_steps as f64
+                } else {
+                    cosine(warmup_steps, min_lr)
+                }
+            }
+        }
+    }
+
+    /// Parses a schedule name from the command line with default parameters.
+    pub fn parse(name: &str, epochs: usize) -> Result<Self, TrainError> {
+        Ok(match name {
+            "constant" => Schedule::Constant,
+            "step" => Schedule::Step {
+                every_epochs: (epochs / 3).max(1),
+                gamma: 0.1,
+            },
+            "cosine" => Schedule::Cosine { min_lr: 0.0 },
+            "warmup-cosine" | "warmup_cosine" => Schedule::WarmupCosine {
+                warmup_steps: 100,
+                min_lr: 0.0,
+            },
+            other => {
+                return Err(TrainError::Config(format!(
+                    "unknown schedule {other:?}; use constant, step, cosine or warmup-cosine"
+                )));
+            }
+        })
+    }
+}
+
+/// Early stopping on a recorded metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    /// `val_loss`, `val_accuracy`, `train_loss` or `train_accuracy`.
+    pub metric: String,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f64,
+    /// `min` or `max`; by default losses are minimised and accuracies maximised.
+    pub mode: Option<String>,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self {
+            metric: "val_loss".into(),
+            patience: 5,
+            min_delta: 0.0,
+            mode: None,
+        }
+    }
+}
+
+impl EarlyStopping {
+    /// Whether larger values are better.
+    pub fn maximize(&self) -> bool {
+        match self.mode.as_deref() {
+            Some("max") => true,
+            Some(_) => false,
+            None => self.metric.ends_with("accuracy"),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -41,6 +159,8 @@ impl Default for TrainConfig {
             seed: 42,
             target: kiln_data::DEFAULT_TARGET.into(),
             standardize: true,
+            schedule: Schedule::Constant,
+            early_stopping: None,
         }
     }
 }
@@ -64,6 +184,25 @@ impl TrainConfig {
         if self.hidden.contains(&0) {
             return bad("hidden layer widths must be at least 1".into());
         }
+        if let Some(e) = &self.early_stopping {
+            if !["val_loss", "val_accuracy", "train_loss", "train_accuracy"]
+                .contains(&e.metric.as_str())
+            {
+                return bad(format!(
+                    "early_stopping.metric {:?} is not recorded; use val_loss, val_accuracy, train_loss or train_accuracy",
+                    e.metric
+                ));
+            }
+            if !matches!(e.mode.as_deref(), None | Some("min") | Some("max")) {
+                return bad(format!(
+                    "early_stopping.mode must be min or max, got {:?}",
+                    e.mode
+                ));
+            }
+            if e.patience == 0 {
+                return bad("early_stopping.patience must be at least 1".into());
+            }
+        }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad(format!(
                 "weight_decay must be >= 0, got {}",
@@ -71,5 +210,52 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_follow_their_curves() {
+        let (base, total, per) = (0.1, 100, 10);
+        assert_eq!(Schedule::Constant.lr(base, 57, total, per), 0.1);
+        let step = Schedule::Step {
+            every_epochs: 3,
+            gamma: 0.5,
+        };
+        assert_eq!(step.lr(base, 29, total, per), 0.1);
+        assert!((step.lr(base, 30, total, per) - 0.05).abs() < 1e-12);
+        assert!((step.lr(base, 60, total, per) - 0.025).abs() < 1e-12);
+        let cos = Schedule::Cosine { min_lr: 0.0 };
+        assert!((cos.lr(base, 0, total, per) - 0.1).abs() < 1e-12);
+        assert!((cos.lr(base, 50, total, per) - 0.05).abs() < 1e-12);
+        assert!(cos.lr(base, 100, total, per).abs() < 1e-12);
+        let w = Schedule::WarmupCosine {
+            warmup_steps: 10,
+            min_lr: 0.01,
+        };
+        assert!((w.lr(base, 0, total, per) - 0.01).abs() < 1e-12);
+        assert!((w.lr(base, 9, total, per) - 0.1).abs() < 1e-12);
+        assert!((w.lr(base, 10, total, per) - 0.1).abs() < 1e-12);
+        assert!((w.lr(base, 100, total, per) - 0.01).abs() < 1e-12);
+        // Monotone decay after warm-up.
+        let xs: Vec<f64> = (10..=100).map(|s| w.lr(base, s, total, per)).collect();
+        assert!(xs.windows(2).all(|p| p[1] <= p[0] + 1e-15));
+    }
+
+    #[test]
+    fn schedules_and_early_stopping_load_from_toml() {
+        let c: TrainConfig = toml::from_str("epochs = 9\n[schedule]\nkind = \"step\"\nevery_epochs = 2\ngamma = 0.3\n[early_stopping]\nmetric = \"val_accuracy\"\npatience = 2\n").expect("toml");
+        assert_eq!(
+            c.schedule,
+            Schedule::Step {
+                every_epochs: 2,
+                gamma: 0.3
+            }
+        );
+        let e = c.early_stopping.expect("early stopping");
+        assert!(e.maximize() && e.patience == 2);
     }
 }

@@ -30,7 +30,7 @@ mod error;
 mod net;
 mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{EarlyStopping, Schedule, TrainConfig};
 pub use error::TrainError;
 pub use trainer::{BurnTrainer, EpochMetrics, TrainOutcome};
 

@@ -47,6 +47,10 @@ pub struct TrainOutcome {
     pub seconds: f64,
     /// Training rows processed per second.
     pub samples_per_second: f64,
+    /// The learning rate of every optimizer step.
+    pub lr_trace: Vec<f64>,
+    /// The epoch after which early stopping ended the run.
+    pub stopped_early: Option<usize>,
 }
 
 /// Trains declarative models with burn on the flex CPU backend.
@@ -286,6 +290,12 @@ impl BurnTrainer {
         let mut best: Option<(f64, usize, Vec<NamedTensor>)> = None;
         let steps_per_epoch = train.rows().div_ceil(cfg.batch_size) as u64;
 
+        let total_steps = steps_per_epoch as usize * cfg.epochs;
+        let (mut global_step, mut lr_trace, mut last_lr) =
+            (0usize, Vec::with_capacity(total_steps), cfg.lr);
+        // Early stopping state: the best value of the watched metric and epochs since.
+        let (mut watched_best, mut since_best) = (None::<f64>, 0usize);
+        let mut stopped_early = None;
         for epoch in 1..=cfg.epochs {
             let t0 = Instant::now();
             order.shuffle(&mut rng);
@@ -298,7 +308,13 @@ impl BurnTrainer {
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &net);
                 loss_sum += scalar(loss) * chunk.len() as f64;
-                net = optim.step(cfg.lr, net, grads);
+                let lr =
+                    cfg.schedule
+                        .lr(cfg.lr, global_step, total_steps, steps_per_epoch as usize);
+                lr_trace.push(lr);
+                last_lr = lr;
+                global_step += 1;
+                net = optim.step(lr, net, grads);
                 events.emit(Event::Progress {
                     stage: "train".into(),
                     done: (epoch as u64 - 1) * steps_per_epoch + step as u64 + 1,
@@ -327,7 +343,7 @@ impl BurnTrainer {
                 train_accuracy: hits.map(|h| h as f64 / train.rows() as f64),
                 val_loss,
                 val_accuracy: val_acc,
-                lr: cfg.lr,
+                lr: last_lr,
                 seconds: t0.elapsed().as_secs_f64(),
             };
             events.emit(Event::Epoch {
@@ -340,25 +356,55 @@ impl BurnTrainer {
                 lr: m.lr,
                 seconds: m.seconds,
             });
-            // Keep the weights of the epoch with the lowest validation loss (the last epoch
-            // when there is no validation data).
-            let score = val_loss.unwrap_or(0.0);
-            if best
-                .as_ref()
-                .is_none_or(|(s, _, _)| score < *s || val_loss.is_none())
-            {
+            // Keep the weights of the best epoch: by the early-stopping metric when one is set,
+            // else by validation loss (the last epoch when there is no validation data).
+            let (metric, maximize) = match &cfg.early_stopping {
+                Some(e) => (e.metric.as_str(), e.maximize()),
+                None => ("val_loss", false),
+            };
+            let value = match metric {
+                "val_loss" => m.val_loss,
+                "val_accuracy" => m.val_accuracy,
+                "train_accuracy" => m.train_accuracy,
+                _ => Some(m.train_loss),
+            };
+            // Scores are minimised; a maximised metric is negated.
+            let score = value.map(|v| if maximize { -v } else { v });
+            let better = match (score, best.as_ref()) {
+                (_, None) => true,
+                (Some(s), Some((b, _, _))) => s < *b,
+                (None, Some(_)) => true,
+            };
+            if better {
                 best = Some((
-                    score,
+                    score.unwrap_or(0.0),
                     epoch,
                     plain.named_weights().map_err(TrainError::Burn)?,
                 ));
             }
             history.push(m);
+            if let (Some(e), Some(s)) = (&cfg.early_stopping, score) {
+                let improved = watched_best.is_none_or(|b| s < b - e.min_delta);
+                if improved {
+                    watched_best = Some(s);
+                    since_best = 0;
+                } else {
+                    since_best += 1;
+                    if since_best >= e.patience {
+                        stopped_early = Some(epoch);
+                        events.emit(Event::Message {
+                            level: kiln_core::Level::Info,
+                            text: format!("early stopping after epoch {epoch}: {} has not improved by more than {} for {} epochs", e.metric, e.min_delta, e.patience),
+                        });
+                        break;
+                    }
+                }
+            }
         }
         let (_, best_epoch, weights) =
             best.ok_or_else(|| TrainError::Config("no epoch ran".into()))?;
         let samples_per_second =
-            (train.rows() * cfg.epochs) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            (train.rows() * history.len()) as f64 / start.elapsed().as_secs_f64().max(1e-9);
 
         // Reference rows: burn's own outputs for sample rows, so export can verify itself.
         let plain_dev = plain_device();
@@ -417,6 +463,8 @@ impl BurnTrainer {
             best_epoch,
             seconds,
             samples_per_second,
+            lr_trace,
+            stopped_early,
         })
     }
 }
