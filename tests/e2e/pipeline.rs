@@ -804,3 +804,75 @@ fn early_stopping_and_schedules() {
     );
     assert!(err.contains("not recorded"), "{err}");
 }
+
+/// Gradient accumulation: 4 micro-batches of 10 train like one batch of 40 (same seed, same
+/// data order): the weights agree to float rounding.
+#[test]
+fn gradient_accumulation_matches_a_larger_batch() {
+    let k = Kiln::new();
+    let (train, _, _) = synthetic_splits(&k, 89);
+    let common = [
+        "--data",
+        train.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--seed",
+        "5",
+        "-q",
+    ];
+    let mut a = vec!["train", "--out", "big", "--batch-size", "40"];
+    a.extend_from_slice(&common);
+    k.ok(&a);
+    let mut b = vec![
+        "train",
+        "--out",
+        "acc",
+        "--batch-size",
+        "10",
+        "--grad-accum",
+        "4",
+    ];
+    b.extend_from_slice(&common);
+    k.ok(&b);
+    let wa = kiln::export::Weights::load(&k.path("big/model/weights.safetensors")).expect("a");
+    let wb = kiln::export::Weights::load(&k.path("acc/model/weights.safetensors")).expect("b");
+    let mut worst = 0f32;
+    for (name, shape) in [
+        ("layers.0.weight", vec![6, 16]),
+        ("layers.0.bias", vec![16]),
+        ("layers.1.weight", vec![16, 3]),
+        ("layers.1.bias", vec![3]),
+    ] {
+        let (x, y) = (
+            wa.get(name, &shape).expect("a"),
+            wb.get(name, &shape).expect("b"),
+        );
+        worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(worst, f32::max);
+    }
+    assert!(
+        worst <= 1e-5,
+        "accumulated and large-batch weights differ by {worst}"
+    );
+    // And it is not trivially equal to plain batch-10 training.
+    let mut c = vec!["train", "--out", "small", "--batch-size", "10"];
+    c.extend_from_slice(&common);
+    k.ok(&c);
+    let wc = kiln::export::Weights::load(&k.path("small/model/weights.safetensors")).expect("c");
+    let d = wa
+        .get("layers.0.weight", &[6, 16])
+        .expect("a")
+        .iter()
+        .zip(wc.get("layers.0.weight", &[6, 16]).expect("c"))
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        d > 1e-3,
+        "batch 10 without accumulation should differ ({d})"
+    );
+}

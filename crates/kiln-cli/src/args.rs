@@ -106,6 +106,9 @@ pub struct TrainFlags {
     /// Rows per optimizer step [default: 32].
     #[arg(long, env = "KILN_BATCH_SIZE")]
     pub batch_size: Option<usize>,
+    /// Accumulate gradients over K micro-batches of --batch-size per optimizer step [default: 1].
+    #[arg(long, env = "KILN_GRAD_ACCUM")]
+    pub grad_accum: Option<usize>,
     /// Adam learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,

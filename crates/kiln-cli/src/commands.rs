@@ -149,6 +149,9 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.seed {
         c.seed = v;
     }
+    if let Some(v) = flags.grad_accum {
+        c.grad_accum = v;
+    }
     if let Some(name) = &flags.schedule {
         c.schedule =
             kiln_train::Schedule::parse(name, c.epochs).map_err(|e| usage(e.to_string()))?;

@@ -14,8 +14,10 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// Number of epochs.
     pub epochs: usize,
-    /// Rows per optimizer step.
+    /// Rows per forward/backward pass (a micro-batch when `grad_accum` > 1).
     pub batch_size: usize,
+    /// Micro-batches whose gradients are accumulated into one optimizer step.
+    pub grad_accum: usize,
     /// Adam learning rate.
     pub lr: f64,
     /// Adam (L2) weight decay; 0 disables it.
@@ -154,6 +156,7 @@ impl Default for TrainConfig {
             dropout: 0.0,
             epochs: 20,
             batch_size: 32,
+            grad_accum: 1,
             lr: 1e-3,
             weight_decay: 0.0,
             seed: 42,
@@ -171,6 +174,9 @@ impl TrainConfig {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.epochs == 0 {
             return bad("epochs must be at least 1".into());
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum must be at least 1".into());
         }
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1".into());

@@ -2,7 +2,7 @@ use crate::net::{NamedTensor, Net};
 use crate::{BURN_VERSION, TrainConfig, TrainError};
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kiln_core::{
     Dataset, Event, EventSink, ModelMetadata, ModelSpec, Normalization, Reference, Targets, Task,
@@ -288,7 +288,9 @@ impl BurnTrainer {
         let mut order: Vec<usize> = (0..train.rows()).collect();
         let mut history = Vec::with_capacity(cfg.epochs);
         let mut best: Option<(f64, usize, Vec<NamedTensor>)> = None;
-        let steps_per_epoch = train.rows().div_ceil(cfg.batch_size) as u64;
+        // One optimizer step per group of `grad_accum` micro-batches.
+        let group_rows = cfg.batch_size * cfg.grad_accum.max(1);
+        let steps_per_epoch = train.rows().div_ceil(group_rows) as u64;
 
         let total_steps = steps_per_epoch as usize * cfg.epochs;
         let (mut global_step, mut lr_trace, mut last_lr) =
@@ -300,14 +302,29 @@ impl BurnTrainer {
             let t0 = Instant::now();
             order.shuffle(&mut rng);
             let (mut loss_sum, mut hits) = (0f64, None::<i64>);
-            for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
-                let (x, y) = train_b.gather(chunk, &device);
-                let (loss, h) = loss_and_hits(net.forward(x), y, &loss_fn);
-                if let Some(h) = h {
-                    hits = Some(hits.unwrap_or(0) + h);
+            for (step, group) in order.chunks(group_rows).enumerate() {
+                // Gradient accumulation: burn sums the micro-batches' gradients, so each
+                // micro-batch loss is divided by their number. With equal micro-batches this is
+                // exactly the gradient of the mean loss over the whole group, i.e. one step of
+                // batch K·B.
+                let micro: Vec<&[usize]> = group.chunks(cfg.batch_size).collect();
+                let parts = micro.len();
+                let mut acc = GradientsAccumulator::<Net>::new();
+                for chunk in micro {
+                    let (x, y) = train_b.gather(chunk, &device);
+                    let (loss, h) = loss_and_hits(net.forward(x), y, &loss_fn);
+                    if let Some(h) = h {
+                        hits = Some(hits.unwrap_or(0) + h);
+                    }
+                    loss_sum += scalar(loss.clone()) * chunk.len() as f64;
+                    let scaled = if parts > 1 {
+                        loss.div_scalar(parts as f32)
+                    } else {
+                        loss
+                    };
+                    acc.accumulate(&net, GradientsParams::from_grads(scaled.backward(), &net));
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &net);
-                loss_sum += scalar(loss) * chunk.len() as f64;
+                let grads = acc.grads();
                 let lr =
                     cfg.schedule
                         .lr(cfg.lr, global_step, total_steps, steps_per_epoch as usize);
