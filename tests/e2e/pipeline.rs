@@ -775,6 +775,15 @@ fn early_stopping_and_schedules() {
         3,
         "stops `patience` epochs after the best"
     );
+    assert!(
+        m["resources"]["peak_rss_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{:#}",
+        m["resources"]
+    );
+    let jsonl = std::fs::read_to_string(k.path("run/metrics.jsonl")).expect("metrics.jsonl");
+    assert_eq!(jsonl.lines().count(), stopped, "one record per epoch");
     let lrs: Vec<f64> = m["lr_per_step"]
         .as_array()
         .expect("lr")

@@ -233,11 +233,22 @@ fn run_training(
         "samples_per_second": outcome.samples_per_second,
         "stopped_early": outcome.stopped_early,
         "lr_per_step": outcome.lr_trace,
+        "resources": kiln_core::resources::usage(),
         "train_rows": train.rows(),
         "val_rows": val.as_ref().map(|v| v.rows()),
         "classes": train.class_names(),
     });
     kiln_core::fsutil::write_json(&out.join("metrics.json"), &metrics)?;
+    // One JSON record per epoch, for tools that stream metrics.
+    let lines: Vec<String> = outcome
+        .history
+        .iter()
+        .map(|h| serde_json::to_string(h).unwrap_or_default())
+        .collect();
+    kiln_core::fsutil::write_atomic(
+        &out.join("metrics.jsonl"),
+        (lines.join("\n") + "\n").as_bytes(),
+    )?;
     // The effective configuration, so the run can be repeated with `kiln train --config`.
     let effective = ConfigFile {
         data: Some(absolute(data)),
