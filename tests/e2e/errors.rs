@@ -349,3 +349,39 @@ fn configuration_precedence() {
     let err = k.fails(&["train", "--config", "typo.toml", "--out", "e"], 2);
     assert!(err.contains("did you mean `epochs`"), "{err}");
 }
+
+/// Every command's help has a description, its usage line and examples; defaults are shown.
+#[test]
+fn every_command_has_help_with_examples() {
+    let k = Kiln::new();
+    for cmd in [
+        "train",
+        "export",
+        "optimize",
+        "infer",
+        "pipeline",
+        "compare",
+        "profile",
+        "bench",
+        "package",
+        "inspect",
+        "doctor",
+        "completions",
+    ] {
+        let out = k.ok(&[cmd, "--help"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Usage: kiln {cmd}")),
+            "{cmd}: {text}"
+        );
+        assert!(
+            text.contains("Examples:"),
+            "{cmd} --help has no examples:\n{text}"
+        );
+    }
+    let out = k.ok(&["export", "--help"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[default: 17]"),
+        "defaults are shown"
+    );
+}
