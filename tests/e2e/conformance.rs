@@ -7,7 +7,7 @@
 //! Without it these tests say so and skip, except under CI, where that is a failure.
 
 use crate::crosscheck::python;
-use crate::util::{Kiln, repo, synthetic_splits};
+use crate::util::{Kiln, repo, synthetic_splits, trained_and_exported};
 use kiln::infer::{EngineConfig, EngineKind, Model};
 use std::path::{Path, PathBuf};
 
@@ -225,20 +225,7 @@ fn python_tool_models_agree_across_engines() {
 fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
     let Some(lib) = ort_lib() else { return };
     let k = Kiln::new();
-    let (train, val, test) = synthetic_splits(&k, 29);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "3",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (_, _, test) = trained_and_exported(&k, 29, "3");
     let t = k.json(&[
         "infer",
         "--model",

@@ -1,7 +1,7 @@
 //! Bad input gets a clear error naming the problem and the fix, the right exit code, no panic,
 //! and leaves earlier results intact.
 
-use crate::util::{Kiln, synthetic_splits};
+use crate::util::{Kiln, synthetic_splits, trained_and_exported};
 
 #[test]
 fn bad_inputs_get_clear_errors() {
@@ -100,20 +100,7 @@ fn bad_inputs_get_clear_errors() {
 #[test]
 fn existing_outputs_are_kept_without_force() {
     let k = Kiln::new();
-    let (train, val, test) = synthetic_splits(&k, 2);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "2",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (train, _, test) = trained_and_exported(&k, 2, "2");
     let before = std::fs::read(k.path("m.onnx")).expect("model");
     let err = k.fails(&["export", "--model", "run/model", "--output", "m.onnx"], 2);
     assert!(err.contains("--force"), "{err}");
@@ -171,20 +158,7 @@ fn existing_outputs_are_kept_without_force() {
 #[test]
 fn wrong_feature_count_is_a_data_error() {
     let k = Kiln::new();
-    let (train, val, _) = synthetic_splits(&k, 4);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "1",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (_, _, _) = trained_and_exported(&k, 4, "1");
     k.write("narrow.csv", "a,b,label\n1,2,0\n");
     let err = k.fails(&["infer", "--model", "m.onnx", "--data", "narrow.csv"], 3);
     assert!(

@@ -1,4 +1,4 @@
-use crate::util::{Kiln, f, read_csv, repo, synthetic_splits};
+use crate::util::{Kiln, f, read_csv, repo, synthetic_splits, trained_and_exported};
 
 /// The seed scenario: train on 1000 rows, validate on 100, test on 100, through all four stages.
 #[test]
@@ -115,20 +115,7 @@ fn stages_run_one_by_one() {
 #[test]
 fn malformed_rows_get_error_records() {
     let k = Kiln::new();
-    let (train, val, _) = synthetic_splits(&k, 3);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "3",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (_, _, _) = trained_and_exported(&k, 3, "3");
     let body = "f0,f1,f2,f3,f4,f5,label\n\
                 0.1,0.2,0.3,0.4,0.5,0.6,1\n\
                 oops,0.2,0.3,0.4,0.5,0.6,1\n\
@@ -340,20 +327,7 @@ fn static_quantization_keeps_accuracy() {
 #[test]
 fn infer_reads_stdin_and_prints_round_trippable_probabilities() {
     let k = Kiln::new();
-    let (train, val, test) = synthetic_splits(&k, 17);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "3",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (_, _, test) = trained_and_exported(&k, 17, "3");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["infer", "--model", "m.onnx", "--data", "-"])
         .current_dir(k.path(""))
@@ -397,20 +371,7 @@ fn infer_reads_stdin_and_prints_round_trippable_probabilities() {
 #[test]
 fn jsonl_input_and_output() {
     let k = Kiln::new();
-    let (train, val, _) = synthetic_splits(&k, 19);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "3",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (_, _, _) = trained_and_exported(&k, 19, "3");
     let rows = "{\"f0\":0.1,\"f1\":0.2,\"f2\":0.3,\"f3\":0.4,\"f4\":0.5,\"f5\":0.6,\"label\":\"1\"}\n\
                 {\"f0\":\"x\",\"f1\":0.2,\"f2\":0.3,\"f3\":0.4,\"f4\":0.5,\"f5\":0.6}\n\
                 not json\n";
@@ -519,20 +480,7 @@ fn compare_float_and_int8() {
 #[test]
 fn package_and_verify_bundles() {
     let k = Kiln::new();
-    let (train, val, _) = synthetic_splits(&k, 61);
-    k.ok(&[
-        "train",
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--out",
-        "run",
-        "--epochs",
-        "3",
-        "-q",
-    ]);
-    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    let (_, val, _) = trained_and_exported(&k, 61, "3");
     let p = k.json(&[
         "package",
         "m.onnx",

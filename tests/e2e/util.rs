@@ -140,3 +140,23 @@ pub fn f(v: &serde_json::Value, ptr: &str) -> f64 {
         .and_then(|x| x.as_f64())
         .unwrap_or_else(|| panic!("no number at {ptr} in {v:#}"))
 }
+
+/// Writes the synthetic splits, trains a small model (`epochs` epochs) into `run/` and exports
+/// it to `m.onnx`; returns the split files.
+pub fn trained_and_exported(k: &Kiln, seed: u64, epochs: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (train, val, test) = synthetic_splits(k, seed);
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap_or_default(),
+        "--val-data",
+        val.to_str().unwrap_or_default(),
+        "--out",
+        "run",
+        "--epochs",
+        epochs,
+        "-q",
+    ]);
+    k.ok(&["export", "--model", "run/model", "--output", "m.onnx", "-q"]);
+    (train, val, test)
+}

@@ -504,21 +504,7 @@ pub fn load_dataset(
                 labels.push((rec.row, rec.line, label));
             }
             Err(e) => {
-                return Err(match &e.column {
-                    Some(c) => DataError::Cell {
-                        path: path.to_path_buf(),
-                        row: rec.row,
-                        line: rec.line,
-                        column: c.clone(),
-                        reason: e.reason.clone(),
-                    },
-                    None => DataError::Row {
-                        path: path.to_path_buf(),
-                        row: rec.row,
-                        line: rec.line,
-                        reason: e.reason.clone(),
-                    },
-                });
+                return Err(strict_error(path, rec, e));
             }
         }
     }
@@ -607,21 +593,7 @@ pub fn load_regression_dataset(path: &Path, target: &str) -> Result<Dataset, Dat
             }
             Ok((_, None)) => return Err(cell("the target cell is empty".into())),
             Err(e) => {
-                return Err(match &e.column {
-                    Some(c) => DataError::Cell {
-                        path: path.to_path_buf(),
-                        row: rec.row,
-                        line: rec.line,
-                        column: c.clone(),
-                        reason: e.reason.clone(),
-                    },
-                    None => DataError::Row {
-                        path: path.to_path_buf(),
-                        row: rec.row,
-                        line: rec.line,
-                        reason: e.reason.clone(),
-                    },
-                });
+                return Err(strict_error(path, rec, e));
             }
         }
     }
@@ -630,6 +602,26 @@ pub fn load_regression_dataset(path: &Path, target: &str) -> Result<Dataset, Dat
         features,
         targets: Some(Targets::Values(values)),
     })
+}
+
+/// The strict readers' error for a row the lenient reader marked bad: a cell error when the
+/// column is known, else a row error.
+fn strict_error(path: &Path, rec: &RowRecord, e: &RowError) -> DataError {
+    match &e.column {
+        Some(c) => DataError::Cell {
+            path: path.to_path_buf(),
+            row: rec.row,
+            line: rec.line,
+            column: c.clone(),
+            reason: e.reason.clone(),
+        },
+        None => DataError::Row {
+            path: path.to_path_buf(),
+            row: rec.row,
+            line: rec.line,
+            reason: e.reason.clone(),
+        },
+    }
 }
 
 #[cfg(test)]
