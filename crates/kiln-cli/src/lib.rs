@@ -50,8 +50,14 @@ where
         Err(err) => {
             let code = classify(&err);
             eprintln!("error: {err}");
+            // Most messages already quote their cause; print only what adds information.
+            let mut shown = err.to_string();
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push_str(&text);
+                }
             }
             code
         }
