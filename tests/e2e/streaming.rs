@@ -405,3 +405,25 @@ fn profile_reports_nodes_flops_and_memory() {
     );
     assert!(prof["activation_bytes"].as_u64().expect("act") > 0);
 }
+
+/// `kiln bench --leak-check N`: memory stays flat over many predictions.
+#[test]
+fn leak_check_passes_on_a_steady_model() {
+    if !std::path::Path::new("/proc/self/status").exists() {
+        eprintln!("SKIPPED: no /proc to read RSS from");
+        return;
+    }
+    let k = Kiln::new();
+    trained_model(&k, 97);
+    let r = k.json(&[
+        "bench",
+        "m.onnx",
+        "--leak-check",
+        "20000",
+        "--batch-sizes",
+        "16",
+    ]);
+    let g = r["leak_check"]["growth_percent"].as_f64().expect("growth");
+    assert!(g <= 5.0, "RSS grew by {g}% over 20000 predictions: {r:#}");
+    assert_eq!(r["leak_check"]["iterations"], 20000);
+}

@@ -359,6 +359,13 @@ pub struct BenchArgs {
     /// Path of libonnxruntime.so.
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    /// Instead of the sweep, run this many predictions (tract, first batch size) and fail when
+    /// resident memory grows by more than --max-growth percent after the first tenth.
+    #[arg(long)]
+    pub leak_check: Option<usize>,
+    /// Allowed RSS growth for --leak-check, percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_growth: f64,
 }
 
 /// `kiln compare`.

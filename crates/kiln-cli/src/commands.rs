@@ -829,6 +829,34 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     if a.seconds.is_nan() || a.seconds <= 0.0 {
         return Err(usage("--seconds must be positive"));
     }
+    if let Some(n) = a.leak_check {
+        let model = Model::load(&a.model, EngineKind::Tract)?;
+        let r = kiln_infer::leak_check(&model, a.batch_sizes[0], n)?;
+        let human = format!(
+            "{} predictions of {} rows: RSS {} -> {} KiB ({:+.2}%, limit {}%)",
+            r.iterations,
+            r.batch_size,
+            r.rss_baseline_bytes / 1024,
+            r.rss_final_bytes / 1024,
+            r.growth_percent,
+            a.max_growth
+        );
+        summary(
+            cli,
+            &human,
+            json!({ "command": "bench", "leak_check": r, "max_growth_percent": a.max_growth }),
+            false,
+        );
+        if r.growth_percent > a.max_growth {
+            anyhow::bail!(
+                "memory grew by {:.2}% over {} predictions, above the {}% limit: a leak?",
+                r.growth_percent,
+                r.iterations,
+                a.max_growth
+            );
+        }
+        return Ok(());
+    }
     let mut engines = Vec::new();
     for name in &a.engines {
         let config = |kind| EngineConfig {

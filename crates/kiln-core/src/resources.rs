@@ -14,6 +14,19 @@ pub struct Usage {
     pub system_cpu_seconds: Option<f64>,
 }
 
+/// Current resident set size (VmRSS) in bytes, when the OS reports it.
+pub fn current_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Reads the current process's usage.
 pub fn usage() -> Usage {
     let peak = std::fs::read_to_string("/proc/self/status")

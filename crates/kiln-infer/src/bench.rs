@@ -214,3 +214,49 @@ fn measure(
     }
     Ok((total, secs, rec))
 }
+
+/// The result of a leak check.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakCheck {
+    /// Calls made.
+    pub iterations: usize,
+    /// Rows per call.
+    pub batch_size: usize,
+    /// RSS after the first tenth of the calls (the warm baseline), bytes.
+    pub rss_baseline_bytes: u64,
+    /// RSS after the last call, bytes.
+    pub rss_final_bytes: u64,
+    /// Growth from baseline to final, percent.
+    pub growth_percent: f64,
+}
+
+/// Runs `iterations` predictions and measures resident memory growth after the first tenth
+/// (which absorbs one-time allocations). Needs `/proc` (Linux).
+pub fn leak_check(
+    model: &Model,
+    batch_size: usize,
+    iterations: usize,
+) -> Result<LeakCheck, InferError> {
+    let rows = crate::synthetic_rows(model.info(), batch_size.max(1), 0x6b696c6e)?;
+    let warm = (iterations / 10).max(1);
+    let mut baseline = None;
+    for i in 0..iterations.max(warm + 1) {
+        let preds = model.predict(&rows, batch_size.max(1))?;
+        std::hint::black_box(preds);
+        if i + 1 == warm {
+            baseline = kiln_core::resources::current_rss();
+        }
+    }
+    let (Some(b), Some(f)) = (baseline, kiln_core::resources::current_rss()) else {
+        return Err(InferError::Input(
+            "a leak check needs /proc to read resident memory (Linux)".into(),
+        ));
+    };
+    Ok(LeakCheck {
+        iterations: iterations.max(warm + 1),
+        batch_size: batch_size.max(1),
+        rss_baseline_bytes: b,
+        rss_final_bytes: f,
+        growth_percent: 100.0 * (f as f64 - b as f64) / b as f64,
+    })
+}

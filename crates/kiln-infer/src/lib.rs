@@ -41,7 +41,9 @@ pub use batch::{
     BatchOptions, BatchReport, OutputFormat, RegressionMetrics, RowOutcome, infer_file,
     regression_metrics, write_predictions,
 };
-pub use bench::{BenchOptions, BenchReport, BenchResult, bench, synthetic_rows};
+pub use bench::{
+    BenchOptions, BenchReport, BenchResult, LeakCheck, bench, leak_check, synthetic_rows,
+};
 pub use error::InferError;
 pub use latency::{LatencyRecorder, LatencySummary};
 pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction, Provider};
