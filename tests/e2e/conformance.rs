@@ -302,6 +302,35 @@ fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
         std::fs::read(k.path("o.csv")).expect("o"),
         std::fs::read(k.path("o3.csv")).expect("o3")
     );
+    // `--engine auto` measures both engines and records why it chose one (no time asserted).
+    let auto = k.run_env(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            test.to_str().unwrap(),
+            "--output",
+            "auto.csv",
+            "--engine",
+            "auto",
+            "--json",
+        ],
+        &[("ORT_DYLIB_PATH", lib.to_str().unwrap())],
+    );
+    assert!(
+        auto.status.success(),
+        "{}",
+        String::from_utf8_lossy(&auto.stderr)
+    );
+    let auto: serde_json::Value = serde_json::from_slice(&auto.stdout).expect("json");
+    assert_eq!(
+        auto["auto"]["candidates"].as_array().map(Vec::len),
+        Some(2),
+        "{auto:#}"
+    );
+    assert!(auto["auto"]["max_abs_diff"].as_f64().expect("diff") <= 1e-4);
+    assert_eq!(auto["engine"], auto["auto"]["engine"]);
     // A GPU provider is never replaced by the CPU silently: without it, the run stops and says why.
     let lib_s = lib.to_str().unwrap();
     let err = k.fails(

@@ -467,6 +467,17 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         provider,
         concurrency: workers,
     };
+    // `auto` measures the available engines on this model at the batch size in use.
+    let (engine, auto) = if a.engine == "auto" {
+        let (cfg, choice) =
+            kiln_infer::choose_engine(&a.model, if a.stream { 1 } else { a.batch_size }, &engine)?;
+        if !cli.quiet {
+            eprintln!("engine auto: {} ({})", choice.engine, choice.reason);
+        }
+        (cfg, Some(choice))
+    } else {
+        (engine, None)
+    };
     let model = Model::load(&a.model, engine)?;
     let format = match a.format.as_str() {
         "csv" => kiln_data::Format::Csv,
@@ -571,7 +582,7 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     summary(
         cli,
         &human,
-        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "warmup_seconds": warmup_seconds, "report": report }),
+        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "auto": auto, "warmup_seconds": warmup_seconds, "report": report }),
         a.output.is_none(),
     );
     Ok(())

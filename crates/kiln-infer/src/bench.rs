@@ -260,3 +260,119 @@ pub fn leak_check(
         growth_percent: 100.0 * (f as f64 - b as f64) / b as f64,
     })
 }
+
+/// How `--engine auto` chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoChoice {
+    /// The engine chosen.
+    pub engine: &'static str,
+    /// Mean microseconds per call of each candidate at the batch size in use.
+    pub candidates: Vec<(String, f64)>,
+    /// Largest score difference between the candidates (they must agree to be chosen).
+    pub max_abs_diff: f32,
+    /// Why the choice was made.
+    pub reason: String,
+}
+
+/// Picks the faster engine for this model at `batch_size` by measuring both on synthetic rows;
+/// ONNX Runtime is a candidate only when its library loads and its outputs agree with tract's
+/// (within 1e-4, or 5e-2 for models with integer operators, where kernels round differently).
+pub fn choose_engine(
+    path: &std::path::Path,
+    batch_size: usize,
+    base: &EngineConfig,
+) -> Result<(EngineConfig, AutoChoice), InferError> {
+    let tract_cfg = EngineConfig {
+        kind: crate::EngineKind::Tract,
+        provider: crate::Provider::Cpu,
+        ..base.clone()
+    };
+    let tract = Model::load(path, tract_cfg.clone())?;
+    let b = batch_size.max(1);
+    let x = synthetic_rows(tract.info(), b, 0x6b696c6e)?;
+    let time = |m: &Model| -> Result<f64, InferError> {
+        for _ in 0..5 {
+            m.predict(&x, b)?;
+        }
+        let t = Instant::now();
+        let mut n = 0u32;
+        while n < 20 || t.elapsed() < Duration::from_millis(100) {
+            m.predict(&x, b)?;
+            n += 1;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+    };
+    let tract_us = time(&tract)?;
+    let mut candidates = vec![("tract".to_string(), tract_us)];
+    let ort_cfg = EngineConfig {
+        kind: crate::EngineKind::Ort,
+        ..base.clone()
+    };
+    let ort = if cfg!(feature = "ort") {
+        Model::load(path, ort_cfg.clone()).ok()
+    } else {
+        None
+    };
+    let Some(ort) = ort else {
+        return Ok((
+            tract_cfg,
+            AutoChoice {
+                engine: "tract",
+                candidates,
+                max_abs_diff: 0.0,
+                reason: "ONNX Runtime is not available; tract is".into(),
+            },
+        ));
+    };
+    let (a, o) = (tract.predict(&x, b)?, ort.predict(&x, b)?);
+    let diff = a
+        .iter()
+        .zip(&o)
+        .flat_map(|(p, q)| p.scores.iter().zip(&q.scores).map(|(u, v)| (u - v).abs()))
+        .fold(0f32, f32::max);
+    let integer = kiln_onnx::load(path)
+        .ok()
+        .and_then(|m| m.graph)
+        .is_some_and(|g| {
+            g.node
+                .iter()
+                .any(|n| n.op_type().contains("Integer") || n.op_type().contains("Quantize"))
+        });
+    let tol = if integer { 5e-2 } else { 1e-4 };
+    let ort_us = time(&ort)?;
+    candidates.push(("ort".to_string(), ort_us));
+    if diff.is_nan() || diff > tol {
+        return Ok((
+            tract_cfg,
+            AutoChoice {
+                engine: "tract",
+                candidates,
+                max_abs_diff: diff,
+                reason: format!(
+                    "ONNX Runtime's outputs differ from tract's by {diff:.3e} (> {tol:.0e}); keeping tract"
+                ),
+            },
+        ));
+    }
+    if ort_us < tract_us {
+        Ok((
+            ort_cfg,
+            AutoChoice {
+                engine: "ort",
+                candidates,
+                max_abs_diff: diff,
+                reason: format!("ort is {:.2}x faster at batch {b}", tract_us / ort_us),
+            },
+        ))
+    } else {
+        Ok((
+            tract_cfg,
+            AutoChoice {
+                engine: "tract",
+                candidates,
+                max_abs_diff: diff,
+                reason: format!("tract is {:.2}x faster at batch {b}", ort_us / tract_us),
+            },
+        ))
+    }
+}

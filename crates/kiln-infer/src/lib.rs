@@ -42,7 +42,8 @@ pub use batch::{
     regression_metrics, write_predictions,
 };
 pub use bench::{
-    BenchOptions, BenchReport, BenchResult, LeakCheck, bench, leak_check, synthetic_rows,
+    AutoChoice, BenchOptions, BenchReport, BenchResult, LeakCheck, bench, choose_engine,
+    leak_check, synthetic_rows,
 };
 pub use error::InferError;
 pub use latency::{LatencyRecorder, LatencySummary};

@@ -17,7 +17,8 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    /// Parses an engine name. `auto` is tract, the engine that is always there.
+    /// Parses an engine name. `auto` parses as tract, the engine that is always there; callers
+    /// that want a measured choice use [`crate::choose_engine`] (as `kiln infer --engine auto`).
     pub fn parse(name: &str) -> Result<Self, InferError> {
         match name {
             "tract" | "auto" => Ok(Self::Tract),
