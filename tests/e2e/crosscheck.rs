@@ -51,6 +51,22 @@ fn crosscheck(py: &Path, model: &Path, rows: &[Vec<f32>]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("cross-check JSON")
 }
 
+/// Runs `model` through the checker and ONNX Runtime and through tract; returns ORT's outputs and
+/// the largest difference between the two engines' probabilities.
+fn ort_vs_tract(py: &Path, model: &Path, rows: &[Vec<f32>]) -> (serde_json::Value, f32) {
+    let ort = crosscheck(py, model, rows);
+    let ours = tract_outputs(model, rows);
+    let theirs: Vec<Vec<f32>> =
+        serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
+    let max = ours
+        .iter()
+        .flatten()
+        .zip(theirs.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    (ort, max)
+}
+
 fn tract_outputs(model: &Path, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let m = kiln::infer::Model::load(model, kiln::infer::EngineKind::Tract).expect("load");
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
@@ -92,16 +108,7 @@ fn exported_and_quantized_models_pass_onnx_checker_and_onnxruntime() {
             opset,
             "-q",
         ]);
-        let ort = crosscheck(&py, &model, &rows);
-        let ours = tract_outputs(&model, &rows);
-        let theirs: Vec<Vec<f32>> =
-            serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
-        let max = ours
-            .iter()
-            .flatten()
-            .zip(theirs.iter().flatten())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let (ort, max) = ort_vs_tract(&py, &model, &rows);
         assert!(
             max <= 1e-5,
             "opset {opset}: tract and ONNX Runtime differ by {max}"
@@ -124,16 +131,7 @@ fn exported_and_quantized_models_pass_onnx_checker_and_onnxruntime() {
         "weight-only",
         "-q",
     ]);
-    let ort = crosscheck(&py, &w, &rows);
-    let ours = tract_outputs(&w, &rows);
-    let theirs: Vec<Vec<f32>> =
-        serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
-    let max = ours
-        .iter()
-        .flatten()
-        .zip(theirs.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let (_, max) = ort_vs_tract(&py, &w, &rows);
     assert!(
         max <= 1e-2,
         "weight-only: tract and ONNX Runtime differ by {max}"
@@ -154,18 +152,9 @@ fn exported_and_quantized_models_pass_onnx_checker_and_onnxruntime() {
         "dynamic",
         "-q",
     ]);
-    let ort = crosscheck(&py, &q, &rows);
-    let ours = tract_outputs(&q, &rows);
-    let theirs: Vec<Vec<f32>> =
-        serde_json::from_value(ort["outputs"]["probabilities"].clone()).expect("probabilities");
     // Both engines run the same integer arithmetic on u8 operands; they may differ only where
     // DynamicQuantizeLinear's rounding of the activation scale differs in the last float bit.
-    let max = ours
-        .iter()
-        .flatten()
-        .zip(theirs.iter().flatten())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let (_, max) = ort_vs_tract(&py, &q, &rows);
     assert!(max <= 1e-3, "int8: tract and ONNX Runtime differ by {max}");
 }
 
