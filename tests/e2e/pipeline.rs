@@ -109,6 +109,28 @@ fn stages_run_one_by_one() {
         Some("[\"0\",\"1\",\"2\"]")
     );
     assert!(meta.pointer("/ops/MatMulInteger").is_some(), "{meta:#}");
+    for key in [
+        "kiln.version",
+        "kiln.burn_version",
+        "kiln.created_unix",
+        "kiln.weights_sha256",
+        "kiln.training_config_sha256",
+        "kiln.normalization",
+        "kiln.feature_names",
+    ] {
+        assert!(
+            meta["metadata"][key]
+                .as_str()
+                .is_some_and(|v| !v.is_empty()),
+            "{key} missing after optimize: {meta:#}"
+        );
+    }
+    assert!(
+        meta["metadata"]["kiln.training_config"]
+            .as_str()
+            .is_some_and(|v| v.contains("\"hidden\":[32,16]")),
+        "{meta:#}"
+    );
 }
 
 /// Rows out = rows in, even when rows are malformed: each bad row gets an error record.

@@ -138,6 +138,17 @@ pub fn build_model(
     set(&mut m, "kiln.burn_version", meta.burn_version.clone());
     set(&mut m, "kiln.created_unix", meta.created_unix.to_string());
     set(&mut m, "kiln.weights_sha256", weights.sha256().to_string());
+    // The training configuration and its hash, so two models can be traced to identical runs.
+    let training = to_json(&meta.training);
+    {
+        use sha2::Digest;
+        set(
+            &mut m,
+            "kiln.training_config_sha256",
+            hex::encode(sha2::Sha256::digest(training.as_bytes())),
+        );
+    }
+    set(&mut m, "kiln.training_config", training);
     set(&mut m, "kiln.spec", to_json(spec));
     Ok(m)
 }
