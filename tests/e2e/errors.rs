@@ -109,6 +109,35 @@ fn existing_outputs_are_kept_without_force() {
         before,
         "the old file must be intact"
     );
+    // Weights that do not belong to the artifact's metadata are refused, naming the file.
+    let good = std::fs::read(k.path("run/model/weights.safetensors")).expect("weights");
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    std::fs::write(k.path("run/model/weights.safetensors"), &bad).expect("tamper");
+    let err = k.fails(&["export", "--model", "run/model", "--output", "t.onnx"], 1);
+    assert!(
+        err.contains("weights.safetensors") && err.contains("does not match"),
+        "{err}"
+    );
+    assert!(!k.path("t.onnx").exists());
+    std::fs::write(k.path("run/model/weights.safetensors"), &good).expect("restore");
+    // Re-training with --force replaces the model directory whole: no file of the old run stays.
+    std::fs::write(k.path("run/model/stray.txt"), b"old run").expect("stray");
+    k.ok(&[
+        "train",
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        "run",
+        "--epochs",
+        "1",
+        "--force",
+        "-q",
+    ]);
+    assert!(
+        !k.path("run/model/stray.txt").exists() && k.path("run/model/kiln-model.json").exists()
+    );
     let err = k.fails(
         &[
             "optimize", "--model", "m.onnx", "--output", "m.onnx", "--force",

@@ -46,6 +46,51 @@ pub fn write_atomic_with(
     Ok(())
 }
 
+/// Builds a directory atomically: `fill` writes into a fresh temporary directory beside
+/// `target`, which then replaces `target` by renames (the old directory is moved aside first
+/// and removed only once the new one is in place). A failure in `fill` leaves `target` as it
+/// was; readers never see a directory holding files of two runs.
+pub fn replace_dir_atomic<E: From<CoreError>>(
+    target: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| CoreError::io("creating directory", &parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-tmp-dir-")
+        .tempdir_in(&parent)
+        .map_err(|e| CoreError::io("creating a temporary directory in", &parent, e))?;
+    fill(tmp.path())?;
+    let backup = if target.exists() {
+        let b = parent.join(format!(
+            ".kiln-old-{}-{}",
+            std::process::id(),
+            target.file_name().and_then(|n| n.to_str()).unwrap_or("dir")
+        ));
+        std::fs::rename(target, &b).map_err(|e| CoreError::io("moving aside", target, e))?;
+        Some(b)
+    } else {
+        None
+    };
+    let built = tmp.keep();
+    if let Err(e) = std::fs::rename(&built, target) {
+        // Put the old directory back so nothing is lost.
+        if let Some(b) = &backup {
+            let _ = std::fs::rename(b, target);
+        }
+        let _ = std::fs::remove_dir_all(&built);
+        return Err(CoreError::io("moving into place", target, e).into());
+    }
+    if let Some(b) = backup {
+        let _ = std::fs::remove_dir_all(b);
+    }
+    Ok(())
+}
+
 /// Reads a whole file, with an error that names it.
 pub fn read(path: &Path) -> Result<Vec<u8>, CoreError> {
     if path.is_dir() {
@@ -110,6 +155,38 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(std::fs::read(&p).expect("read"), b"old");
+    }
+
+    #[test]
+    fn directories_are_replaced_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("model");
+        replace_dir_atomic::<CoreError>(&target, |d| write_atomic(&d.join("a"), b"1"))
+            .expect("first");
+        replace_dir_atomic::<CoreError>(&target, |d| write_atomic(&d.join("b"), b"2"))
+            .expect("second");
+        assert!(
+            !target.join("a").exists() && target.join("b").exists(),
+            "no mix of two runs"
+        );
+        let failed = replace_dir_atomic::<CoreError>(&target, |d| {
+            write_atomic(&d.join("c"), b"3")?;
+            Err(CoreError::InvalidSpec("fill failed".into()))
+        });
+        assert!(failed.is_err());
+        assert!(
+            target.join("b").exists() && !target.join("c").exists(),
+            "a failed build leaves the old directory"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "no temporary or backup directories left: {names:?}"
+        );
     }
 
     #[test]

@@ -174,6 +174,18 @@ impl OnnxExporter {
         }
         self.check_names(model)?;
         let weights = Weights::load(&model.weights_path())?;
+        // The trainer records the weights' hash; a mismatch means the directory mixes files of
+        // two runs or was edited, and its reference outputs cannot be trusted.
+        let recorded = &model.metadata.weights_sha256;
+        if !recorded.is_empty() && recorded != weights.sha256() {
+            return Err(ExportError::Weights {
+                path: model.weights_path(),
+                reason: format!(
+                    "sha256 {} does not match the {recorded} recorded in metadata.json: the model directory was modified or mixes two runs; re-train or restore it",
+                    weights.sha256()
+                ),
+            });
+        }
         let proto = build_model(model, &weights, &self.options)?;
         let bytes = kiln_onnx::encode(&proto);
         let mut verification = None;

@@ -7,7 +7,7 @@ use kiln_infer::{EngineKind, Model};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The bundle's format version.
 pub const BUNDLE_FORMAT_VERSION: u32 = 1;
@@ -52,8 +52,8 @@ fn sha256_file(p: &Path) -> Result<String, OptimizeError> {
 }
 
 /// Builds a bundle directory for `model` at `out`. The directory must not exist (or `force`).
-/// It is assembled in a temporary sibling directory and renamed into place, so a failure leaves
-/// no half-written bundle.
+/// It is assembled in a temporary sibling directory and swapped into place, so a failure leaves
+/// the previous bundle (or none), never a half-written one.
 pub fn package(
     model: &Path,
     out: &Path,
@@ -67,94 +67,73 @@ pub fn package(
     }
     let m = Model::load(model, EngineKind::Tract)?;
     let proto = kiln_onnx::load(model)?;
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| kiln_core::CoreError::Io {
-        action: "creating",
-        path: parent.to_path_buf(),
-        source: e,
+    // Assembled in a temporary directory and swapped in whole: a failure leaves the old bundle.
+    let mut result = None;
+    kiln_core::fsutil::replace_dir_atomic::<OptimizeError>(out, |dir| {
+        let model_name = "model.onnx";
+        kiln_core::fsutil::write_atomic(&dir.join(model_name), &kiln_core::fsutil::read(model)?)?;
+        // The sample: rows around the model's standardisation statistics, with their outputs.
+        let rows = 8;
+        let x = kiln_infer::synthetic_rows(m.info(), rows, 0x6b696c6e)?;
+        let preds = m.predict(&x, rows)?;
+        let width = x.len() / rows;
+        let sample = Sample {
+            inputs: x.chunks(width).map(<[f32]>::to_vec).collect(),
+            outputs: preds.iter().map(|p| p.scores.clone()).collect(),
+            labels: preds.iter().map(|p| p.label.to_string()).collect(),
+        };
+        kiln_core::fsutil::write_json(&dir.join("sample.json"), &sample)?;
+        let info = m.info();
+        let inputs = vec![format!(
+            "{}: float32 [N, {}]",
+            info.input_name,
+            info.input_width.map_or("?".into(), |w| w.to_string())
+        )];
+        let metadata: BTreeMap<String, String> = kiln_onnx::metadata(&proto).into_iter().collect();
+        let card = format!(
+            "# Model card\n\n- Model: `{model_name}` (from `{}`), produced by {} {}\n- Input: {}\n- Outputs: {}\n- Task: {:?}\n- Classes: {}\n- Features: {}\n\n## Use\n\n```sh\nkiln package --verify <this folder>\nkiln infer --model <this folder>/{model_name} --data rows.csv --output predictions.csv\n```\n\n`sample.json` holds {rows} rows with the outputs this model gave for them when it was packaged.\n",
+            model.display(),
+            if proto.producer_name().is_empty() {
+                "an unknown producer"
+            } else {
+                proto.producer_name()
+            },
+            proto.producer_version(),
+            inputs.join(", "),
+            info.output_names.join(", "),
+            info.task,
+            info.class_names
+                .as_ref()
+                .map(|c| c.join(", "))
+                .unwrap_or_else(|| "not recorded".into()),
+            info.feature_names
+                .as_ref()
+                .map(|c| c.join(", "))
+                .unwrap_or_else(|| "not recorded".into()),
+        );
+        kiln_core::fsutil::write_atomic(&dir.join("README.md"), card.as_bytes())?;
+        let mut files = BTreeMap::new();
+        for f in [model_name, "sample.json", "README.md"] {
+            files.insert(f.to_string(), sha256_file(&dir.join(f))?);
+        }
+        let manifest = Manifest {
+            format_version: BUNDLE_FORMAT_VERSION,
+            model: model_name.into(),
+            files,
+            inputs,
+            outputs: info.output_names.clone(),
+            metadata,
+            engine: "tract on the CPU, which computed sample.json".into(),
+            sample_tolerance: 1e-5,
+            validation,
+        };
+        kiln_core::fsutil::write_json(&dir.join("manifest.json"), &manifest)?;
+        result = Some(manifest);
+        Ok(())
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".kiln-bundle-")
-        .tempdir_in(parent)
-        .map_err(|e| kiln_core::CoreError::Io {
-            action: "creating a temporary directory in",
-            path: parent.to_path_buf(),
-            source: e,
-        })?;
-    let dir = tmp.path();
-    let model_name = "model.onnx";
-    kiln_core::fsutil::write_atomic(&dir.join(model_name), &kiln_core::fsutil::read(model)?)?;
-    // The sample: rows around the model's standardisation statistics, with their outputs.
-    let rows = 8;
-    let x = kiln_infer::synthetic_rows(m.info(), rows, 0x6b696c6e)?;
-    let preds = m.predict(&x, rows)?;
-    let width = x.len() / rows;
-    let sample = Sample {
-        inputs: x.chunks(width).map(<[f32]>::to_vec).collect(),
-        outputs: preds.iter().map(|p| p.scores.clone()).collect(),
-        labels: preds.iter().map(|p| p.label.to_string()).collect(),
-    };
-    kiln_core::fsutil::write_json(&dir.join("sample.json"), &sample)?;
-    let info = m.info();
-    let inputs = vec![format!(
-        "{}: float32 [N, {}]",
-        info.input_name,
-        info.input_width.map_or("?".into(), |w| w.to_string())
-    )];
-    let metadata: BTreeMap<String, String> = kiln_onnx::metadata(&proto).into_iter().collect();
-    let card = format!(
-        "# Model card\n\n- Model: `{model_name}` (from `{}`), produced by {} {}\n- Input: {}\n- Outputs: {}\n- Task: {:?}\n- Classes: {}\n- Features: {}\n\n## Use\n\n```sh\nkiln package --verify <this folder>\nkiln infer --model <this folder>/{model_name} --data rows.csv --output predictions.csv\n```\n\n`sample.json` holds {rows} rows with the outputs this model gave for them when it was packaged.\n",
-        model.display(),
-        if proto.producer_name().is_empty() {
-            "an unknown producer"
-        } else {
-            proto.producer_name()
-        },
-        proto.producer_version(),
-        inputs.join(", "),
-        info.output_names.join(", "),
-        info.task,
-        info.class_names
-            .as_ref()
-            .map(|c| c.join(", "))
-            .unwrap_or_else(|| "not recorded".into()),
-        info.feature_names
-            .as_ref()
-            .map(|c| c.join(", "))
-            .unwrap_or_else(|| "not recorded".into()),
-    );
-    kiln_core::fsutil::write_atomic(&dir.join("README.md"), card.as_bytes())?;
-    let mut files = BTreeMap::new();
-    for f in [model_name, "sample.json", "README.md"] {
-        files.insert(f.to_string(), sha256_file(&dir.join(f))?);
-    }
-    let manifest = Manifest {
-        format_version: BUNDLE_FORMAT_VERSION,
-        model: model_name.into(),
-        files,
-        inputs,
-        outputs: info.output_names.clone(),
-        metadata,
-        engine: "tract (CPU), batch size any".into(),
-        sample_tolerance: 1e-5,
-        validation,
-    };
-    kiln_core::fsutil::write_json(&dir.join("manifest.json"), &manifest)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| kiln_core::CoreError::Io {
-            action: "replacing",
-            path: out.to_path_buf(),
-            source: e,
-        })?;
-    }
-    let kept: PathBuf = tmp.keep();
-    std::fs::rename(&kept, out).map_err(|e| kiln_core::CoreError::Io {
-        action: "moving the bundle into",
+    let manifest = result.ok_or_else(|| OptimizeError::Bundle {
         path: out.to_path_buf(),
-        source: e,
+        reason: "the bundle was not built".into(),
     })?;
     Ok(manifest)
 }

@@ -438,37 +438,42 @@ impl BurnTrainer {
             &plain_dev,
         )?;
 
-        std::fs::create_dir_all(out_dir).map_err(|e| kiln_core::CoreError::Io {
-            action: "creating",
-            path: out_dir.to_path_buf(),
-            source: e,
+        // The whole artifact is built in a temporary directory and swapped in, so a crash or a
+        // failed write never leaves new weights beside an old spec (or half a directory).
+        let mut built = None;
+        kiln_core::fsutil::replace_dir_atomic::<TrainError>(out_dir, |dir| {
+            let weights_bytes = serialize_weights(&weights)?;
+            kiln_core::fsutil::write_atomic(&dir.join("weights.safetensors"), &weights_bytes)?;
+            use sha2::Digest;
+            let metadata = ModelMetadata {
+                task: cfg.task,
+                class_names: classes,
+                target_normalization: target_norm,
+                feature_names: train.feature_names.clone(),
+                target: cfg.target.clone(),
+                normalization: norm,
+                kiln_version: kiln_core::KILN_VERSION.into(),
+                burn_version: BURN_VERSION.into(),
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                training: serde_json::to_value(cfg).unwrap_or_default(),
+                weights_sha256: hex::encode(sha2::Sha256::digest(&weights_bytes)),
+            };
+            let model = TrainedModel {
+                dir: dir.to_path_buf(),
+                spec,
+                metadata,
+                reference: Some(reference),
+            };
+            model.save_json_parts()?;
+            built = Some(model);
+            Ok(())
         })?;
-        let weights_bytes = serialize_weights(&weights)?;
-        kiln_core::fsutil::write_atomic(&out_dir.join("weights.safetensors"), &weights_bytes)?;
-        use sha2::Digest;
-        let metadata = ModelMetadata {
-            task: cfg.task,
-            class_names: classes,
-            target_normalization: target_norm,
-            feature_names: train.feature_names.clone(),
-            target: cfg.target.clone(),
-            normalization: norm,
-            kiln_version: kiln_core::KILN_VERSION.into(),
-            burn_version: BURN_VERSION.into(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            training: serde_json::to_value(cfg).unwrap_or_default(),
-            weights_sha256: hex::encode(sha2::Sha256::digest(&weights_bytes)),
-        };
-        let model = TrainedModel {
-            dir: out_dir.to_path_buf(),
-            spec,
-            metadata,
-            reference: Some(reference),
-        };
-        model.save_json_parts()?;
+        let mut model =
+            built.ok_or_else(|| TrainError::Config("the model directory was not built".into()))?;
+        model.dir = out_dir.to_path_buf();
         let seconds = start.elapsed().as_secs_f64();
         events.emit(Event::StageFinished {
             stage: "train".into(),
