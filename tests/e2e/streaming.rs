@@ -427,3 +427,40 @@ fn leak_check_passes_on_a_steady_model() {
     assert!(g <= 5.0, "RSS grew by {g}% over 20000 predictions: {r:#}");
     assert_eq!(r["leak_check"]["iterations"], 20000);
 }
+
+/// `--format` applies to files too (here a JSONL file without the extension); `--threads` is
+/// refused for tract instead of being ignored.
+#[test]
+fn explicit_format_and_threads_flag() {
+    let k = Kiln::new();
+    trained_model(&k, 101);
+    let data = k.write(
+        "rows.txt",
+        "{\"f0\":0.1,\"f1\":0.2,\"f2\":0.3,\"f3\":0.4,\"f4\":0.5,\"f5\":0.6}\n",
+    );
+    let r = k.json(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--output",
+        "p.csv",
+    ]);
+    assert_eq!(r["report"]["ok"], 1, "{r:#}");
+    let err = k.fails(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            data.to_str().unwrap(),
+            "--threads",
+            "2",
+        ],
+        2,
+    );
+    assert!(err.contains("--workers"), "{err}");
+}

@@ -248,9 +248,10 @@ pub struct InferArgs {
     /// (flushed per line); latency percentiles are printed at the end.
     #[arg(long, conflicts_with_all = ["output"])]
     pub stream: bool,
-    /// Input format for stdin or --stream: csv (with a header line), jsonl, or npy (stdin only).
-    #[arg(long, default_value = "csv")]
-    pub format: String,
+    /// Input format: csv (with a header line), jsonl or npy [default: from the file extension;
+    /// csv for stdin and --stream].
+    #[arg(long)]
+    pub format: Option<String>,
     /// Threads running batches in parallel; 0 picks for the engine (tract: one per core, since
     /// each tract call is single-threaded; ort: 1, since ONNX Runtime threads each call itself).
     #[arg(long, default_value_t = 0)]
@@ -273,7 +274,8 @@ pub struct InferArgs {
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
-    /// Intra-op threads of the engine (ort) [default: the engine's choice].
+    /// Intra-op threads of ONNX Runtime (--engine ort or auto) [default: its choice]; tract runs
+    /// each call on one thread, so use --workers for it.
     #[arg(long)]
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N]. A provider that cannot

@@ -454,6 +454,11 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         return Err(usage("--batch-size must be at least 1"));
     }
     let kind = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
+    if a.threads.is_some() && a.engine == "tract" {
+        return Err(usage(
+            "--threads sets ONNX Runtime's intra-op threads; tract runs each call on one thread, so use --workers with --engine tract",
+        ));
+    }
     let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
     let workers = match (a.workers, kind) {
         (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -479,16 +484,18 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         (engine, None)
     };
     let model = Model::load(&a.model, engine)?;
-    let format = match a.format.as_str() {
-        "csv" => kiln_data::Format::Csv,
-        "jsonl" => kiln_data::Format::Jsonl,
-        "npy" => kiln_data::Format::Npy,
-        other => {
+    let explicit_format = match a.format.as_deref() {
+        None => None,
+        Some("csv") => Some(kiln_data::Format::Csv),
+        Some("jsonl") => Some(kiln_data::Format::Jsonl),
+        Some("npy") => Some(kiln_data::Format::Npy),
+        Some(other) => {
             return Err(usage(format!(
                 "unknown --format {other:?}; use csv, jsonl or npy"
             )));
         }
     };
+    let format = explicit_format.unwrap_or(kiln_data::Format::Csv);
     let warmup_seconds = if a.warmup > 0 {
         let sizes = if a.stream {
             vec![1]
@@ -524,7 +531,8 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         .data
         .clone()
         .ok_or_else(|| usage("missing input: pass --data <FILE> (or - for stdin), or --stream"))?;
-    let explicit = (data.as_os_str() == "-").then_some(format);
+    // An explicit --format wins; otherwise stdin is CSV and files go by their extension.
+    let explicit = explicit_format.or_else(|| (data.as_os_str() == "-").then_some(format));
     let allow_non_finite = match a.non_finite.as_str() {
         "reject" => false,
         "pass" => true,

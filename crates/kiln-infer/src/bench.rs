@@ -70,7 +70,7 @@ impl Default for BenchOptions {
 pub struct BenchResult {
     /// Engine name.
     pub engine: &'static str,
-    /// Intra-op threads asked for (engine default when `None`).
+    /// Intra-op threads per call (1 for tract; ONNX Runtime's default when `None`).
     pub threads: Option<usize>,
     /// Rows per call.
     pub batch_size: usize,
@@ -124,7 +124,12 @@ pub fn bench(
                 let (n, secs, rec) = measure(&model, x, b, w, opts)?;
                 results.push(BenchResult {
                     engine: model.engine_name(),
-                    threads: engine.threads,
+                    // tract runs each call on one thread whatever was asked.
+                    threads: if model.engine_name() == "tract" {
+                        Some(1)
+                    } else {
+                        engine.threads
+                    },
                     batch_size: b,
                     workers: w,
                     iterations: n,
