@@ -82,6 +82,12 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Serve a model over HTTP with the KServe v2 / Triton protocol, dynamic batching and
+    /// Prometheus metrics at /metrics.
+    #[command(
+        after_help = "Examples:\n  kiln serve runs/demo/model.onnx --port 8000\n  kiln serve bundle/ --max-batch 32 --max-delay-ms 1 --workers 2\n  curl -s localhost:8000/v2/models/model/infer -d '{\"inputs\":[{\"name\":\"features\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[5.1,3.5,1.4,0.2]}]}'\n\nStops on SIGINT/SIGTERM after in-flight requests finish. Load-test it with `kiln bench --server http://127.0.0.1:8000`."
+    )]
+    Serve(ServeArgs),
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"
@@ -335,11 +341,83 @@ pub struct InspectArgs {
     pub model: PathBuf,
 }
 
+/// `kiln serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// ONNX model, or a bundle directory from `kiln package` (its hashes are verified first).
+    pub model: PathBuf,
+    /// Address to bind. The default serves this machine only; use 0.0.0.0 to expose it.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Model name in URLs [default: the file name without .onnx; for a bundle, its model's].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Most rows merged into one engine call.
+    #[arg(long, default_value_t = 64)]
+    pub max_batch: usize,
+    /// Longest wait, in milliseconds, for a batch to fill.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_delay_ms: f64,
+    /// Engine threads running batches (while one runs, the next batch fills).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Most requests waiting; past it requests get 429 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    pub queue_depth: usize,
+    /// Largest request body in bytes; past it requests get 413.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Longest time a request may take, in milliseconds; past it requests get 504.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    /// Warm-up calls at batch 1 and --max-batch before the server reports ready.
+    #[arg(long, default_value_t = 20)]
+    pub warmup_iterations: usize,
+    /// Inference engine: tract or ort [default: the bundle's, else tract].
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Intra-op threads of ONNX Runtime.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N].
+    #[arg(long, default_value = "cpu")]
+    pub provider: String,
+}
+
 /// `kiln bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// ONNX model.
-    pub model: PathBuf,
+    /// ONNX model. With --server it is optional and, when given, measured offline in the same
+    /// run as the baseline.
+    #[arg(required_unless_present = "server")]
+    pub model: Option<PathBuf>,
+    /// Load-test a running KServe v2 server (kiln serve, Triton) at this base URL instead.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// With --server: the model name [default: the first in the server's repository index].
+    #[arg(long, requires = "server")]
+    pub model_name: Option<String>,
+    /// With --server: concurrent clients.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// With --server: total requests (the run stops at this count or at --max-seconds).
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// With --server: longest run, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub max_seconds: f64,
+    /// With --server: rows per request.
+    #[arg(long, default_value_t = 1)]
+    pub rows_per_request: usize,
+    /// With --server: send tensors with Triton's binary extension instead of JSON.
+    #[arg(long)]
+    pub binary: bool,
     /// Engines to compare; `auto` is tract plus ort when its library is found.
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub engines: Vec<String>,

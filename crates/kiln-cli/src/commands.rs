@@ -26,7 +26,7 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
@@ -43,6 +43,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Compare(a) => compare(cli, a),
         Command::Package(a) => package(cli, a, &mut rep),
         Command::Profile(a) => profile(cli, a),
+        Command::Serve(a) => crate::serve::serve(cli, a),
         Command::Doctor => doctor(cli),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -54,7 +55,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 
 /// Prints the result: JSON on stdout with `--json`, else the human text. `to_stderr` is used when
 /// stdout carries data (predictions).
-fn summary(cli: &Cli, human: &str, value: serde_json::Value, to_stderr: bool) {
+pub(crate) fn summary(cli: &Cli, human: &str, value: serde_json::Value, to_stderr: bool) {
     let text = if cli.json {
         serde_json::to_string_pretty(&value).unwrap_or_default()
     } else {
@@ -842,6 +843,13 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
 }
 
 fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
+    if let Some(url) = &a.server {
+        return crate::serve::bench_server(cli, a, url);
+    }
+    let model_path = a
+        .model
+        .as_deref()
+        .ok_or_else(|| usage("kiln bench needs a model file, or --server <URL>"))?;
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         return Err(usage("--batch-sizes needs positive sizes, e.g. 1,8,64"));
     }
@@ -849,7 +857,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
         return Err(usage("--seconds must be positive"));
     }
     if let Some(n) = a.leak_check {
-        let model = Model::load(&a.model, EngineKind::Tract)?;
+        let model = Model::load(model_path, EngineKind::Tract)?;
         let r = kiln_infer::leak_check(&model, a.batch_sizes[0], n)?;
         let human = format!(
             "{} predictions of {} rows: RSS {} -> {} KiB ({:+.2}%, limit {}%)",
@@ -908,7 +916,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
         min_iterations: 20,
         warmup: a.warmup,
     };
-    let r = kiln_infer::bench(&a.model, &opts, rep)?;
+    let r = kiln_infer::bench(model_path, &opts, rep)?;
     if a.workers.is_empty() || a.workers.contains(&0) {
         return Err(usage("--workers needs positive counts, e.g. 1,2"));
     }
@@ -942,7 +950,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     summary(
         cli,
         &human,
-        json!({ "command": "bench", "model": a.model, "report": r }),
+        json!({ "command": "bench", "model": model_path, "report": r }),
         false,
     );
     Ok(())

@@ -13,6 +13,7 @@
 mod args;
 mod commands;
 mod render;
+mod serve;
 
 pub use args::Cli;
 

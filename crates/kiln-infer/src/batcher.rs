@@ -22,6 +22,8 @@ pub struct BatcherConfig {
     pub max_delay: Duration,
     /// Most requests waiting in the queue.
     pub queue_depth: usize,
+    /// Engine threads: while one runs a batch, the next collects the following one. 0 means 1.
+    pub workers: usize,
 }
 
 impl Default for BatcherConfig {
@@ -30,6 +32,7 @@ impl Default for BatcherConfig {
             max_batch: 64,
             max_delay: Duration::from_millis(2),
             queue_depth: 1024,
+            workers: 1,
         }
     }
 }
@@ -81,21 +84,34 @@ struct Shared {
     total: LatencyRecorder,
 }
 
+/// Where one request's time went, for servers that export per-request histograms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestTiming {
+    /// From enqueue to the start of the engine call.
+    pub queue: Duration,
+    /// The engine time of the batch this request ran in.
+    pub compute: Duration,
+    /// Rows in that batch (all requests merged).
+    pub batch_rows: usize,
+}
+
+type Answer = Result<(Vec<Prediction>, RequestTiming), InferError>;
+
 /// The channel a request's answer comes back on.
-type Reply = oneshot::Receiver<Result<Vec<Prediction>, InferError>>;
+type Reply = oneshot::Receiver<Answer>;
 
 struct Request {
     features: Vec<f32>,
     rows: usize,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<Vec<Prediction>, InferError>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// A running dynamic batcher. Dropping it (or [`Batcher::shutdown`]) stops accepting requests,
 /// answers those already queued, and joins the worker thread.
 pub struct Batcher {
     tx: Option<mpsc::Sender<Request>>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     shared: Arc<Mutex<Shared>>,
     config: BatcherConfig,
     width: usize,
@@ -112,18 +128,36 @@ impl Batcher {
         let config = BatcherConfig {
             max_batch: config.max_batch.max(1),
             queue_depth: config.queue_depth.max(1),
+            workers: config.workers.max(1),
             ..config
         };
         let (tx, rx) = mpsc::channel(config.queue_depth);
+        // Workers take turns collecting a batch; the lock is held only while collecting.
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let worker_shared = Arc::clone(&shared);
-        let worker = std::thread::Builder::new()
-            .name("kiln-batcher".into())
-            .spawn(move || worker_loop(model, rx, config, worker_shared))
-            .map_err(|e| InferError::Input(format!("cannot start the batcher thread: {e}")))?;
+        let mut workers = Vec::with_capacity(config.workers);
+        for i in 0..config.workers {
+            let (model, rx, shared) = (Arc::clone(&model), Arc::clone(&rx), Arc::clone(&shared));
+            let spawned = std::thread::Builder::new()
+                .name(format!("kiln-batcher-{i}"))
+                .spawn(move || worker_loop(model, rx, config, shared));
+            match spawned {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    // Dropping the sender ends the workers already started.
+                    drop(tx);
+                    for w in workers {
+                        let _ = w.join();
+                    }
+                    return Err(InferError::Input(format!(
+                        "cannot start batcher thread {i}: {e}"
+                    )));
+                }
+            }
+        }
         Ok(Self {
             tx: Some(tx),
-            worker: Some(worker),
+            workers,
             shared,
             config,
             width,
@@ -158,6 +192,24 @@ impl Batcher {
         features: Vec<f32>,
         rows: usize,
     ) -> Result<Vec<Prediction>, BatchError> {
+        Ok(self.predict_timed(features, rows).await?.0)
+    }
+
+    /// Like [`Batcher::try_predict`], but refuses at once when the queue is full.
+    pub async fn try_predict(
+        &self,
+        features: Vec<f32>,
+        rows: usize,
+    ) -> Result<Vec<Prediction>, BatchError> {
+        Ok(self.try_predict_timed(features, rows).await?.0)
+    }
+
+    /// [`Batcher::predict`] that also says where the request's time went.
+    pub async fn predict_timed(
+        &self,
+        features: Vec<f32>,
+        rows: usize,
+    ) -> Result<(Vec<Prediction>, RequestTiming), BatchError> {
         let (req, rx) = self.request(features, rows)?;
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(BatchError::Closed);
@@ -169,12 +221,13 @@ impl Batcher {
             .map_err(BatchError::Infer)
     }
 
-    /// Like [`Batcher::predict`], but refuses at once when the queue is full.
-    pub async fn try_predict(
+    /// [`Batcher::predict_timed`] that refuses at once with [`BatchError::QueueFull`] when the
+    /// queue is full.
+    pub async fn try_predict_timed(
         &self,
         features: Vec<f32>,
         rows: usize,
-    ) -> Result<Vec<Prediction>, BatchError> {
+    ) -> Result<(Vec<Prediction>, RequestTiming), BatchError> {
         let (req, rx) = self.request(features, rows)?;
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(BatchError::Closed);
@@ -223,9 +276,14 @@ impl Batcher {
         self.stop();
     }
 
+    /// The batching limits in force (after defaults were applied).
+    pub fn config(&self) -> BatcherConfig {
+        self.config
+    }
+
     fn stop(&mut self) {
         self.tx.take();
-        if let Some(w) = self.worker.take() {
+        for w in self.workers.drain(..) {
             let _ = w.join();
         }
     }
@@ -239,7 +297,7 @@ impl Drop for Batcher {
 
 fn worker_loop(
     model: Arc<Model>,
-    mut rx: mpsc::Receiver<Request>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>,
     config: BatcherConfig,
     shared: Arc<Mutex<Shared>>,
 ) {
@@ -252,19 +310,26 @@ fn worker_loop(
     };
     rt.block_on(async move {
         let mut staging = Vec::new();
-        while let Some(first) = rx.recv().await {
-            let deadline = tokio::time::Instant::from_std(first.enqueued + config.max_delay);
-            let mut rows = first.rows;
-            let mut batch = vec![first];
-            while rows < config.max_batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => {
-                        rows += r.rows;
-                        batch.push(r);
+        loop {
+            let batch = {
+                let mut rx = rx.lock().await;
+                let Some(first) = rx.recv().await else {
+                    break;
+                };
+                let deadline = tokio::time::Instant::from_std(first.enqueued + config.max_delay);
+                let mut rows = first.rows;
+                let mut batch = vec![first];
+                while rows < config.max_batch {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(r)) => {
+                            rows += r.rows;
+                            batch.push(r);
+                        }
+                        _ => break,
                     }
-                    _ => break,
                 }
-            }
+                batch
+            };
             run_batch(&model, batch, &shared, &mut staging);
         }
     });
@@ -314,8 +379,8 @@ fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>, feature
     s.panics += panics;
     s.compute.record(compute);
     for (req, answer) in batch.into_iter().zip(answers) {
-        s.queue
-            .record(start.saturating_duration_since(req.enqueued));
+        let queue = start.saturating_duration_since(req.enqueued);
+        s.queue.record(queue);
         s.total.record(req.enqueued.elapsed());
         s.requests += 1;
         if answer.is_ok() {
@@ -323,7 +388,12 @@ fn run_batch(model: &Model, batch: Vec<Request>, shared: &Mutex<Shared>, feature
         } else {
             s.failures += 1;
         }
+        let timing = RequestTiming {
+            queue,
+            compute,
+            batch_rows: total,
+        };
         // The caller may have gone away; that is not an error here.
-        let _ = req.reply.send(answer);
+        let _ = req.reply.send(answer.map(|p| (p, timing)));
     }
 }

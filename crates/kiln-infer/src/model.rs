@@ -138,6 +138,10 @@ pub struct ModelInfo {
     pub task: Task,
     /// Output names, graph order.
     pub output_names: Vec<String>,
+    /// Output element types (ONNX `TensorProto.DataType`; 0 when not declared), graph order.
+    pub output_types: Vec<i32>,
+    /// Output shapes, graph order: `None` for a symbolic dimension; empty when not declared.
+    pub output_dims: Vec<Vec<Option<i64>>>,
     /// Index of the float output holding scores/probabilities (or regression values).
     pub scores_output: usize,
     /// Index of an int64 label output, when the model has one.
@@ -246,6 +250,16 @@ impl ModelInfo {
         Ok(Self {
             input_name: input.name().to_string(),
             input_width,
+            output_types: graph
+                .output
+                .iter()
+                .map(|o| elem_type(o).unwrap_or(0))
+                .collect(),
+            output_dims: graph
+                .output
+                .iter()
+                .map(|o| dims(o).unwrap_or_default())
+                .collect(),
             feature_names: json_list("kiln.feature_names"),
             class_names: json_list("kiln.class_names"),
             task,

@@ -48,6 +48,7 @@ async fn concurrent_requests_are_merged_and_answered_with_their_own_rows() {
                 max_batch: 32,
                 max_delay: Duration::from_millis(20),
                 queue_depth: 256,
+                workers: 1,
             },
         )
         .expect("spawn"),
@@ -91,6 +92,7 @@ async fn bad_requests_fail_alone_and_full_queues_refuse() {
             max_batch: 8,
             max_delay: Duration::from_millis(1),
             queue_depth: 1,
+            workers: 1,
         },
     )
     .expect("spawn");
@@ -201,6 +203,7 @@ async fn close_refuses_new_requests_and_drains_queued_ones() {
                 max_batch: 64,
                 max_delay: Duration::from_millis(100),
                 queue_depth: 64,
+                workers: 1,
             },
         )
         .expect("spawn"),
@@ -231,4 +234,46 @@ async fn close_refuses_new_requests_and_drains_queued_ones() {
         Ok(b) => b.shutdown(),
         Err(_) => panic!("no caller may hold the batcher any more"),
     }
+}
+
+/// Two engine threads share one queue: answers stay each request's own, and the timing that a
+/// server exports per request is consistent with the batch it ran in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_answer_every_request_with_its_own_rows_and_timing() {
+    let m = model();
+    let batcher = Arc::new(
+        Batcher::spawn(
+            Arc::clone(&m),
+            BatcherConfig {
+                max_batch: 8,
+                max_delay: Duration::from_millis(2),
+                queue_depth: 512,
+                workers: 2,
+            },
+        )
+        .expect("spawn"),
+    );
+    let before = threads();
+    let tasks: Vec<_> = (0..200usize)
+        .map(|i| {
+            let b = Arc::clone(&batcher);
+            let x: Vec<f32> = (0..3)
+                .map(|j| ((i * 13 + j * 5) % 11) as f32 - 5.0)
+                .collect();
+            tokio::spawn(async move { (x.clone(), b.predict_timed(x, 1).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (x, got) = t.await.expect("task");
+        let (preds, timing) = got.expect("prediction");
+        assert_eq!(preds, m.predict(&x, 1).expect("direct"));
+        assert!(
+            timing.batch_rows >= 1 && timing.batch_rows <= 8,
+            "{timing:?}"
+        );
+    }
+    let s = batcher.stats();
+    assert_eq!((s.requests, s.rows, s.failures), (200, 200, 0));
+    drop(batcher);
+    assert!(threads() <= before, "both worker threads were joined");
 }
