@@ -9,5 +9,6 @@ mod conformance;
 mod crosscheck;
 mod errors;
 mod pipeline;
+mod serve;
 mod streaming;
 mod util;
