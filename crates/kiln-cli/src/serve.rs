@@ -202,9 +202,21 @@ pub(crate) fn bench_server(cli: &Cli, a: &BenchArgs, url: &str) -> Result<()> {
     }
     // The offline baseline, measured first in the same run so that the ratio compares like
     // with like on this machine.
+    // The baseline runs on the engine named by --engines (tract unless it says ort).
+    let offline_kind = if a.engines.first().map(String::as_str) == Some("ort") {
+        EngineKind::Ort
+    } else {
+        EngineKind::Tract
+    };
     let offline = match &a.model {
         Some(path) => {
-            let model = Model::load(path, EngineKind::Tract)?;
+            let engine = EngineConfig {
+                kind: offline_kind,
+                ort_lib: a.ort_lib.clone(),
+                threads: a.threads,
+                ..EngineConfig::default()
+            };
+            let model = Model::load(path, engine)?;
             let info = model.info().clone();
             let batch = 64;
             let x = kiln_infer::synthetic_rows(&info, batch, 0)?;
@@ -264,7 +276,14 @@ pub(crate) fn bench_server(cli: &Cli, a: &BenchArgs, url: &str) -> Result<()> {
     let ratio = offline.map(|(_, rows_s)| r.rows_per_s / rows_s);
     if let (Some((batch, rows_s)), Some(ratio)) = (offline, ratio) {
         human.push_str(&format!(
-            "\n  offline (same run, tract, batch {batch}): {rows_s:.0} rows/s; served / offline = {ratio:.2}x"
+            "\n  offline (same run, {}, batch {batch}, one caller): {rows_s:.0} rows/s; served / offline = {ratio:.2}x",
+            offline_kind.name()
+        ));
+    }
+    if let (Some(g), Some((_, last))) = (r.rss_growth_percent, r.rss_samples.last()) {
+        human.push_str(&format!(
+            "\n  server RSS {:.1} MiB at the end, {g:+.2}% since the first tenth of the run",
+            *last as f64 / (1 << 20) as f64
         ));
     }
     if let Some(f) = &r.first_failure {
@@ -277,7 +296,7 @@ pub(crate) fn bench_server(cli: &Cli, a: &BenchArgs, url: &str) -> Result<()> {
             "command": "bench",
             "server": url,
             "report": r,
-            "offline": offline.map(|(batch, rows_s)| json!({ "engine": "tract", "batch_size": batch, "rows_per_s": rows_s })),
+            "offline": offline.map(|(batch, rows_s)| json!({ "engine": offline_kind.name(), "batch_size": batch, "rows_per_s": rows_s })),
             "served_to_offline_ratio": ratio,
         }),
         false,

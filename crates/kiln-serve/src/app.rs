@@ -103,6 +103,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -110,6 +111,13 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no such endpoint; kiln serve speaks the KServe v2 protocol under /v2 and exposes /metrics",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "wrong HTTP method for this endpoint: inference is POST, metadata, health and metrics are GET",
     )
 }
 

@@ -74,6 +74,19 @@ pub struct LoadReport {
     pub executions: Option<u64>,
     /// Mean rows per engine execution, from the server's metrics.
     pub mean_batch_rows: Option<f64>,
+    /// The server's resident memory, sampled from its `process_resident_memory_bytes` about
+    /// once a second: (seconds into the run, bytes).
+    pub rss_samples: Vec<(f64, u64)>,
+    /// RSS growth from the first sample at or after a tenth of the run (allocator pools and
+    /// connection buffers have settled by then) to the last, percent.
+    pub rss_growth_percent: Option<f64>,
+}
+
+/// RSS growth from the first sample at or after a tenth of the run to the last, percent.
+pub fn rss_growth(samples: &[(f64, u64)]) -> Option<f64> {
+    let (end_t, end) = *samples.last()?;
+    let (_, base) = *samples.iter().find(|(t, _)| *t >= end_t / 10.0)?;
+    (base > 0).then(|| (end as f64 - base as f64) / base as f64 * 100.0)
 }
 
 fn load_err(url: &str, reason: impl std::fmt::Display) -> ServeError {
@@ -105,15 +118,19 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, ServeErr
     serde_json::from_str(&text).map_err(|e| load_err(url, e))
 }
 
-async fn metrics_counts(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
-    let text = client
+async fn scrape(client: &reqwest::Client, base: &str) -> Option<String> {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+async fn metrics_counts(client: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = scrape(client, base).await?;
     Some((
         scrape_counter(&text, "kiln_inference_exec_count_total")?,
         scrape_counter(&text, "kiln_inference_count_total")?,
@@ -219,6 +236,26 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadReport, ServeError> {
     let total = opts.requests as u64;
     let start = Instant::now();
     let deadline = start + opts.max_duration;
+    let done = Arc::new(tokio::sync::Notify::new());
+    let sampler = {
+        let (client, base, done) = (client.clone(), base.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                if let Some(rss) = scrape(&client, &base)
+                    .await
+                    .and_then(|t| scrape_counter(&t, "process_resident_memory_bytes"))
+                {
+                    samples.push((start.elapsed().as_secs_f64(), rss as u64));
+                }
+                tokio::select! {
+                    () = done.notified() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            samples
+        })
+    };
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
         let (client, url, bodies, sent) = (
@@ -283,6 +320,14 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadReport, ServeError> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    done.notify_one();
+    let mut rss_samples = sampler.await.unwrap_or_default();
+    if let Some(rss) = scrape(&client, &base)
+        .await
+        .and_then(|t| scrape_counter(&t, "process_resident_memory_bytes"))
+    {
+        rss_samples.push((start.elapsed().as_secs_f64(), rss as u64));
+    }
     let after = metrics_counts(&client, &base).await;
     let (executions, mean_batch_rows) = match (before, after) {
         (Some((e0, n0)), Some((e1, n1))) if e1 > e0 => {
@@ -303,6 +348,8 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadReport, ServeError> {
         latency: lat.summary(),
         executions,
         mean_batch_rows,
+        rss_growth_percent: rss_growth(&rss_samples),
+        rss_samples,
     })
 }
 
@@ -322,6 +369,13 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(scrape_counter(text, "missing"), None);
+    }
+
+    #[test]
+    fn rss_growth_ignores_the_first_tenth() {
+        let samples = [(0.0, 10), (1.0, 100), (5.0, 100), (10.0, 103)];
+        assert_eq!(rss_growth(&samples).map(|g| g.round()), Some(3.0));
+        assert_eq!(rss_growth(&[]), None);
     }
 
     #[test]

@@ -378,6 +378,12 @@ async fn bad_requests_get_the_right_status_and_the_server_stays_up() {
             .contains("unknown model 'other'")
     );
     assert_eq!(s.get("/v2/models/mlp/versions/7").await.0, 404);
+    let (code, err) = s.get("/v2/models/mlp/infer").await;
+    assert_eq!(code, 405);
+    assert!(
+        err["error"].as_str().unwrap_or("").contains("POST"),
+        "{err}"
+    );
     let (code, err) = s.get("/nowhere").await;
     assert_eq!(code, 404);
     assert!(err["error"].is_string());
