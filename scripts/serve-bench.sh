@@ -39,6 +39,25 @@ scenario() { # workers engine clients rows binary requests
   kill -TERM "$pid"; wait "$pid" || true; rm -f "$log"
 }
 
+# The offline batch baseline: `kiln infer` on a file (parse, batches of 64, one worker per core,
+# write), in the same run.
+csv=$(mktemp --suffix=.csv)
+width=$("$kiln" inspect "$model" --json | python3 -c "import json,re,sys; m=json.load(sys.stdin); print(re.search(r'\[N, (\d+)\]', m['inputs'][0]).group(1))")
+python3 - "$csv" "$width" <<'PY'
+import random, sys
+random.seed(0)
+path, width = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    f.write(",".join(f"f{i}" for i in range(width)) + "\n")
+    for _ in range(300_000):
+        f.write(",".join(f"{random.uniform(-4, 4):.6f}" for _ in range(width)) + "\n")
+PY
+start=$(date +%s.%N)
+"$kiln" infer --model "$model" --data "$csv" --output "$csv.out.csv" --force -q >/dev/null 2>&1
+end=$(date +%s.%N)
+python3 -c "print('{\"offline_kiln_infer_rows_per_s\": %d}' % (300000 / ($end - $start)))"
+rm -f "$csv" "$csv.out.csv"
+
 scenario 1 tract 100 1 0 30000
 scenario 2 tract 100 1 0 30000
 scenario 1 tract 100 1 1 30000
