@@ -9,6 +9,7 @@ mod conformance;
 mod crosscheck;
 mod errors;
 mod pipeline;
+mod resume;
 mod serve;
 mod streaming;
 mod util;

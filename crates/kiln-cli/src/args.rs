@@ -144,6 +144,17 @@ pub struct TrainFlags {
     /// Smallest change counted as an improvement [default: 0].
     #[arg(long, env = "KILN_MIN_DELTA")]
     pub min_delta: Option<f64>,
+    /// Write a checkpoint (model, optimizer, schedule position, history) into <out>/checkpoints
+    /// every N epochs; 0 turns checkpoints off [default: 1].
+    #[arg(long, env = "KILN_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<usize>,
+    /// Metric that picks the best epoch (the saved model and checkpoints/best): val_loss,
+    /// val_accuracy, train_loss or train_accuracy [default: --early-stop-metric, else val_loss].
+    #[arg(long, env = "KILN_BEST_METRIC")]
+    pub best_metric: Option<String>,
+    /// Newest periodic checkpoints kept; <out>/checkpoints/best is kept besides [default: 3].
+    #[arg(long, env = "KILN_KEEP_CHECKPOINTS")]
+    pub keep_checkpoints: Option<usize>,
     /// TOML config file; its relative paths resolve against its own folder.
     #[arg(long, env = "KILN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -164,6 +175,10 @@ pub struct TrainArgs {
     /// Overwrite an existing output directory's model.
     #[arg(long)]
     pub force: bool,
+    /// Continue an interrupted run from its newest good checkpoint, with the run's own
+    /// config.toml; the result equals an uninterrupted run's.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "val_data", "out", "force"])]
+    pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub train: TrainFlags,
 }

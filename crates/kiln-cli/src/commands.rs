@@ -153,6 +153,15 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.grad_accum {
         c.grad_accum = v;
     }
+    if let Some(v) = flags.checkpoint_every {
+        c.checkpoint_every = v;
+    }
+    if let Some(v) = flags.keep_checkpoints {
+        c.keep_checkpoints = v;
+    }
+    if let Some(v) = &flags.best_metric {
+        c.best_metric = Some(v.clone());
+    }
     if let Some(name) = &flags.schedule {
         c.schedule =
             kiln_train::Schedule::parse(name, c.epochs).map_err(|e| usage(e.to_string()))?;
@@ -204,13 +213,29 @@ fn run_training(
     val_path: Option<&Path>,
     out: &Path,
     force: bool,
+    resume: bool,
 ) -> Result<TrainRun> {
     let model_dir = out.join("model");
-    if model_dir.join("kiln-model.json").exists() && !force {
-        return Err(usage(format!(
-            "{} already holds a trained model; pass --force to overwrite it or choose another --out",
-            model_dir.display()
-        )));
+    let checkpoints = out.join("checkpoints");
+    if !resume && !force {
+        if model_dir.join("kiln-model.json").exists() {
+            return Err(usage(format!(
+                "{} already holds a trained model; pass --force to overwrite it or choose another --out",
+                model_dir.display()
+            )));
+        }
+        if checkpoints.is_dir() {
+            return Err(usage(format!(
+                "{} holds checkpoints of an interrupted run; continue it with `kiln train --resume {}`, or pass --force to start over",
+                checkpoints.display(),
+                out.display()
+            )));
+        }
+    }
+    if !resume && checkpoints.is_dir() {
+        // --force: a fresh run must not mix its checkpoints with an older run's.
+        std::fs::remove_dir_all(&checkpoints)
+            .with_context(|| format!("removing old checkpoints in {}", checkpoints.display()))?;
     }
     let train = load_data(data, cfg, None)?;
     let val = match val_path {
@@ -226,7 +251,25 @@ fn run_training(
             train.feature_names.join(",")
         )));
     }
-    let outcome = BurnTrainer::new(cfg.clone()).run(&train, val.as_ref(), &model_dir, rep)?;
+    // The effective configuration, written before training so that an interrupted run can be
+    // resumed (`kiln train --resume`) or repeated (`kiln train --config`).
+    if !resume {
+        let effective = ConfigFile {
+            data: Some(absolute(data)),
+            val_data: val_path.map(absolute),
+            test_data: None,
+            out: Some(absolute(out)),
+            train: Some(cfg.clone()),
+        };
+        let toml_text = toml::to_string_pretty(&effective).context("rendering config.toml")?;
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("creating the output directory {}", out.display()))?;
+        kiln_core::fsutil::write_atomic(&out.join("config.toml"), toml_text.as_bytes())?;
+    }
+    let outcome = BurnTrainer::new(cfg.clone())
+        .with_checkpoints(checkpoints)
+        .resuming(resume)
+        .run(&train, val.as_ref(), &model_dir, rep)?;
     let metrics = json!({
         "history": outcome.history,
         "best_epoch": outcome.best_epoch,
@@ -250,16 +293,6 @@ fn run_training(
         &out.join("metrics.jsonl"),
         (lines.join("\n") + "\n").as_bytes(),
     )?;
-    // The effective configuration, so the run can be repeated with `kiln train --config`.
-    let effective = ConfigFile {
-        data: Some(absolute(data)),
-        val_data: val_path.map(absolute),
-        test_data: None,
-        out: Some(absolute(out)),
-        train: Some(cfg.clone()),
-    };
-    let toml_text = toml::to_string_pretty(&effective).context("rendering config.toml")?;
-    kiln_core::fsutil::write_atomic(&out.join("config.toml"), toml_text.as_bytes())?;
     Ok(TrainRun { outcome, model_dir })
 }
 
@@ -268,7 +301,28 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
-    let file = match &a.train.config {
+    // --resume reads the run's own config.toml; another --config would train something else.
+    let config_path = match (&a.resume, &a.train.config) {
+        (Some(run), Some(c)) if absolute(c) != absolute(&run.join("config.toml")) => {
+            return Err(usage(format!(
+                "--resume {} uses that run's config.toml; --config {} names another file, so drop --config",
+                run.display(),
+                c.display()
+            )));
+        }
+        (Some(run), _) => {
+            let p = run.join("config.toml");
+            if !p.is_file() {
+                return Err(usage(format!(
+                    "{} has no config.toml, so it is not a kiln training run (or it was started by an older kiln); start it again",
+                    run.display()
+                )));
+            }
+            Some(p)
+        }
+        (None, c) => c.clone(),
+    };
+    let file = match &config_path {
         Some(p) => load_config(p)?,
         None => ConfigFile::default(),
     };
@@ -276,11 +330,25 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
     let data = a.data.clone().or(file.data.clone()).ok_or_else(|| {
         usage("missing training data: pass --data <CSV> (or set `data` in the config file)")
     })?;
-    let out = a.out.clone().or(file.out.clone()).ok_or_else(|| {
-        usage("missing output directory: pass --out <DIR> (or set `out` in the config file)")
-    })?;
+    // A resumed run continues in its own directory, wherever it has been moved to.
+    let out = a
+        .resume
+        .clone()
+        .or(a.out.clone())
+        .or(file.out.clone())
+        .ok_or_else(|| {
+            usage("missing output directory: pass --out <DIR> (or set `out` in the config file)")
+        })?;
     let val = a.val_data.clone().or(file.val_data.clone());
-    let run = run_training(rep, &cfg, &data, val.as_deref(), &out, a.force)?;
+    let run = run_training(
+        rep,
+        &cfg,
+        &data,
+        val.as_deref(),
+        &out,
+        a.force,
+        a.resume.is_some(),
+    )?;
     let o = &run.outcome;
     let best = &o.history[o.best_epoch - 1];
     let mut human = format!(
@@ -644,7 +712,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
             a.test_data.clone().or(file.test_data.clone()),
         )
     };
-    let run = run_training(rep, &cfg, &data, val.as_deref(), &out, true)?;
+    let run = run_training(rep, &cfg, &data, val.as_deref(), &out, true, false)?;
     let onnx = out.join("model.onnx");
     let exported = export_model(
         rep,

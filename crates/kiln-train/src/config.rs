@@ -32,7 +32,27 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Stop when a metric stops improving; the best epoch's weights are kept.
     pub early_stopping: Option<EarlyStopping>,
+    /// Write a checkpoint (model, optimizer, schedule position, history) every N epochs, and
+    /// at the last epoch; 0 disables checkpoints (and with them `--resume`).
+    pub checkpoint_every: usize,
+    /// Periodic checkpoints kept (the newest); `checkpoints/best` is kept besides.
+    pub keep_checkpoints: usize,
+    /// The metric that picks the best epoch (the saved model and `checkpoints/best`):
+    /// `val_loss`, `val_accuracy`, `train_loss` or `train_accuracy`; accuracies are maximised.
+    /// Default: the early-stopping metric, else `val_loss`.
+    pub best_metric: Option<String>,
 }
+
+/// Whether `metric` is maximised: `mode` (`min`/`max`) when given, else accuracies are.
+pub(crate) fn maximized(metric: &str, mode: Option<&str>) -> bool {
+    match mode {
+        Some("max") => true,
+        Some(_) => false,
+        None => metric.ends_with("accuracy"),
+    }
+}
+
+const METRICS: [&str; 4] = ["val_loss", "val_accuracy", "train_loss", "train_accuracy"];
 
 /// A learning-rate schedule over optimizer steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -140,11 +160,7 @@ impl Default for EarlyStopping {
 impl EarlyStopping {
     /// Whether larger values are better.
     pub fn maximize(&self) -> bool {
-        match self.mode.as_deref() {
-            Some("max") => true,
-            Some(_) => false,
-            None => self.metric.ends_with("accuracy"),
-        }
+        maximized(&self.metric, self.mode.as_deref())
     }
 }
 
@@ -164,6 +180,9 @@ impl Default for TrainConfig {
             standardize: true,
             schedule: Schedule::Constant,
             early_stopping: None,
+            checkpoint_every: 1,
+            keep_checkpoints: 3,
+            best_metric: None,
         }
     }
 }
@@ -189,6 +208,11 @@ impl TrainConfig {
         }
         if self.hidden.contains(&0) {
             return bad("hidden layer widths must be at least 1".into());
+        }
+        if let Some(b) = self.best_metric.as_deref().filter(|b| !METRICS.contains(b)) {
+            return bad(format!(
+                "best_metric {b:?} is not recorded; use val_loss, val_accuracy, train_loss or train_accuracy"
+            ));
         }
         if let Some(e) = &self.early_stopping {
             if !["val_loss", "val_accuracy", "train_loss", "train_accuracy"]

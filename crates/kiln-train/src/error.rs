@@ -20,6 +20,9 @@ pub enum TrainError {
         /// The loss value.
         loss: f64,
     },
+    /// A checkpoint is missing, truncated, modified or from another run.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// Writing the artifact failed.
     #[error(transparent)]
     Core(#[from] kiln_core::CoreError),

@@ -113,9 +113,46 @@ impl Net {
         Ok(out)
     }
 
+    /// The burn parameter ids, in [`Net::named_weights`] order (the optimizer keys its state
+    /// by them).
+    pub fn param_ids(&self) -> Vec<u64> {
+        self.linears
+            .iter()
+            .flat_map(|l| {
+                let b = l.bias.as_ref().map_or(0, |b| b.id.val());
+                [l.weight.id.val(), b]
+            })
+            .collect()
+    }
+
     /// A copy of this network with its weights replaced by `weights` (as produced by
     /// [`Net::named_weights`]).
-    pub fn with_weights(mut self, weights: &[NamedTensor], device: &Device) -> Self {
+    pub fn with_weights(self, weights: &[NamedTensor], device: &Device) -> Self {
+        self.with_weights_and_ids(weights, &std::collections::HashMap::new(), device)
+    }
+
+    /// [`Net::with_weights`] that also restores each parameter's id (by tensor name), so that a
+    /// saved optimizer state applies to the restored parameters.
+    pub fn with_weights_and_ids(
+        mut self,
+        weights: &[NamedTensor],
+        ids: &std::collections::HashMap<String, u64>,
+        device: &Device,
+    ) -> Self {
+        let param = |name: &str, t: Tensor<1>| {
+            let mut p = Param::from_tensor(t);
+            if let Some(&id) = ids.get(name) {
+                p.id = burn::module::ParamId::from(id);
+            }
+            p
+        };
+        let param2 = |name: &str, t: Tensor<2>| {
+            let mut p = Param::from_tensor(t);
+            if let Some(&id) = ids.get(name) {
+                p.id = burn::module::ParamId::from(id);
+            }
+            p
+        };
         let mut li = 0;
         for l in &self.layers {
             if let LayerSpec::Linear {
@@ -129,14 +166,17 @@ impl Net {
                     (find(format!("{name}.weight")), find(format!("{name}.bias")))
                 {
                     let lin = &mut self.linears[li];
-                    lin.weight = Param::from_tensor(Tensor::from_data(
-                        TensorData::new(w, [*in_features, *out_features]),
-                        device,
+                    lin.weight = param2(
+                        &format!("{name}.weight"),
+                        Tensor::from_data(
+                            TensorData::new(w, [*in_features, *out_features]),
+                            device,
+                        ),
+                    );
+                    lin.bias = Some(param(
+                        &format!("{name}.bias"),
+                        Tensor::from_data(TensorData::new(b, [*out_features]), device),
                     ));
-                    lin.bias = Some(Param::from_tensor(Tensor::from_data(
-                        TensorData::new(b, [*out_features]),
-                        device,
-                    )));
                 }
                 li += 1;
             }

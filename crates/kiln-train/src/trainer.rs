@@ -10,12 +10,27 @@ use kiln_core::{
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use serde::Serialize;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The seed of epoch `epoch`'s data order (and, salted, its dropout masks): a pure function of
+/// the run's seed and the epoch, so that a resumed run draws exactly what the original would.
+fn epoch_seed(seed: u64, epoch: usize, salt: u64) -> u64 {
+    // SplitMix64 finaliser over (seed, epoch, salt).
+    let mut z = seed
+        .wrapping_add((epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(salt);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const ORDER_SALT: u64 = 0x006f_7264_6572;
+const DROPOUT_SALT: u64 = 0x6472_6f70;
+
 /// Metrics of one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// 1-based epoch.
     pub epoch: usize,
@@ -57,6 +72,8 @@ pub struct TrainOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct BurnTrainer {
     config: TrainConfig,
+    checkpoints: Option<PathBuf>,
+    resume: bool,
 }
 
 impl Trainer for BurnTrainer {
@@ -195,7 +212,25 @@ fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> (f
 impl BurnTrainer {
     /// A trainer for this configuration.
     pub fn new(config: TrainConfig) -> Self {
-        Self { config }
+        Self {
+            config,
+            checkpoints: None,
+            resume: false,
+        }
+    }
+
+    /// Writes checkpoints under `dir` (every `checkpoint_every` epochs, keeping
+    /// `keep_checkpoints`, plus `dir/best`).
+    pub fn with_checkpoints(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpoints = Some(dir.into());
+        self
+    }
+
+    /// Continues from the newest good checkpoint under the checkpoint directory instead of
+    /// starting afresh. The result equals that of an uninterrupted run with the same config.
+    pub fn resuming(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
     }
 
     /// The configuration.
@@ -284,10 +319,15 @@ impl BurnTrainer {
         }
         let mut optim = adam.init();
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-        let mut order: Vec<usize> = (0..train.rows()).collect();
+        let mut order: Vec<usize>;
         let mut history = Vec::with_capacity(cfg.epochs);
         let mut best: Option<(f64, usize, Vec<NamedTensor>)> = None;
+        let config_sha256 = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(
+                serde_json::to_vec(cfg).unwrap_or_default(),
+            ))
+        };
         // One optimizer step per group of `grad_accum` micro-batches.
         let group_rows = cfg.batch_size * cfg.grad_accum.max(1);
         let steps_per_epoch = train.rows().div_ceil(group_rows) as u64;
@@ -298,9 +338,73 @@ impl BurnTrainer {
         // Early stopping state: the best value of the watched metric and epochs since.
         let (mut watched_best, mut since_best) = (None::<f64>, 0usize);
         let mut stopped_early = None;
-        for epoch in 1..=cfg.epochs {
+        let mut start_epoch = 1;
+        let ckpt_root = self.checkpoints.clone();
+        if self.resume {
+            let root = ckpt_root.as_ref().ok_or_else(|| {
+                TrainError::Config("resuming needs the run's checkpoint directory".into())
+            })?;
+            let (ck, skipped) = crate::checkpoint::latest_good(root)?;
+            for s in skipped {
+                events.emit(Event::Message {
+                    level: kiln_core::Level::Warn,
+                    text: format!("skipping a damaged checkpoint: {s}"),
+                });
+            }
+            if ck.state.config_sha256 != config_sha256 {
+                return Err(TrainError::Checkpoint(format!(
+                    "{} was written by a run with a different training config; resume with that run's own config.toml (kiln train --resume <run dir> reads it)",
+                    ck.dir.display()
+                )));
+            }
+            let ids: std::collections::HashMap<String, u64> = ck
+                .weights
+                .iter()
+                .map(|(t, id)| (t.name.clone(), *id))
+                .collect();
+            let tensors: Vec<NamedTensor> = ck.weights.iter().map(|(t, _)| t.clone()).collect();
+            net = Net::init(&spec, &device).with_weights_and_ids(&tensors, &ids, &device);
+            optim = optim
+                .from_bytes(burn::tensor::Bytes::from_bytes_vec(ck.optimizer.clone()))
+                .map_err(|e| {
+                    TrainError::Checkpoint(format!(
+                        "{} cannot be read by burn: {e:?}",
+                        ck.dir.join("optimizer.bpk").display()
+                    ))
+                })?;
+            history = ck.state.history;
+            lr_trace = ck.state.lr_trace;
+            global_step = ck.state.global_step;
+            last_lr = lr_trace.last().copied().unwrap_or(cfg.lr);
+            best = Some((ck.state.best_score, ck.state.best_epoch, ck.best));
+            watched_best = ck.state.watched_best;
+            since_best = ck.state.since_best;
+            stopped_early = ck.state.stopped_early;
+            start_epoch = ck.state.epoch + 1;
+            events.emit(Event::Message {
+                level: kiln_core::Level::Info,
+                text: format!(
+                    "resuming from {} (epoch {} of {} done)",
+                    ck.dir.display(),
+                    ck.state.epoch,
+                    cfg.epochs
+                ),
+            });
+        }
+        let resumed_epochs = start_epoch - 1;
+        let last_epoch = if stopped_early.is_some() {
+            0
+        } else {
+            cfg.epochs
+        };
+        for epoch in start_epoch..=last_epoch {
             let t0 = Instant::now();
+            // The data order and the dropout masks depend only on (seed, epoch).
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(epoch_seed(cfg.seed, epoch, ORDER_SALT));
+            order = (0..train.rows()).collect();
             order.shuffle(&mut rng);
+            device.seed(epoch_seed(cfg.seed, epoch, DROPOUT_SALT));
             let (mut loss_sum, mut hits) = (0f64, None::<i64>);
             for (step, group) in order.chunks(group_rows).enumerate() {
                 // Gradient accumulation: burn sums the micro-batches' gradients, so each
@@ -373,20 +477,27 @@ impl BurnTrainer {
                 lr: m.lr,
                 seconds: m.seconds,
             });
-            // Keep the weights of the best epoch: by the early-stopping metric when one is set,
-            // else by validation loss (the last epoch when there is no validation data).
-            let (metric, maximize) = match &cfg.early_stopping {
-                Some(e) => (e.metric.as_str(), e.maximize()),
-                None => ("val_loss", false),
+            // Keep the weights of the best epoch: by `best_metric` when set, else by the
+            // early-stopping metric, else by validation loss (the last epoch when there is no
+            // validation data). Scores are minimised; a maximised metric is negated.
+            let score_of = |metric: &str, maximize: bool| {
+                let value = match metric {
+                    "val_loss" => m.val_loss,
+                    "val_accuracy" => m.val_accuracy,
+                    "train_accuracy" => m.train_accuracy,
+                    _ => Some(m.train_loss),
+                };
+                value.map(|v| if maximize { -v } else { v })
             };
-            let value = match metric {
-                "val_loss" => m.val_loss,
-                "val_accuracy" => m.val_accuracy,
-                "train_accuracy" => m.train_accuracy,
-                _ => Some(m.train_loss),
+            let score = match (&cfg.best_metric, &cfg.early_stopping) {
+                (Some(b), _) => score_of(b, crate::config::maximized(b, None)),
+                (None, Some(e)) => score_of(&e.metric, e.maximize()),
+                (None, None) => score_of("val_loss", false),
             };
-            // Scores are minimised; a maximised metric is negated.
-            let score = value.map(|v| if maximize { -v } else { v });
+            let watched = cfg
+                .early_stopping
+                .as_ref()
+                .and_then(|e| score_of(&e.metric, e.maximize()));
             let better = match (score, best.as_ref()) {
                 (_, None) => true,
                 (Some(s), Some((b, _, _))) => s < *b,
@@ -400,7 +511,8 @@ impl BurnTrainer {
                 ));
             }
             history.push(m);
-            if let (Some(e), Some(s)) = (&cfg.early_stopping, score) {
+            let mut stop_now = false;
+            if let (Some(e), Some(s)) = (&cfg.early_stopping, watched) {
                 let improved = watched_best.is_none_or(|b| s < b - e.min_delta);
                 if improved {
                     watched_best = Some(s);
@@ -413,15 +525,72 @@ impl BurnTrainer {
                             level: kiln_core::Level::Info,
                             text: format!("early stopping after epoch {epoch}: {} has not improved by more than {} for {} epochs", e.metric, e.min_delta, e.patience),
                         });
-                        break;
+                        stop_now = true;
                     }
                 }
+            }
+            if let Some(root) = ckpt_root.as_ref().filter(|_| cfg.checkpoint_every > 0) {
+                let periodic = epoch % cfg.checkpoint_every == 0 || epoch == cfg.epochs || stop_now;
+                if periodic || better {
+                    let weights: Vec<(NamedTensor, u64)> = plain
+                        .named_weights()
+                        .map_err(TrainError::Burn)?
+                        .into_iter()
+                        .zip(net.param_ids())
+                        .collect();
+                    let optimizer = optim
+                        .into_bytes()
+                        .map_err(|e| {
+                            TrainError::Checkpoint(format!("saving the optimizer: {e:?}"))
+                        })?
+                        .to_vec();
+                    let (best_score, best_epoch, best_weights) = best
+                        .as_ref()
+                        .ok_or_else(|| TrainError::Config("no best epoch".into()))?;
+                    let state = crate::checkpoint::CheckpointState {
+                        format_version: crate::checkpoint::CHECKPOINT_FORMAT,
+                        epoch,
+                        global_step,
+                        history: history.clone(),
+                        lr_trace: lr_trace.clone(),
+                        best_score: *best_score,
+                        best_epoch: *best_epoch,
+                        watched_best,
+                        since_best,
+                        stopped_early,
+                        config_sha256: config_sha256.clone(),
+                        files: Default::default(),
+                    };
+                    if better {
+                        crate::checkpoint::write(
+                            &root.join("best"),
+                            state.clone(),
+                            &weights,
+                            best_weights,
+                            &optimizer,
+                        )?;
+                    }
+                    if periodic {
+                        crate::checkpoint::write(
+                            &crate::checkpoint::epoch_dir(root, epoch),
+                            state,
+                            &weights,
+                            best_weights,
+                            &optimizer,
+                        )?;
+                        crate::checkpoint::prune(root, cfg.keep_checkpoints);
+                    }
+                }
+            }
+            if stop_now {
+                break;
             }
         }
         let (_, best_epoch, weights) =
             best.ok_or_else(|| TrainError::Config("no epoch ran".into()))?;
         let samples_per_second =
-            (train.rows() * history.len()) as f64 / start.elapsed().as_secs_f64().max(1e-9);
+            (train.rows() * (history.len() - resumed_epochs.min(history.len()))) as f64
+                / start.elapsed().as_secs_f64().max(1e-9);
 
         // Reference rows: burn's own outputs for sample rows, so export can verify itself.
         let plain_dev = plain_device();

@@ -1,0 +1,230 @@
+//! Checkpoints and exact resumption: `kiln train` killed with SIGKILL mid-run and resumed with
+//! `kiln train --resume` ends with the same weights, bit for bit, as a run never interrupted;
+//! a damaged checkpoint is named and skipped, and with none left the error names the files.
+
+use crate::util::Kiln;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn weights(k: &Kiln, run: &str) -> Vec<u8> {
+    std::fs::read(k.path(&format!("{run}/model/weights.safetensors"))).expect("weights")
+}
+
+fn history(k: &Kiln, run: &str) -> Vec<serde_json::Value> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path(&format!("{run}/metrics.json"))).unwrap())
+            .unwrap();
+    m["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.as_object_mut().unwrap().remove("seconds");
+            e
+        })
+        .collect()
+}
+
+/// Enough rows that an epoch takes a noticeable time, so the kill lands mid-run.
+fn data(k: &Kiln) -> (String, String) {
+    let all = kiln::data::synthetic::make_classification(24_000, 6, 3, 3, 1.0, 5);
+    let parts = kiln::data::split(&all, 0.9, 0.1, 5);
+    (
+        k.write_dataset("train.csv", &parts.train)
+            .to_string_lossy()
+            .into_owned(),
+        k.write_dataset("val.csv", &parts.val)
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+#[test]
+fn sigkill_then_resume_equals_an_uninterrupted_run() {
+    let k = Kiln::new();
+    let (train, val) = data(&k);
+    let args = |out: &'static str| {
+        vec![
+            "train".to_string(),
+            "--data".into(),
+            train.clone(),
+            "--val-data".into(),
+            val.clone(),
+            "--out".into(),
+            out.into(),
+            "--epochs".into(),
+            "10".into(),
+            "--dropout".into(),
+            "0.2".into(),
+            "--schedule".into(),
+            "cosine".into(),
+            "--keep-checkpoints".into(),
+            "2".into(),
+            "-q".into(),
+        ]
+    };
+    let full: Vec<String> = args("full");
+    k.ok(&full.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // The same run, killed with SIGKILL once its third checkpoint is on disk.
+    let killed = args("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(&killed)
+        .current_dir(k.path(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let marker = k.path("killed/checkpoints/epoch-000003/state.json");
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "training finished before it could be killed; give it more work"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(
+        !k.path("killed/model/kiln-model.json").exists(),
+        "killed before the end"
+    );
+    // At most `--keep-checkpoints` periodic checkpoints, plus best.
+    let kept = std::fs::read_dir(k.path("killed/checkpoints"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("epoch-")
+        })
+        .count();
+    assert!((1..=2).contains(&kept), "{kept} periodic checkpoints kept");
+
+    // A fresh `train` into the interrupted run is refused rather than wiping it.
+    let err = k.fails(&killed.iter().map(String::as_str).collect::<Vec<_>>(), 2);
+    assert!(err.contains("--resume"), "{err}");
+
+    // Damage the newest checkpoint: resume names it, skips it and uses the one before.
+    let mut newest: Vec<_> = std::fs::read_dir(k.path("killed/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("epoch-")
+        })
+        .collect();
+    newest.sort();
+    let newest = newest.pop().unwrap();
+    let file = newest.join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+
+    let out = k.ok(&["train", "--resume", "killed"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if kept > 1 {
+        assert!(
+            stderr.contains("model.safetensors") && stderr.contains("skipping"),
+            "the damaged checkpoint is named: {stderr}"
+        );
+    }
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert_eq!(
+        weights(&k, "killed"),
+        weights(&k, "full"),
+        "resumed weights differ from the uninterrupted run's"
+    );
+    assert_eq!(history(&k, "killed"), history(&k, "full"));
+
+    // With every checkpoint damaged there is nothing to resume from: a clear error naming files.
+    for e in std::fs::read_dir(k.path("killed/checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("epoch-")
+        {
+            std::fs::write(p.join("state.json"), b"{ truncated").unwrap();
+        }
+    }
+    let err = k.fails(&["train", "--resume", "killed"], 1);
+    assert!(
+        err.contains("no usable checkpoint") && err.contains("state.json"),
+        "{err}"
+    );
+    // --resume with another run's config is refused.
+    let err = k.fails(
+        &[
+            "train",
+            "--resume",
+            "killed",
+            "--config",
+            "full/config.toml",
+        ],
+        2,
+    );
+    assert!(err.contains("--config"), "{err}");
+}
+
+#[test]
+fn best_checkpoint_follows_the_chosen_metric() {
+    let k = Kiln::new();
+    let (train, val, _) = crate::util::synthetic_splits(&k, 21);
+    let (train, val) = (
+        train.to_string_lossy().into_owned(),
+        val.to_string_lossy().into_owned(),
+    );
+    k.ok(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--out",
+        "run",
+        "--epochs",
+        "6",
+        "--best-metric",
+        "val_accuracy",
+        "-q",
+    ]);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("run/checkpoints/best/state.json")).unwrap())
+            .unwrap();
+    let best = state["best_epoch"].as_u64().unwrap() as usize;
+    assert_eq!(state["epoch"].as_u64().unwrap() as usize, best);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("run/metrics.json")).unwrap()).unwrap();
+    let hist = metrics["history"].as_array().unwrap();
+    assert_eq!(hist.len(), 6);
+    let acc = |e: &serde_json::Value| e["val_accuracy"].as_f64().unwrap();
+    let top = hist.iter().map(acc).fold(f64::MIN, f64::max);
+    assert_eq!(
+        acc(&hist[best - 1]),
+        top,
+        "best epoch {best} has the top val accuracy"
+    );
+    assert_eq!(metrics["best_epoch"].as_u64().unwrap() as usize, best);
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            &train,
+            "--out",
+            "x",
+            "--best-metric",
+            "f1",
+        ],
+        2,
+    );
+    assert!(err.contains("best_metric"), "{err}");
+}
