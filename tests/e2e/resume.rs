@@ -227,4 +227,40 @@ fn best_checkpoint_follows_the_chosen_metric() {
         2,
     );
     assert!(err.contains("best_metric"), "{err}");
+    // Each optimizer trains the separable set well.
+    for (opt, lr) in [("sgd", "0.05"), ("adamw", "0.01"), ("adam", "0.01")] {
+        let out = format!("run-{opt}");
+        let s = k.json(&[
+            "train",
+            "--data",
+            &train,
+            "--val-data",
+            &val,
+            "--out",
+            &out,
+            "--epochs",
+            "10",
+            "--optimizer",
+            opt,
+            "--lr",
+            lr,
+            "--weight-decay",
+            "0.0001",
+        ]);
+        let acc = s["val_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.9, "{opt}: val accuracy {acc}");
+    }
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            &train,
+            "--out",
+            "y",
+            "--optimizer",
+            "rmsprop",
+        ],
+        2,
+    );
+    assert!(err.contains("adam, adamw or sgd"), "{err}");
 }

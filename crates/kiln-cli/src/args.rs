@@ -115,9 +115,15 @@ pub struct TrainFlags {
     /// Accumulate gradients over K micro-batches of --batch-size per optimizer step [default: 1].
     #[arg(long, env = "KILN_GRAD_ACCUM")]
     pub grad_accum: Option<usize>,
-    /// Adam learning rate [default: 0.001].
+    /// Learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
+    /// Optimizer: adam, adamw (decoupled weight decay) or sgd [default: adam].
+    #[arg(long, env = "KILN_OPTIMIZER")]
+    pub optimizer: Option<String>,
+    /// SGD momentum, 0 to turn it off [default: 0.9].
+    #[arg(long, env = "KILN_MOMENTUM")]
+    pub momentum: Option<f64>,
     /// Hidden layer widths, comma-separated [default: 64,64].
     #[arg(long, env = "KILN_HIDDEN", value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,

@@ -138,6 +138,12 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.lr {
         c.lr = v;
     }
+    if let Some(v) = &flags.optimizer {
+        c.optimizer = kiln_train::OptimizerKind::parse(v).map_err(|e| usage(e.to_string()))?;
+    }
+    if let Some(v) = flags.momentum {
+        c.momentum = v;
+    }
     if let Some(v) = &flags.hidden {
         c.hidden = v.clone();
     }

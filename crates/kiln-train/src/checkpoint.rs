@@ -24,7 +24,112 @@ use std::path::{Path, PathBuf};
 /// Version of the checkpoint layout.
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
-/// The bookkeeping half of a checkpoint (`state.json`).
+/// Exact f64 fields: serde_json's number parser may be one ulp off, which would break a
+/// bit-identical resume, so floats are stored as their shortest round-trip text and parsed back
+/// with Rust's correctly rounded parser.
+mod exact {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    fn parse<E: serde::de::Error>(s: &str) -> Result<f64, E> {
+        s.parse()
+            .map_err(|_| E::custom(format!("{s:?} is not a number")))
+    }
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{v:?}"))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+
+    pub mod opt {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&format!("{v:?}")),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| parse(&s))
+                .transpose()
+        }
+    }
+
+    pub mod vec {
+        use super::*;
+        use serde::ser::SerializeSeq;
+        pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(v.len()))?;
+            for x in v {
+                seq.serialize_element(&format!("{x:?}"))?;
+            }
+            seq.end()
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|s| parse(s))
+                .collect()
+        }
+    }
+}
+
+/// [`EpochMetrics`] with exact floats, as stored in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ExactEpoch {
+    epoch: usize,
+    #[serde(with = "exact")]
+    train_loss: f64,
+    #[serde(with = "exact::opt")]
+    train_accuracy: Option<f64>,
+    #[serde(with = "exact::opt")]
+    val_loss: Option<f64>,
+    #[serde(with = "exact::opt")]
+    val_accuracy: Option<f64>,
+    #[serde(with = "exact")]
+    lr: f64,
+    #[serde(with = "exact")]
+    seconds: f64,
+}
+
+mod exact_history {
+    use super::{EpochMetrics, ExactEpoch};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[EpochMetrics], s: S) -> Result<S::Ok, S::Error> {
+        let exact: Vec<ExactEpoch> = v
+            .iter()
+            .map(|m| ExactEpoch {
+                epoch: m.epoch,
+                train_loss: m.train_loss,
+                train_accuracy: m.train_accuracy,
+                val_loss: m.val_loss,
+                val_accuracy: m.val_accuracy,
+                lr: m.lr,
+                seconds: m.seconds,
+            })
+            .collect();
+        exact.serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EpochMetrics>, D::Error> {
+        Ok(Vec::<ExactEpoch>::deserialize(d)?
+            .into_iter()
+            .map(|m| EpochMetrics {
+                epoch: m.epoch,
+                train_loss: m.train_loss,
+                train_accuracy: m.train_accuracy,
+                val_loss: m.val_loss,
+                val_accuracy: m.val_accuracy,
+                lr: m.lr,
+                seconds: m.seconds,
+            })
+            .collect())
+    }
+}
+
+/// The bookkeeping half of a checkpoint (`state.json`). Floats are stored as exact text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
     /// Layout version ([`CHECKPOINT_FORMAT`]).
@@ -34,14 +139,18 @@ pub struct CheckpointState {
     /// Optimizer steps taken so far.
     pub global_step: usize,
     /// Metrics of every completed epoch.
+    #[serde(with = "exact_history")]
     pub history: Vec<EpochMetrics>,
     /// The learning rate of every step so far.
+    #[serde(with = "exact::vec")]
     pub lr_trace: Vec<f64>,
     /// Score of the best epoch so far (lower is better).
+    #[serde(with = "exact")]
     pub best_score: f64,
     /// The best epoch so far.
     pub best_epoch: usize,
     /// Early stopping: best watched value and epochs since it improved.
+    #[serde(with = "exact::opt")]
     pub watched_best: Option<f64>,
     /// Epochs since the watched metric last improved.
     pub since_best: usize,
@@ -351,6 +460,19 @@ mod tests {
         std::fs::write(epoch_dir(dir.path(), 1).join("state.json"), b"{").expect("break");
         let err = latest_good(dir.path()).expect_err("none usable");
         assert!(err.to_string().contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn floats_survive_the_round_trip_bit_for_bit() {
+        let mut s = state();
+        s.lr_trace = vec![0.009998286624877784, 1e-300, 0.1 + 0.2, f64::MIN_POSITIVE];
+        s.best_score = -0.123_456_789_012_345_68;
+        s.watched_best = Some(2.0f64.sqrt());
+        let text = serde_json::to_string(&s).expect("json");
+        let back: CheckpointState = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, s);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.lr_trace), bits(&s.lr_trace));
     }
 
     #[test]

@@ -18,10 +18,14 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Micro-batches whose gradients are accumulated into one optimizer step.
     pub grad_accum: usize,
-    /// Adam learning rate.
+    /// The optimizer: `adam`, `adamw` (decoupled weight decay) or `sgd` (with `momentum`).
+    pub optimizer: OptimizerKind,
+    /// Learning rate (the base rate of the schedule).
     pub lr: f64,
-    /// Adam (L2) weight decay; 0 disables it.
+    /// Weight decay: L2 for adam and sgd, decoupled for adamw; 0 disables it.
     pub weight_decay: f64,
+    /// SGD momentum (0 disables it); other optimizers ignore it.
+    pub momentum: f64,
     /// Seed for weight initialisation, dropout and the data order.
     pub seed: u64,
     /// Name of the target column.
@@ -53,6 +57,33 @@ pub(crate) fn maximized(metric: &str, mode: Option<&str>) -> bool {
 }
 
 const METRICS: [&str; 4] = ["val_loss", "val_accuracy", "train_loss", "train_accuracy"];
+
+/// Which burn optimizer trains the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Adam with optional L2 weight decay.
+    #[default]
+    Adam,
+    /// AdamW: Adam with decoupled weight decay.
+    Adamw,
+    /// Stochastic gradient descent with optional momentum.
+    Sgd,
+}
+
+impl OptimizerKind {
+    /// Parses `adam`, `adamw` or `sgd`.
+    pub fn parse(name: &str) -> Result<Self, TrainError> {
+        match name {
+            "adam" => Ok(Self::Adam),
+            "adamw" => Ok(Self::Adamw),
+            "sgd" => Ok(Self::Sgd),
+            other => Err(TrainError::Config(format!(
+                "unknown optimizer {other:?}; use adam, adamw or sgd"
+            ))),
+        }
+    }
+}
 
 /// A learning-rate schedule over optimizer steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -173,8 +204,10 @@ impl Default for TrainConfig {
             epochs: 20,
             batch_size: 32,
             grad_accum: 1,
+            optimizer: OptimizerKind::Adam,
             lr: 1e-3,
             weight_decay: 0.0,
+            momentum: 0.9,
             seed: 42,
             target: kiln_data::DEFAULT_TARGET.into(),
             standardize: true,
@@ -202,6 +235,15 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!(
+                "weight_decay must be a non-negative number, got {}",
+                self.weight_decay
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));

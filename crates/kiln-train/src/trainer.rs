@@ -311,13 +311,26 @@ impl BurnTrainer {
         let device = Device::flex().autodiff();
         device.seed(cfg.seed);
         let mut net = Net::init(&spec, &device);
-        let mut adam = AdamConfig::new();
-        if cfg.weight_decay > 0.0 {
-            adam = adam.with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
-                cfg.weight_decay as f32,
-            )));
-        }
-        let mut optim = adam.init();
+        let l2 = (cfg.weight_decay > 0.0)
+            .then(|| burn::optim::decay::WeightDecayConfig::new(cfg.weight_decay as f32));
+        let mut optim = match cfg.optimizer {
+            crate::OptimizerKind::Adam => AdamConfig::new().with_weight_decay(l2).init(),
+            crate::OptimizerKind::Adamw => burn::optim::AdamWConfig::new()
+                .with_weight_decay(cfg.weight_decay as f32)
+                .init(),
+            crate::OptimizerKind::Sgd => {
+                // Dampening 0, as in PyTorch's SGD (burn's default is 0.1).
+                let momentum = (cfg.momentum > 0.0).then(|| {
+                    burn::optim::momentum::MomentumConfig::new()
+                        .with_momentum(cfg.momentum)
+                        .with_dampening(0.0)
+                });
+                burn::optim::SgdConfig::new()
+                    .with_weight_decay(l2)
+                    .with_momentum(momentum)
+                    .init()
+            }
+        };
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
         let mut order: Vec<usize>;
         let mut history = Vec::with_capacity(cfg.epochs);
