@@ -227,6 +227,25 @@ fn best_checkpoint_follows_the_chosen_metric() {
         2,
     );
     assert!(err.contains("best_metric"), "{err}");
+    // A held-out test set is evaluated with the kept model.
+    let test = k.path("test.csv").to_string_lossy().into_owned();
+    let s = k.json(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--test-data",
+        &test,
+        "--out",
+        "run-t",
+        "--epochs",
+        "6",
+    ]);
+    assert_eq!(s["test"]["rows"], 100);
+    assert!(s["test"]["accuracy"].as_f64().unwrap() > 0.9, "{s:#}");
+    assert!(s["test"]["macro_f1"].as_f64().unwrap() > 0.9, "{s:#}");
+    assert!(s["val_macro_f1"].as_f64().unwrap() > 0.9, "{s:#}");
     // Each optimizer trains the separable set well.
     for (opt, lr) in [("sgd", "0.05"), ("adamw", "0.01"), ("adam", "0.01")] {
         let out = format!("run-{opt}");

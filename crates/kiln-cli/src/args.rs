@@ -175,6 +175,10 @@ pub struct TrainArgs {
     /// Validation data, evaluated every epoch; the best epoch's weights are kept.
     #[arg(long)]
     pub val_data: Option<PathBuf>,
+    /// Held-out test data, evaluated once with the kept model (loss, accuracy, macro-F1) and
+    /// reported in metrics.json; it plays no part in choosing the best epoch.
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
     /// Output directory: <out>/model, <out>/metrics.json, <out>/config.toml.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -183,7 +187,7 @@ pub struct TrainArgs {
     pub force: bool,
     /// Continue an interrupted run from its newest good checkpoint, with the run's own
     /// config.toml; the result equals an uninterrupted run's.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "val_data", "out", "force"])]
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["data", "val_data", "test_data", "out", "force"])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub train: TrainFlags,

@@ -212,15 +212,27 @@ struct TrainRun {
     model_dir: PathBuf,
 }
 
+/// The files of a training run.
+struct RunPaths<'a> {
+    data: &'a Path,
+    val: Option<&'a Path>,
+    test: Option<&'a Path>,
+    out: &'a Path,
+}
+
 fn run_training(
     rep: &mut Reporter,
     cfg: &TrainConfig,
-    data: &Path,
-    val_path: Option<&Path>,
-    out: &Path,
+    paths: RunPaths<'_>,
     force: bool,
     resume: bool,
 ) -> Result<TrainRun> {
+    let RunPaths {
+        data,
+        val: val_path,
+        test: test_path,
+        out,
+    } = paths;
     let model_dir = out.join("model");
     let checkpoints = out.join("checkpoints");
     if !resume && !force {
@@ -263,7 +275,7 @@ fn run_training(
         let effective = ConfigFile {
             data: Some(absolute(data)),
             val_data: val_path.map(absolute),
-            test_data: None,
+            test_data: test_path.map(absolute),
             out: Some(absolute(out)),
             train: Some(cfg.clone()),
         };
@@ -272,16 +284,20 @@ fn run_training(
             .with_context(|| format!("creating the output directory {}", out.display()))?;
         kiln_core::fsutil::write_atomic(&out.join("config.toml"), toml_text.as_bytes())?;
     }
-    let outcome = BurnTrainer::new(cfg.clone())
+    let mut trainer = BurnTrainer::new(cfg.clone())
         .with_checkpoints(checkpoints)
-        .resuming(resume)
-        .run(&train, val.as_ref(), &model_dir, rep)?;
+        .resuming(resume);
+    if let Some(t) = test_path {
+        trainer = trainer.with_test_data(load_data(t, cfg, train.class_names())?);
+    }
+    let outcome = trainer.run(&train, val.as_ref(), &model_dir, rep)?;
     let metrics = json!({
         "history": outcome.history,
         "best_epoch": outcome.best_epoch,
         "seconds": outcome.seconds,
         "samples_per_second": outcome.samples_per_second,
         "stopped_early": outcome.stopped_early,
+        "test": outcome.test,
         "lr_per_step": outcome.lr_trace,
         "resources": kiln_core::resources::usage(),
         "train_rows": train.rows(),
@@ -346,15 +362,14 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
             usage("missing output directory: pass --out <DIR> (or set `out` in the config file)")
         })?;
     let val = a.val_data.clone().or(file.val_data.clone());
-    let run = run_training(
-        rep,
-        &cfg,
-        &data,
-        val.as_deref(),
-        &out,
-        a.force,
-        a.resume.is_some(),
-    )?;
+    let test = a.test_data.clone().or(file.test_data.clone());
+    let paths = RunPaths {
+        data: &data,
+        val: val.as_deref(),
+        test: test.as_deref(),
+        out: &out,
+    };
+    let run = run_training(rep, &cfg, paths, a.force, a.resume.is_some())?;
     let o = &run.outcome;
     let best = &o.history[o.best_epoch - 1];
     let mut human = format!(
@@ -373,6 +388,15 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
     if let Some(v) = best.val_accuracy {
         human.push_str(&format!(", val_acc {v:.4}"));
     }
+    if let Some(t) = &o.test {
+        human.push_str(&format!("\ntest ({} rows): loss {:.4}", t.rows, t.loss));
+        if let Some(a) = t.accuracy {
+            human.push_str(&format!(", accuracy {a:.4}"));
+        }
+        if let Some(f) = t.macro_f1 {
+            human.push_str(&format!(", macro-F1 {f:.4}"));
+        }
+    }
     human.push_str(&format!(
         "\nmetrics: {}",
         out.join("metrics.json").display()
@@ -389,6 +413,8 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
             "train_accuracy": best.train_accuracy,
             "val_accuracy": best.val_accuracy,
             "val_loss": best.val_loss,
+            "val_macro_f1": best.val_macro_f1,
+            "test": o.test,
             "seconds": o.seconds,
             "samples_per_second": o.samples_per_second,
         }),
@@ -718,7 +744,13 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
             a.test_data.clone().or(file.test_data.clone()),
         )
     };
-    let run = run_training(rep, &cfg, &data, val.as_deref(), &out, true, false)?;
+    let paths = RunPaths {
+        data: &data,
+        val: val.as_deref(),
+        test: None,
+        out: &out,
+    };
+    let run = run_training(rep, &cfg, paths, true, false)?;
     let onnx = out.join("model.onnx");
     let exported = export_model(
         rep,

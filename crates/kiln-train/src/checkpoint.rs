@@ -88,6 +88,8 @@ struct ExactEpoch {
     val_loss: Option<f64>,
     #[serde(with = "exact::opt")]
     val_accuracy: Option<f64>,
+    #[serde(with = "exact::opt", default)]
+    val_macro_f1: Option<f64>,
     #[serde(with = "exact")]
     lr: f64,
     #[serde(with = "exact")]
@@ -107,6 +109,7 @@ mod exact_history {
                 train_accuracy: m.train_accuracy,
                 val_loss: m.val_loss,
                 val_accuracy: m.val_accuracy,
+                val_macro_f1: m.val_macro_f1,
                 lr: m.lr,
                 seconds: m.seconds,
             })
@@ -122,6 +125,7 @@ mod exact_history {
                 train_accuracy: m.train_accuracy,
                 val_loss: m.val_loss,
                 val_accuracy: m.val_accuracy,
+                val_macro_f1: m.val_macro_f1,
                 lr: m.lr,
                 seconds: m.seconds,
             })

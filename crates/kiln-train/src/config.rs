@@ -52,11 +52,17 @@ pub(crate) fn maximized(metric: &str, mode: Option<&str>) -> bool {
     match mode {
         Some("max") => true,
         Some(_) => false,
-        None => metric.ends_with("accuracy"),
+        None => metric.ends_with("accuracy") || metric.ends_with("f1"),
     }
 }
 
-const METRICS: [&str; 4] = ["val_loss", "val_accuracy", "train_loss", "train_accuracy"];
+const METRICS: [&str; 5] = [
+    "val_loss",
+    "val_accuracy",
+    "val_macro_f1",
+    "train_loss",
+    "train_accuracy",
+];
 
 /// Which burn optimizer trains the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -253,15 +259,13 @@ impl TrainConfig {
         }
         if let Some(b) = self.best_metric.as_deref().filter(|b| !METRICS.contains(b)) {
             return bad(format!(
-                "best_metric {b:?} is not recorded; use val_loss, val_accuracy, train_loss or train_accuracy"
+                "best_metric {b:?} is not recorded; use val_loss, val_accuracy, val_macro_f1, train_loss or train_accuracy"
             ));
         }
         if let Some(e) = &self.early_stopping {
-            if !["val_loss", "val_accuracy", "train_loss", "train_accuracy"]
-                .contains(&e.metric.as_str())
-            {
+            if !METRICS.contains(&e.metric.as_str()) {
                 return bad(format!(
-                    "early_stopping.metric {:?} is not recorded; use val_loss, val_accuracy, train_loss or train_accuracy",
+                    "early_stopping.metric {:?} is not recorded; use val_loss, val_accuracy, val_macro_f1, train_loss or train_accuracy",
                     e.metric
                 ));
             }

@@ -42,6 +42,9 @@ pub struct EpochMetrics {
     pub val_loss: Option<f64>,
     /// Validation accuracy.
     pub val_accuracy: Option<f64>,
+    /// Validation macro-averaged F1 (classification): the mean over classes of each class's F1.
+    #[serde(default)]
+    pub val_macro_f1: Option<f64>,
     /// Learning rate.
     pub lr: f64,
     /// Wall time of the epoch.
@@ -66,6 +69,8 @@ pub struct TrainOutcome {
     pub lr_trace: Vec<f64>,
     /// The epoch after which early stopping ended the run.
     pub stopped_early: Option<usize>,
+    /// The kept model on the held-out test set, when one was given.
+    pub test: Option<EvalMetrics>,
 }
 
 /// Trains declarative models with burn on the flex CPU backend.
@@ -74,6 +79,7 @@ pub struct BurnTrainer {
     config: TrainConfig,
     checkpoints: Option<PathBuf>,
     resume: bool,
+    test: Option<Dataset>,
 }
 
 impl Trainer for BurnTrainer {
@@ -189,24 +195,69 @@ fn loss_and_hits(
     }
 }
 
-/// Mean loss and (classification) accuracy of `net` on `data`, in batches, without gradients.
-fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> (f64, Option<f64>) {
+/// Loss, accuracy and macro-F1 of a model on a data set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Mean loss (cross-entropy, or MSE on the standardised target).
+    pub loss: f64,
+    /// Accuracy (classification).
+    pub accuracy: Option<f64>,
+    /// Macro-averaged F1 over the classes that occur in the labels or the predictions
+    /// (classification).
+    pub macro_f1: Option<f64>,
+}
+
+/// Macro-F1 from (predicted, true) class pairs.
+pub fn macro_f1(pairs: &[(i64, i64)]) -> Option<f64> {
+    let classes: std::collections::BTreeSet<i64> =
+        pairs.iter().flat_map(|&(p, t)| [p, t]).collect();
+    if classes.is_empty() {
+        return None;
+    }
+    let f1s = classes.iter().map(|&c| {
+        let tp = pairs.iter().filter(|&&(p, t)| p == c && t == c).count() as f64;
+        let fp = pairs.iter().filter(|&&(p, t)| p == c && t != c).count() as f64;
+        let fn_ = pairs.iter().filter(|&&(p, t)| p != c && t == c).count() as f64;
+        if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + fn_)
+        }
+    });
+    Some(f1s.sum::<f64>() / classes.len() as f64)
+}
+
+/// Mean loss, accuracy and macro-F1 (classification) of `net` on `data`, in batches, without
+/// gradients.
+fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> EvalMetrics {
     let n = data.len();
     let ce = CrossEntropyLossConfig::new().init(device);
     let (mut loss_sum, mut hits) = (0f64, None::<i64>);
+    let mut pairs = Vec::new();
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch_size.max(256)) {
         let (x, y) = data.gather(chunk, device);
-        let (loss, h) = loss_and_hits(net.forward(x), y, &ce);
+        let logits = net.forward(x);
+        if let (Y::Classes(_), Labels::Classes(truth)) = (&y, &data.y) {
+            let pred = logits.clone().argmax(1).flatten::<1>(0, 1).to_data();
+            if let Ok(pred) = pred.convert::<i64>().try_into_vec::<i64>() {
+                pairs.extend(pred.into_iter().zip(chunk.iter().map(|&i| truth[i])));
+            }
+        }
+        let (loss, h) = loss_and_hits(logits, y, &ce);
         if let Some(h) = h {
             hits = Some(hits.unwrap_or(0) + h);
         }
         loss_sum += scalar(loss) * chunk.len() as f64;
     }
-    (
-        loss_sum / n.max(1) as f64,
-        hits.map(|h| h as f64 / n.max(1) as f64),
-    )
+    EvalMetrics {
+        rows: n,
+        loss: loss_sum / n.max(1) as f64,
+        accuracy: hits.map(|h| h as f64 / n.max(1) as f64),
+        macro_f1: macro_f1(&pairs),
+    }
 }
 
 impl BurnTrainer {
@@ -216,7 +267,15 @@ impl BurnTrainer {
             config,
             checkpoints: None,
             resume: false,
+            test: None,
         }
+    }
+
+    /// Evaluates the kept model on this held-out set once training ends
+    /// ([`TrainOutcome::test`]). It plays no part in choosing the best epoch.
+    pub fn with_test_data(mut self, test: Dataset) -> Self {
+        self.test = Some(test);
+        self
     }
 
     /// Writes checkpoints under `dir` (every `checkpoint_every` epochs, keeping
@@ -464,12 +523,12 @@ impl BurnTrainer {
                 });
             }
             let plain = net.valid();
-            let (val_loss, val_acc) = match &val_b {
+            let (val_loss, val_acc, val_f1) = match &val_b {
                 Some(v) => {
-                    let (l, a) = evaluate(&plain, v, cfg.batch_size, &plain_device());
-                    (Some(l), a)
+                    let e = evaluate(&plain, v, cfg.batch_size, &plain_device());
+                    (Some(e.loss), e.accuracy, e.macro_f1)
                 }
-                None => (None, None),
+                None => (None, None, None),
             };
             let m = EpochMetrics {
                 epoch,
@@ -477,6 +536,7 @@ impl BurnTrainer {
                 train_accuracy: hits.map(|h| h as f64 / train.rows() as f64),
                 val_loss,
                 val_accuracy: val_acc,
+                val_macro_f1: val_f1,
                 lr: last_lr,
                 seconds: t0.elapsed().as_secs_f64(),
             };
@@ -497,6 +557,7 @@ impl BurnTrainer {
                 let value = match metric {
                     "val_loss" => m.val_loss,
                     "val_accuracy" => m.val_accuracy,
+                    "val_macro_f1" => m.val_macro_f1,
                     "train_accuracy" => m.train_accuracy,
                     _ => Some(m.train_loss),
                 };
@@ -610,6 +671,21 @@ impl BurnTrainer {
         let final_net = Net::init(&spec, &plain_dev).with_weights(&weights, &plain_dev);
         let sample_src = val.filter(|v| v.rows() > 0).unwrap_or(train);
         let n_ref = sample_src.rows().min(64);
+        // The held-out test set, evaluated once with the kept weights.
+        let test = match &self.test {
+            Some(t) if t.rows() > 0 => {
+                if t.n_features() != train.n_features() {
+                    return Err(TrainError::Data(format!(
+                        "test data has {} features, training data has {}",
+                        t.n_features(),
+                        train.n_features()
+                    )));
+                }
+                let tb = Batches::new(t, norm.as_ref(), target_norm.as_ref())?;
+                Some(evaluate(&final_net, &tb, cfg.batch_size, &plain_dev))
+            }
+            _ => None,
+        };
         let reference = reference_outputs(
             &final_net,
             sample_src,
@@ -669,6 +745,7 @@ impl BurnTrainer {
             samples_per_second,
             lr_trace,
             stopped_early,
+            test,
         })
     }
 }

@@ -87,3 +87,44 @@ fn a_changed_config_cannot_resume_another_runs_checkpoints() {
         "{err}"
     );
 }
+
+#[test]
+fn macro_f1_matches_a_hand_count() {
+    // Class 0: tp 2, fp 1, fn 0 -> 0.8; class 1: tp 1, fp 0, fn 1 -> 2/3; class 2: tp 0 -> 0.
+    let pairs = [(0, 0), (0, 0), (0, 1), (1, 1), (2, 2 + 1)];
+    let f1 = kiln_train::macro_f1(&pairs).expect("f1");
+    // Class 3 only as a truth label: f1 0; classes {0,1,2,3}.
+    let want = (0.8 + 2.0 / 3.0 + 0.0 + 0.0) / 4.0;
+    assert!((f1 - want).abs() < 1e-12, "{f1} vs {want}");
+    assert_eq!(kiln_train::macro_f1(&[]), None);
+    assert_eq!(kiln_train::macro_f1(&[(1, 1), (0, 0)]), Some(1.0));
+}
+
+#[test]
+fn validation_f1_every_epoch_and_a_test_evaluation() {
+    let data = kiln_data::synthetic::blobs(600, 4, 3, 0.8, 9);
+    let parts = kiln_data::split(&data, 0.7, 0.15, 9);
+    let cfg = TrainConfig {
+        epochs: 4,
+        ..TrainConfig::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = BurnTrainer::new(cfg)
+        .with_test_data(parts.test.clone())
+        .run(
+            &parts.train,
+            Some(&parts.val),
+            &dir.path().join("model"),
+            &mut NullSink,
+        )
+        .expect("train");
+    assert!(
+        o.history
+            .iter()
+            .all(|h| h.val_macro_f1.is_some_and(|f| (0.0..=1.0).contains(&f)))
+    );
+    let t = o.test.expect("test metrics");
+    assert_eq!(t.rows, parts.test.rows());
+    assert!(t.accuracy.expect("accuracy") > 0.9, "{t:?}");
+    assert!(t.macro_f1.expect("f1") > 0.9, "{t:?}");
+}
