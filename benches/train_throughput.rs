@@ -75,7 +75,10 @@ fn numpy_samples_per_second() -> Option<f64> {
         .output()
         .ok()?;
     if !out.status.success() {
-        eprintln!("numpy baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "numpy baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;

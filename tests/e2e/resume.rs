@@ -283,3 +283,80 @@ fn best_checkpoint_follows_the_chosen_metric() {
     );
     assert!(err.contains("adam, adamw or sgd"), "{err}");
 }
+
+#[test]
+fn bf16_training_matches_f32_accuracy_and_resumes_exactly() {
+    let k = Kiln::new();
+    let (train, val, test) = crate::util::synthetic_splits(&k, 31);
+    let (train, val, test) = (
+        train.to_string_lossy().into_owned(),
+        val.to_string_lossy().into_owned(),
+        test.to_string_lossy().into_owned(),
+    );
+    let run = |out: &str, precision: &str| {
+        k.json(&[
+            "train",
+            "--data",
+            &train,
+            "--val-data",
+            &val,
+            "--test-data",
+            &test,
+            "--out",
+            out,
+            "--epochs",
+            "8",
+            "--precision",
+            precision,
+            "--keep-checkpoints",
+            "10",
+        ])
+    };
+    let f32_run = run("f32", "f32");
+    let bf16_run = run("bf16", "bf16");
+    let acc = |s: &serde_json::Value| s["test"]["accuracy"].as_f64().unwrap();
+    assert!(acc(&f32_run) > 0.9);
+    assert!(
+        acc(&bf16_run) >= acc(&f32_run) - 0.02,
+        "bf16 {} vs f32 {}",
+        acc(&bf16_run),
+        acc(&f32_run)
+    );
+    // The weights really are bfloat16 values (the low 16 bits of each f32 are zero), and they
+    // differ from the f32 run's.
+    let bytes = weights(&k, "bf16");
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let body = &bytes[8 + n..];
+    assert!(body.chunks_exact(4).all(|c| c[0] == 0 && c[1] == 0));
+    assert_ne!(weights(&k, "bf16"), weights(&k, "f32"));
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("bf16/metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["precision"], "bf16");
+    // The exported model is f32 and verifies against burn's f32 forward pass of those weights.
+    let e = k.json(&["export", "--model", "bf16/model", "--output", "bf16.onnx"]);
+    assert!(
+        e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
+        "{e:#}"
+    );
+    // Resuming a bf16 run from an earlier checkpoint reproduces it exactly.
+    let want = weights(&k, "bf16");
+    for epoch in 5..=8 {
+        std::fs::remove_dir_all(k.path(&format!("bf16/checkpoints/epoch-{epoch:06}"))).unwrap();
+    }
+    k.ok(&["train", "--resume", "bf16", "-q"]);
+    assert_eq!(weights(&k, "bf16"), want, "bf16 resume differs");
+    // f16 is refused with the reason.
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            &train,
+            "--out",
+            "h",
+            "--precision",
+            "f16",
+        ],
+        2,
+    );
+    assert!(err.contains("underflows"), "{err}");
+}

@@ -118,6 +118,10 @@ pub struct TrainFlags {
     /// Learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
+    /// Training float type: f32 or bf16 (the exported model is f32 either way); f16 is refused
+    /// because Adam's second moment underflows it [default: f32].
+    #[arg(long, env = "KILN_PRECISION")]
+    pub precision: Option<String>,
     /// Optimizer: adam, adamw (decoupled weight decay) or sgd [default: adam].
     #[arg(long, env = "KILN_OPTIMIZER")]
     pub optimizer: Option<String>,

@@ -144,6 +144,9 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.momentum {
         c.momentum = v;
     }
+    if let Some(v) = &flags.precision {
+        c.precision = kiln_train::Precision::parse(v).map_err(|e| usage(e.to_string()))?;
+    }
     if let Some(v) = &flags.hidden {
         c.hidden = v.clone();
     }
@@ -298,6 +301,7 @@ fn run_training(
         "samples_per_second": outcome.samples_per_second,
         "stopped_early": outcome.stopped_early,
         "test": outcome.test,
+        "precision": cfg.precision,
         "lr_per_step": outcome.lr_trace,
         "resources": kiln_core::resources::usage(),
         "train_rows": train.rows(),

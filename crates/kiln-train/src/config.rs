@@ -41,6 +41,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Periodic checkpoints kept (the newest); `checkpoints/best` is kept besides.
     pub keep_checkpoints: usize,
+    /// Floating-point type of the weights, activations, gradients and optimizer state during
+    /// training: `f32`, or `bf16` (flex supports it; the exported model is f32 either way).
+    /// `f16` is refused: see [`Precision::F16`].
+    pub precision: Precision,
     /// The metric that picks the best epoch (the saved model and `checkpoints/best`):
     /// `val_loss`, `val_accuracy`, `train_loss` or `train_accuracy`; accuracies are maximised.
     /// Default: the early-stopping metric, else `val_loss`.
@@ -63,6 +67,35 @@ const METRICS: [&str; 5] = [
     "train_loss",
     "train_accuracy",
 ];
+
+/// The float type training runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// bfloat16: f32's exponent range with 8 bits of mantissa; burn's flex backend computes in it.
+    Bf16,
+    /// IEEE half precision. Refused: burn 0.22 has no autocast, loss scaling or f32 master
+    /// weights, so Adam's second moment (squared gradients, often below 1e-8) underflows f16
+    /// (smallest normal 6.1e-5) and training diverges.
+    F16,
+}
+
+impl Precision {
+    /// Parses `f32`, `bf16` or `f16`.
+    pub fn parse(name: &str) -> Result<Self, TrainError> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            other => Err(TrainError::Config(format!(
+                "unknown precision {other:?}; use f32 or bf16"
+            ))),
+        }
+    }
+}
 
 /// Which burn optimizer trains the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -222,6 +255,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1,
             keep_checkpoints: 3,
             best_metric: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -241,6 +275,9 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if self.precision == Precision::F16 {
+            return bad("precision f16 is refused: burn 0.22 has no loss scaling or f32 master weights, so Adam's second moment (squared gradients, often below 1e-8) underflows f16 (smallest normal 6.1e-5) and training diverges; use bf16, which has f32's exponent range".into());
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(format!("momentum must be in [0, 1), got {}", self.momentum));

@@ -31,7 +31,7 @@ mod error;
 mod net;
 mod trainer;
 
-pub use config::{EarlyStopping, OptimizerKind, Schedule, TrainConfig};
+pub use config::{EarlyStopping, OptimizerKind, Precision, Schedule, TrainConfig};
 pub use error::TrainError;
 pub use trainer::{BurnTrainer, EpochMetrics, EvalMetrics, TrainOutcome, macro_f1};
 

@@ -88,6 +88,7 @@ impl Net {
                     .weight
                     .val()
                     .to_data()
+                    .convert::<f32>()
                     .try_to_vec::<f32>()
                     .map_err(|e| format!("{e:?}"))?;
                 out.push(NamedTensor {
@@ -99,6 +100,7 @@ impl Net {
                     Some(b) => b
                         .val()
                         .to_data()
+                        .convert::<f32>()
                         .try_to_vec::<f32>()
                         .map_err(|e| format!("{e:?}"))?,
                     None => vec![0.0; *out_features],
@@ -127,18 +129,43 @@ impl Net {
 
     /// A copy of this network with its weights replaced by `weights` (as produced by
     /// [`Net::named_weights`]).
+    /// The tensors are f32 whatever the device's default float type, so that a reference
+    /// forward pass is computed in f32.
     pub fn with_weights(self, weights: &[NamedTensor], device: &Device) -> Self {
-        self.with_weights_and_ids(weights, &std::collections::HashMap::new(), device)
+        self.with_weights_as(
+            weights,
+            &std::collections::HashMap::new(),
+            device,
+            Some(burn::tensor::DType::F32),
+        )
     }
 
     /// [`Net::with_weights`] that also restores each parameter's id (by tensor name), so that a
     /// saved optimizer state applies to the restored parameters.
+    /// The tensors take the device's default float type (the training precision).
     pub fn with_weights_and_ids(
-        mut self,
+        self,
         weights: &[NamedTensor],
         ids: &std::collections::HashMap<String, u64>,
         device: &Device,
     ) -> Self {
+        self.with_weights_as(weights, ids, device, None)
+    }
+
+    fn with_weights_as(
+        mut self,
+        weights: &[NamedTensor],
+        ids: &std::collections::HashMap<String, u64>,
+        device: &Device,
+        dtype: Option<burn::tensor::DType>,
+    ) -> Self {
+        let opts = || {
+            let o = burn::tensor::TensorCreationOptions::new(device.clone());
+            match dtype {
+                Some(d) => o.with_dtype(d),
+                None => o,
+            }
+        };
         let param = |name: &str, t: Tensor<1>| {
             let mut p = Param::from_tensor(t);
             if let Some(&id) = ids.get(name) {
@@ -170,12 +197,12 @@ impl Net {
                         &format!("{name}.weight"),
                         Tensor::from_data(
                             TensorData::new(w, [*in_features, *out_features]),
-                            device,
+                            opts(),
                         ),
                     );
                     lin.bias = Some(param(
                         &format!("{name}.bias"),
-                        Tensor::from_data(TensorData::new(b, [*out_features]), device),
+                        Tensor::from_data(TensorData::new(b, [*out_features]), opts()),
                     ));
                 }
                 li += 1;

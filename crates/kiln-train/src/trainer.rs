@@ -151,12 +151,22 @@ impl Batches {
         }
     }
 
-    fn gather(&self, idx: &[usize], device: &Device) -> (Tensor<2>, Y) {
+    /// The rows `idx` as tensors; features in `dtype`, or the device's default float type.
+    fn gather(
+        &self,
+        idx: &[usize],
+        device: &Device,
+        dtype: Option<burn::tensor::DType>,
+    ) -> (Tensor<2>, Y) {
         let mut xb = Vec::with_capacity(idx.len() * self.f);
         for &i in idx {
             xb.extend_from_slice(&self.x[i * self.f..(i + 1) * self.f]);
         }
-        let x = Tensor::from_data(TensorData::new(xb, [idx.len(), self.f]), device);
+        let mut opts = burn::tensor::TensorCreationOptions::new(device.clone());
+        if let Some(d) = dtype {
+            opts = opts.with_dtype(d);
+        }
+        let x = Tensor::from_data(TensorData::new(xb, [idx.len(), self.f]), opts);
         let y = match &self.y {
             Labels::Classes(v) => Y::Classes(Tensor::from_data(
                 TensorData::new(idx.iter().map(|&i| v[i]).collect::<Vec<_>>(), [idx.len()]),
@@ -231,14 +241,20 @@ pub fn macro_f1(pairs: &[(i64, i64)]) -> Option<f64> {
 
 /// Mean loss, accuracy and macro-F1 (classification) of `net` on `data`, in batches, without
 /// gradients.
-fn evaluate(net: &Net, data: &Batches, batch_size: usize, device: &Device) -> EvalMetrics {
+fn evaluate(
+    net: &Net,
+    data: &Batches,
+    batch_size: usize,
+    device: &Device,
+    dtype: Option<burn::tensor::DType>,
+) -> EvalMetrics {
     let n = data.len();
     let ce = CrossEntropyLossConfig::new().init(device);
     let (mut loss_sum, mut hits) = (0f64, None::<i64>);
     let mut pairs = Vec::new();
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch_size.max(256)) {
-        let (x, y) = data.gather(chunk, device);
+        let (x, y) = data.gather(chunk, device, dtype);
         let logits = net.forward(x);
         if let (Y::Classes(_), Labels::Classes(truth)) = (&y, &data.y) {
             let pred = logits.clone().argmax(1).flatten::<1>(0, 1).to_data();
@@ -367,7 +383,8 @@ impl BurnTrainer {
             .map(|v| Batches::new(v, norm.as_ref(), target_norm.as_ref()))
             .transpose()?;
 
-        let device = Device::flex().autodiff();
+        let mut device = Device::flex().autodiff();
+        set_precision(&mut device, cfg.precision)?;
         device.seed(cfg.seed);
         let mut net = Net::init(&spec, &device);
         let l2 = (cfg.weight_decay > 0.0)
@@ -487,7 +504,7 @@ impl BurnTrainer {
                 let parts = micro.len();
                 let mut acc = GradientsAccumulator::<Net>::new();
                 for chunk in micro {
-                    let (x, y) = train_b.gather(chunk, &device);
+                    let (x, y) = train_b.gather(chunk, &device, None);
                     let (loss, h) = loss_and_hits(net.forward(x), y, &loss_fn);
                     if let Some(h) = h {
                         hits = Some(hits.unwrap_or(0) + h);
@@ -525,7 +542,7 @@ impl BurnTrainer {
             let plain = net.valid();
             let (val_loss, val_acc, val_f1) = match &val_b {
                 Some(v) => {
-                    let e = evaluate(&plain, v, cfg.batch_size, &plain_device());
+                    let e = evaluate(&plain, v, cfg.batch_size, &plain_device(), None);
                     (Some(e.loss), e.accuracy, e.macro_f1)
                 }
                 None => (None, None, None),
@@ -682,7 +699,14 @@ impl BurnTrainer {
                     )));
                 }
                 let tb = Batches::new(t, norm.as_ref(), target_norm.as_ref())?;
-                Some(evaluate(&final_net, &tb, cfg.batch_size, &plain_dev))
+                // The kept weights in f32, as exported.
+                Some(evaluate(
+                    &final_net,
+                    &tb,
+                    cfg.batch_size,
+                    &plain_dev,
+                    Some(burn::tensor::DType::F32),
+                ))
             }
             _ => None,
         };
@@ -750,6 +774,35 @@ impl BurnTrainer {
     }
 }
 
+/// Sets the flex device's float type for training. burn fixes a device's default types once
+/// per process, so a second run in the same process with another precision is refused.
+fn set_precision(device: &mut Device, precision: crate::Precision) -> Result<(), TrainError> {
+    use burn::tensor::FloatDType;
+    let want = match precision {
+        crate::Precision::F32 => FloatDType::F32,
+        crate::Precision::Bf16 => FloatDType::BF16,
+        crate::Precision::F16 => {
+            return Err(TrainError::Config(
+                "precision f16 is refused; use bf16 (see TrainConfig::precision)".into(),
+            ));
+        }
+    };
+    if want != FloatDType::F32 && !device.supports_dtype(want) {
+        return Err(TrainError::Config(format!(
+            "the flex device does not support {want:?}; use --precision f32"
+        )));
+    }
+    if device.settings().float_dtype == want {
+        return Ok(());
+    }
+    device.configure(want).map_err(|e| {
+        TrainError::Config(format!(
+            "cannot train in {want:?}: the device's float type is already {:?} in this process ({e:?}); burn fixes it once per process, so train with another precision in a new process",
+            device.settings().float_dtype
+        ))
+    })
+}
+
 fn plain_device() -> Device {
     Device::flex()
 }
@@ -785,7 +838,10 @@ fn reference_outputs(
         nm.apply(&mut x);
     }
     let f = raw.n_features();
-    let logits = net.forward(Tensor::from_data(TensorData::new(x, [n, f]), device));
+    // In f32 whatever the training precision: the exported model computes in f32.
+    let opts = burn::tensor::TensorCreationOptions::new(device.clone())
+        .with_dtype(burn::tensor::DType::F32);
+    let logits = net.forward(Tensor::from_data(TensorData::new(x, [n, f]), opts));
     let out = match (task, target_norm) {
         (Task::Classification, _) => burn::tensor::activation::softmax(logits, 1),
         // The same arithmetic as the exported graph: y * std + mean.
