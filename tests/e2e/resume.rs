@@ -360,3 +360,91 @@ fn bf16_training_matches_f32_accuracy_and_resumes_exactly() {
     );
     assert!(err.contains("underflows"), "{err}");
 }
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_cpu_replicas_train_like_one_device_and_record_the_strategy() {
+    let k = Kiln::new();
+    let (train, val, _) = crate::util::synthetic_splits(&k, 41);
+    let (train, val) = (
+        train.to_string_lossy().into_owned(),
+        val.to_string_lossy().into_owned(),
+    );
+    for (out, devices) in [("one", "cpu"), ("two", "cpu,cpu")] {
+        k.ok(&[
+            "train",
+            "--data",
+            &train,
+            "--val-data",
+            &val,
+            "--out",
+            out,
+            "--epochs",
+            "5",
+            "--devices",
+            devices,
+            "-q",
+        ]);
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("two/metrics.json")).unwrap()).unwrap();
+    assert!(
+        m["strategy"]
+            .as_str()
+            .unwrap()
+            .starts_with("multi-device: 2 replicas"),
+        "{m:#}"
+    );
+    // Half a batch on each replica, gradients summed: the same step as the whole batch on one
+    // device, up to float summation order.
+    let (a, b) = (f32s(&weights(&k, "one")), f32s(&weights(&k, "two")));
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "replicated training drifted by {diff}");
+    // What this build cannot do is refused, not ignored.
+    for (devices, needle) in [
+        ("cuda:0", "GPU training"),
+        ("ws://127.0.0.1:3000", "remote"),
+        ("tpu", "unknown device"),
+    ] {
+        let err = k.fails(
+            &[
+                "train",
+                "--data",
+                &train,
+                "--out",
+                "x",
+                "--devices",
+                devices,
+            ],
+            2,
+        );
+        assert!(err.contains(needle), "{devices}: {err}");
+    }
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            &train,
+            "--out",
+            "x",
+            "--devices",
+            "cpu,cpu",
+            "--grad-accum",
+            "2",
+        ],
+        2,
+    );
+    assert!(err.contains("grad_accum"), "{err}");
+}

@@ -118,6 +118,10 @@ pub struct TrainFlags {
     /// Learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
+    /// Training devices, comma-separated: cpu, or cpu,cpu for burn's multi-device strategy
+    /// (batch split across replicas, gradients gathered on the first) [default: cpu].
+    #[arg(long, env = "KILN_DEVICES", value_delimiter = ',')]
+    pub devices: Option<Vec<String>>,
     /// Training float type: f32 or bf16 (the exported model is f32 either way); f16 is refused
     /// because Adam's second moment underflows it [default: f32].
     #[arg(long, env = "KILN_PRECISION")]

@@ -144,6 +144,9 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.momentum {
         c.momentum = v;
     }
+    if let Some(v) = &flags.devices {
+        c.devices = v.clone();
+    }
     if let Some(v) = &flags.precision {
         c.precision = kiln_train::Precision::parse(v).map_err(|e| usage(e.to_string()))?;
     }
@@ -302,6 +305,7 @@ fn run_training(
         "stopped_early": outcome.stopped_early,
         "test": outcome.test,
         "precision": cfg.precision,
+        "strategy": outcome.strategy,
         "lr_per_step": outcome.lr_trace,
         "resources": kiln_core::resources::usage(),
         "train_rows": train.rows(),

@@ -41,6 +41,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Periodic checkpoints kept (the newest); `checkpoints/best` is kept besides.
     pub keep_checkpoints: usize,
+    /// Training devices: `["cpu"]`, or `["cpu", "cpu"]` for burn's multi-device strategy
+    /// (each batch split across replicas, gradients summed on the first). Cannot be combined
+    /// with `grad_accum` > 1.
+    pub devices: Vec<String>,
     /// Floating-point type of the weights, activations, gradients and optimizer state during
     /// training: `f32`, or `bf16` (flex supports it; the exported model is f32 either way).
     /// `f16` is refused: see [`Precision::F16`].
@@ -49,6 +53,29 @@ pub struct TrainConfig {
     /// `val_loss`, `val_accuracy`, `train_loss` or `train_accuracy`; accuracies are maximised.
     /// Default: the early-stopping metric, else `val_loss`.
     pub best_metric: Option<String>,
+}
+
+/// Why this build cannot train on device `name`, or `None` when it can.
+pub(crate) fn device_error(name: &str) -> Option<String> {
+    match name.trim() {
+        "cpu" | "flex" => None,
+        other
+            if ["cuda", "wgpu", "rocm", "metal", "vulkan"]
+                .iter()
+                .any(|k| other.starts_with(k)) =>
+        {
+            Some(format!(
+                "device {other:?}: this kiln trains on burn's flex CPU backend only; GPU training needs burn's {} backend, which this build does not include, so use cpu",
+                other.split(':').next().unwrap_or(other)
+            ))
+        }
+        other if other.starts_with("ws://") || other.starts_with("wss://") => Some(format!(
+            "device {other:?}: remote workers need burn's remote backend, which this build does not include; train locally with cpu"
+        )),
+        other => Some(format!(
+            "unknown device {other:?}; use cpu (or cpu,cpu for two replicas)"
+        )),
+    }
 }
 
 /// Whether `metric` is maximised: `mode` (`min`/`max`) when given, else accuracies are.
@@ -256,6 +283,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             best_metric: None,
             precision: Precision::F32,
+            devices: vec!["cpu".into()],
         }
     }
 }
@@ -275,6 +303,15 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if self.devices.is_empty() {
+            return bad("devices is empty; use cpu, or cpu,cpu for two replicas".into());
+        }
+        if let Some(e) = self.devices.iter().find_map(|d| device_error(d)) {
+            return bad(e);
+        }
+        if self.devices.len() > 1 && self.grad_accum > 1 {
+            return bad("grad_accum > 1 cannot be combined with several devices: each step already splits its batch across the devices; use one or the other".into());
         }
         if self.precision == Precision::F16 {
             return bad("precision f16 is refused: burn 0.22 has no loss scaling or f32 master weights, so Adam's second moment (squared gradients, often below 1e-8) underflows f16 (smallest normal 6.1e-5) and training diverges; use bf16, which has f32's exponent range".into());

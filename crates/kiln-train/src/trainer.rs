@@ -71,6 +71,8 @@ pub struct TrainOutcome {
     pub stopped_early: Option<usize>,
     /// The kept model on the held-out test set, when one was given.
     pub test: Option<EvalMetrics>,
+    /// The execution strategy that ran (single device, or multi-device with its replicas).
+    pub strategy: String,
 }
 
 /// Trains declarative models with burn on the flex CPU backend.
@@ -385,6 +387,16 @@ impl BurnTrainer {
 
         let mut device = Device::flex().autodiff();
         set_precision(&mut device, cfg.precision)?;
+        let replicas = parse_devices(&cfg.devices)?;
+        let strategy = if replicas.len() > 1 {
+            format!(
+                "multi-device: {} replicas ({}), gradients summed on the first (burn step_multi)",
+                replicas.len(),
+                cfg.devices.join(",")
+            )
+        } else {
+            format!("single-device ({})", cfg.devices.join(","))
+        };
         device.seed(cfg.seed);
         let mut net = Net::init(&spec, &device);
         let l2 = (cfg.weight_decay > 0.0)
@@ -500,6 +512,42 @@ impl BurnTrainer {
                 // micro-batch loss is divided by their number. With equal micro-batches this is
                 // exactly the gradient of the mean loss over the whole group, i.e. one step of
                 // batch K·B.
+                let lr =
+                    cfg.schedule
+                        .lr(cfg.lr, global_step, total_steps, steps_per_epoch as usize);
+                if replicas.len() > 1 {
+                    // burn's multi-device strategy: the batch is split across the devices,
+                    // each replica computes the gradient of its shard's loss (weighted by the
+                    // shard's share, so that the sum is the whole batch's mean gradient), and
+                    // the optimizer gathers and sums them on one device (`step_multi`).
+                    let shard_rows = group.len().div_ceil(replicas.len());
+                    let mut multi = burn::optim::MultiGradientsParams::default();
+                    for (shard, dev) in group.chunks(shard_rows).zip(&replicas) {
+                        let replica = net.clone().fork(dev);
+                        let (x, y) = train_b.gather(shard, dev, None);
+                        let (loss, h) = loss_and_hits(replica.forward(x), y, &loss_fn);
+                        if let Some(h) = h {
+                            hits = Some(hits.unwrap_or(0) + h);
+                        }
+                        loss_sum += scalar(loss.clone()) * shard.len() as f64;
+                        let scaled = loss.mul_scalar(shard.len() as f32 / group.len() as f32);
+                        multi.grads.push((
+                            GradientsParams::from_grads(scaled.backward(), &replica),
+                            dev.clone(),
+                        ));
+                    }
+                    lr_trace.push(lr);
+                    last_lr = lr;
+                    global_step += 1;
+                    net = optim.step_multi(lr, net, multi);
+                    events.emit(Event::Progress {
+                        stage: "train".into(),
+                        done: (epoch as u64 - 1) * steps_per_epoch + step as u64 + 1,
+                        total: Some(steps_per_epoch * cfg.epochs as u64),
+                        unit: "batch".into(),
+                    });
+                    continue;
+                }
                 let micro: Vec<&[usize]> = group.chunks(cfg.batch_size).collect();
                 let parts = micro.len();
                 let mut acc = GradientsAccumulator::<Net>::new();
@@ -518,9 +566,6 @@ impl BurnTrainer {
                     acc.accumulate(&net, GradientsParams::from_grads(scaled.backward(), &net));
                 }
                 let grads = acc.grads();
-                let lr =
-                    cfg.schedule
-                        .lr(cfg.lr, global_step, total_steps, steps_per_epoch as usize);
                 lr_trace.push(lr);
                 last_lr = lr;
                 global_step += 1;
@@ -770,6 +815,7 @@ impl BurnTrainer {
             lr_trace,
             stopped_early,
             test,
+            strategy,
         })
     }
 }
@@ -801,6 +847,23 @@ fn set_precision(device: &mut Device, precision: crate::Precision) -> Result<(),
             device.settings().float_dtype
         ))
     })
+}
+
+/// The training devices named by `--devices`. This build trains on burn's flex CPU backend;
+/// other device kinds are refused with what they would need.
+fn parse_devices(names: &[String]) -> Result<Vec<Device>, TrainError> {
+    if names.is_empty() {
+        return Err(TrainError::Config(
+            "devices is empty; use cpu, or cpu,cpu for two replicas".into(),
+        ));
+    }
+    names
+        .iter()
+        .map(|n| match crate::config::device_error(n) {
+            None => Ok(Device::flex().autodiff()),
+            Some(e) => Err(TrainError::Config(e)),
+        })
+        .collect()
 }
 
 fn plain_device() -> Device {
