@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod conformance;
+mod crash;
 mod crosscheck;
 mod errors;
 mod pipeline;

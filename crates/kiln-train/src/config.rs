@@ -59,6 +59,15 @@ pub struct TrainConfig {
 pub(crate) fn device_error(name: &str) -> Option<String> {
     match name.trim() {
         "cpu" | "flex" => None,
+        #[cfg(feature = "cuda")]
+        other
+            if other == "cuda"
+                || other
+                    .strip_prefix("cuda:")
+                    .is_some_and(|n| n.parse::<usize>().is_ok()) =>
+        {
+            None
+        }
         other
             if ["cuda", "wgpu", "rocm", "metal", "vulkan"]
                 .iter()

@@ -860,6 +860,22 @@ fn parse_devices(names: &[String]) -> Result<Vec<Device>, TrainError> {
     names
         .iter()
         .map(|n| match crate::config::device_error(n) {
+            #[cfg(feature = "cuda")]
+            None if n.trim().starts_with("cuda") => {
+                let index = n
+                    .trim()
+                    .strip_prefix("cuda:")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let device = Device::cuda(index);
+                // A CUDA device that cannot start is an error, never a silent CPU run.
+                device.sync().map_err(|e| {
+                    TrainError::Config(format!(
+                        "device cuda:{index} is not usable ({e:?}); check the NVIDIA driver with nvidia-smi, or train on cpu"
+                    ))
+                })?;
+                Ok(device.autodiff())
+            }
             None => Ok(Device::flex().autodiff()),
             Some(e) => Err(TrainError::Config(e)),
         })
