@@ -227,6 +227,36 @@ fn best_checkpoint_follows_the_chosen_metric() {
         2,
     );
     assert!(err.contains("best_metric"), "{err}");
+    // --log-steps adds one record per optimizer step before each epoch's record.
+    k.ok(&[
+        "train",
+        "--data",
+        &train,
+        "--out",
+        "steps",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "100",
+        "--log-steps",
+        "-q",
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(k.path("steps/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| l["record"].as_str().unwrap())
+        .collect();
+    let mut want = vec!["step"; 10];
+    want.push("epoch");
+    want.extend(vec!["step"; 10]);
+    want.push("epoch");
+    assert_eq!(kinds, want, "1000 rows / batch 100 = 10 steps per epoch");
+    assert_eq!(lines[12]["step"], 12);
+    assert!(lines[0]["loss"].as_f64().unwrap() > 0.0);
     // A held-out test set is evaluated with the kept model.
     let test = k.path("test.csv").to_string_lossy().into_owned();
     let s = k.json(&[

@@ -118,6 +118,9 @@ pub struct TrainFlags {
     /// Learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
+    /// Also record every optimizer step (loss, learning rate) in metrics.jsonl.
+    #[arg(long)]
+    pub log_steps: bool,
     /// Training devices, comma-separated: cpu, or cpu,cpu for burn's multi-device strategy
     /// (batch split across replicas, gradients gathered on the first) [default: cpu].
     #[arg(long, env = "KILN_DEVICES", value_delimiter = ',')]

@@ -144,6 +144,9 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.momentum {
         c.momentum = v;
     }
+    if flags.log_steps {
+        c.log_steps = true;
+    }
     if let Some(v) = &flags.devices {
         c.devices = v.clone();
     }
@@ -313,12 +316,22 @@ fn run_training(
         "classes": train.class_names(),
     });
     kiln_core::fsutil::write_json(&out.join("metrics.json"), &metrics)?;
-    // One JSON record per epoch, for tools that stream metrics.
-    let lines: Vec<String> = outcome
-        .history
-        .iter()
-        .map(|h| serde_json::to_string(h).unwrap_or_default())
-        .collect();
+    // One JSON record per epoch (`"record": "epoch"`), preceded by that epoch's steps
+    // (`"record": "step"`) with --log-steps, for tools that stream metrics.
+    let tagged = |v: serde_json::Value, kind: &str| {
+        let mut v = v;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("record".into(), json!(kind));
+        }
+        v.to_string()
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for h in &outcome.history {
+        for s in outcome.steps.iter().filter(|s| s.epoch == h.epoch) {
+            lines.push(tagged(json!(s), "step"));
+        }
+        lines.push(tagged(json!(h), "epoch"));
+    }
     kiln_core::fsutil::write_atomic(
         &out.join("metrics.jsonl"),
         (lines.join("\n") + "\n").as_bytes(),

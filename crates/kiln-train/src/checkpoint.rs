@@ -16,7 +16,7 @@
 
 use crate::TrainError;
 use crate::net::NamedTensor;
-use crate::trainer::EpochMetrics;
+use crate::trainer::{EpochMetrics, StepMetrics};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -96,6 +96,44 @@ struct ExactEpoch {
     seconds: f64,
 }
 
+mod exact_steps {
+    use super::StepMetrics;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Exact {
+        epoch: usize,
+        step: usize,
+        #[serde(with = "super::exact")]
+        loss: f64,
+        #[serde(with = "super::exact")]
+        lr: f64,
+    }
+
+    pub fn serialize<S: Serializer>(v: &[StepMetrics], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|m| Exact {
+                epoch: m.epoch,
+                step: m.step,
+                loss: m.loss,
+                lr: m.lr,
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<StepMetrics>, D::Error> {
+        Ok(Vec::<Exact>::deserialize(d)?
+            .into_iter()
+            .map(|m| StepMetrics {
+                epoch: m.epoch,
+                step: m.step,
+                loss: m.loss,
+                lr: m.lr,
+            })
+            .collect())
+    }
+}
+
 mod exact_history {
     use super::{EpochMetrics, ExactEpoch};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -145,6 +183,9 @@ pub struct CheckpointState {
     /// Metrics of every completed epoch.
     #[serde(with = "exact_history")]
     pub history: Vec<EpochMetrics>,
+    /// Per-step records so far (with `log_steps`).
+    #[serde(default, with = "exact_steps")]
+    pub steps: Vec<StepMetrics>,
     /// The learning rate of every step so far.
     #[serde(with = "exact::vec")]
     pub lr_trace: Vec<f64>,
@@ -400,6 +441,7 @@ mod tests {
             epoch: 3,
             global_step: 30,
             history: Vec::new(),
+            steps: Vec::new(),
             lr_trace: vec![0.1; 30],
             best_score: 0.5,
             best_epoch: 2,

@@ -41,6 +41,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Periodic checkpoints kept (the newest); `checkpoints/best` is kept besides.
     pub keep_checkpoints: usize,
+    /// Record every optimizer step (epoch, step, loss, learning rate) in the outcome, the
+    /// checkpoints and `metrics.jsonl`.
+    pub log_steps: bool,
     /// Training devices: `["cpu"]`, or `["cpu", "cpu"]` for burn's multi-device strategy
     /// (each batch split across replicas, gradients summed on the first). Cannot be combined
     /// with `grad_accum` > 1.
@@ -293,6 +296,7 @@ impl Default for TrainConfig {
             best_metric: None,
             precision: Precision::F32,
             devices: vec!["cpu".into()],
+            log_steps: false,
         }
     }
 }

@@ -33,7 +33,7 @@ mod trainer;
 
 pub use config::{EarlyStopping, OptimizerKind, Precision, Schedule, TrainConfig};
 pub use error::TrainError;
-pub use trainer::{BurnTrainer, EpochMetrics, EvalMetrics, TrainOutcome, macro_f1};
+pub use trainer::{BurnTrainer, EpochMetrics, EvalMetrics, StepMetrics, TrainOutcome, macro_f1};
 
 /// The burn version kiln trains with, recorded in every artifact.
 pub const BURN_VERSION: &str = "0.22.1";

@@ -73,6 +73,21 @@ pub struct TrainOutcome {
     pub test: Option<EvalMetrics>,
     /// The execution strategy that ran (single device, or multi-device with its replicas).
     pub strategy: String,
+    /// One record per optimizer step, when `log_steps` is set.
+    pub steps: Vec<StepMetrics>,
+}
+
+/// Metrics of one optimizer step (recorded with `log_steps`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// 1-based optimizer step over the whole run.
+    pub step: usize,
+    /// Mean training loss over the step's rows.
+    pub loss: f64,
+    /// Learning rate of the step.
+    pub lr: f64,
 }
 
 /// Trains declarative models with burn on the flex CPU backend.
@@ -422,6 +437,7 @@ impl BurnTrainer {
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
         let mut order: Vec<usize>;
         let mut history = Vec::with_capacity(cfg.epochs);
+        let mut steps: Vec<StepMetrics> = Vec::new();
         let mut best: Option<(f64, usize, Vec<NamedTensor>)> = None;
         let config_sha256 = {
             use sha2::Digest;
@@ -474,6 +490,7 @@ impl BurnTrainer {
                     ))
                 })?;
             history = ck.state.history;
+            steps = ck.state.steps;
             lr_trace = ck.state.lr_trace;
             global_step = ck.state.global_step;
             last_lr = lr_trace.last().copied().unwrap_or(cfg.lr);
@@ -508,6 +525,7 @@ impl BurnTrainer {
             device.seed(epoch_seed(cfg.seed, epoch, DROPOUT_SALT));
             let (mut loss_sum, mut hits) = (0f64, None::<i64>);
             for (step, group) in order.chunks(group_rows).enumerate() {
+                let loss_before = loss_sum;
                 // Gradient accumulation: burn sums the micro-batches' gradients, so each
                 // micro-batch loss is divided by their number. With equal micro-batches this is
                 // exactly the gradient of the mean loss over the whole group, i.e. one step of
@@ -539,6 +557,14 @@ impl BurnTrainer {
                     lr_trace.push(lr);
                     last_lr = lr;
                     global_step += 1;
+                    if cfg.log_steps {
+                        steps.push(StepMetrics {
+                            epoch,
+                            step: global_step,
+                            loss: (loss_sum - loss_before) / group.len() as f64,
+                            lr,
+                        });
+                    }
                     net = optim.step_multi(lr, net, multi);
                     events.emit(Event::Progress {
                         stage: "train".into(),
@@ -569,6 +595,14 @@ impl BurnTrainer {
                 lr_trace.push(lr);
                 last_lr = lr;
                 global_step += 1;
+                if cfg.log_steps {
+                    steps.push(StepMetrics {
+                        epoch,
+                        step: global_step,
+                        loss: (loss_sum - loss_before) / group.len() as f64,
+                        lr,
+                    });
+                }
                 net = optim.step(lr, net, grads);
                 events.emit(Event::Progress {
                     stage: "train".into(),
@@ -688,6 +722,7 @@ impl BurnTrainer {
                         epoch,
                         global_step,
                         history: history.clone(),
+                        steps: steps.clone(),
                         lr_trace: lr_trace.clone(),
                         best_score: *best_score,
                         best_epoch: *best_epoch,
@@ -816,6 +851,7 @@ impl BurnTrainer {
             stopped_early,
             test,
             strategy,
+            steps,
         })
     }
 }
