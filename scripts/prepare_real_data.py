@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Regenerates data/iris and data/wine from the copies that ship inside scikit-learn's wheel.
+"""Regenerates data/iris, data/wine and data/digits from the copies that ship inside
+scikit-learn's wheel.
 
 Usage: python3 scripts/prepare_real_data.py <path to an unpacked sklearn/datasets/data folder>
 
 Each data set is written whole (all.csv) and split 60/20/20 into train/val/test with a fixed
 seed, stratified by class so that every split holds every class.
 """
-import csv, random, sys, pathlib
+import csv, gzip, random, sys, pathlib
 
 SETS = {
     "iris": ("iris.csv", ["sepal_length", "sepal_width", "petal_length", "petal_width"]),
@@ -15,13 +16,25 @@ SETS = {
              "color_intensity", "hue", "od280_od315", "proline"]),
 }
 
+def load(src, name):
+    """(header, rows with the class name last, class names) of one data set."""
+    if name == "digits":
+        # 8x8 grey levels 0..16, row-major, then the digit; no header line.
+        with gzip.open(pathlib.Path(src) / "digits.csv.gz", "rt") as f:
+            rows = [r for r in csv.reader(f) if r]
+        data = [[str(int(float(v))) for v in r[:-1]] + [str(int(float(r[-1])))] for r in rows]
+        return [f"p{i}" for i in range(64)], data, [str(d) for d in range(10)]
+    fname, cols = SETS[name]
+    with open(pathlib.Path(src) / fname) as f:
+        rows = list(csv.reader(f))
+    classes = rows[0][2:]
+    return cols, [r[:-1] + [classes[int(r[-1])]] for r in rows[1:]], classes
+
+
 def main(src):
     root = pathlib.Path(__file__).resolve().parent.parent / "data"
-    for name, (fname, cols) in SETS.items():
-        with open(pathlib.Path(src) / fname) as f:
-            rows = list(csv.reader(f))
-        classes = rows[0][2:]
-        data = [r[:-1] + [classes[int(r[-1])]] for r in rows[1:]]
+    for name in [*SETS, "digits"]:
+        cols, data, classes = load(src, name)
         out = root / name
         out.mkdir(parents=True, exist_ok=True)
         header = cols + ["label"]

@@ -118,6 +118,18 @@ pub struct TrainFlags {
     /// Learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
+    /// Architecture: mlp, or cnn (Conv → BatchNorm → ReLU blocks over --input-shape, then dense
+    /// layers) [default: cnn when --input-shape is given, else mlp].
+    #[arg(long, env = "KILN_ARCH")]
+    pub arch: Option<String>,
+    /// For cnn: each row's features as channels,length or channels,height,width (e.g. 1,8,8
+    /// for 8×8 images stored as 64 columns).
+    #[arg(long, env = "KILN_INPUT_SHAPE", value_delimiter = ',')]
+    pub input_shape: Option<Vec<usize>>,
+    /// For cnn: output channels of each conv block (the first keeps the size, the others
+    /// halve it) [default: 8,16].
+    #[arg(long, env = "KILN_CHANNELS", value_delimiter = ',')]
+    pub channels: Option<Vec<usize>>,
     /// Also record every optimizer step (loss, learning rate) in metrics.jsonl.
     #[arg(long)]
     pub log_steps: bool,

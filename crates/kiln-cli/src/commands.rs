@@ -144,6 +144,18 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = flags.momentum {
         c.momentum = v;
     }
+    if let Some(v) = &flags.input_shape {
+        c.input_shape = v.clone();
+        if flags.arch.is_none() {
+            c.arch = kiln_train::Arch::Cnn;
+        }
+    }
+    if let Some(v) = &flags.arch {
+        c.arch = kiln_train::Arch::parse(v).map_err(|e| usage(e.to_string()))?;
+    }
+    if let Some(v) = &flags.channels {
+        c.channels = v.clone();
+    }
     if flags.log_steps {
         c.log_steps = true;
     }

@@ -1,7 +1,7 @@
 use crate::{ExportError, ExportOptions, Weights};
 use kiln_core::{Activation, LayerSpec, Task, TrainedModel};
 use kiln_onnx::proto::{ModelProto, data_type::FLOAT, data_type::INT64};
-use kiln_onnx::{Dim, GraphBuilder, attr_int};
+use kiln_onnx::{Dim, GraphBuilder, attr_float, attr_int, attr_ints};
 
 /// Builds the ONNX graph of a trained model: standardisation, the layers, then softmax + argmax
 /// for classifiers. Every intermediate value gets a `value_info` entry.
@@ -46,8 +46,14 @@ pub fn build_model(
         x = g.node("Div", &[&x, &std], &[]);
         g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(f)]);
     }
-    let mut width = f;
-    for layer in &spec.layers {
+    let shapes = spec.shapes()?;
+    let dims = |c: &[usize]| -> Vec<Dim> {
+        std::iter::once(batch())
+            .chain(c.iter().map(|&d| Dim::Fixed(d)))
+            .collect()
+    };
+    let ints = |v: &[usize]| -> Vec<i64> { v.iter().map(|&d| d as i64).collect() };
+    for (layer, shape) in spec.layers.iter().zip(&shapes) {
         match layer {
             LayerSpec::Linear {
                 name,
@@ -61,7 +67,6 @@ pub fn build_model(
                 let bn = g.constant_f32(&format!("{name}.bias"), &[*out_features], b);
                 // burn stores W as [in, out], which is Gemm's B without transposition.
                 x = g.node("Gemm", &[&x, &wn, &bn], &[]);
-                width = *out_features;
             }
             LayerSpec::Activation { activation } => {
                 let op = match activation {
@@ -73,9 +78,69 @@ pub fn build_model(
             }
             // Dropout is the identity at inference time, so it is not exported.
             LayerSpec::Dropout { .. } => continue,
+            LayerSpec::Reshape { shape: to } => {
+                // 0 copies the (symbolic) batch dimension.
+                let mut target = vec![0i64];
+                target.extend(ints(to));
+                let t = g.initializer(kiln_onnx::tensor_i64(
+                    &format!("reshape.{}", g.graph().node.len()),
+                    &[target.len()],
+                    &target,
+                ));
+                x = g.node("Reshape", &[&x, &t], &[]);
+            }
+            LayerSpec::Conv {
+                name,
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => {
+                let mut wshape = vec![*out_channels, *in_channels];
+                wshape.extend(kernel);
+                let w = weights.get(&format!("{name}.weight"), &wshape)?;
+                let b = weights.get(&format!("{name}.bias"), &[*out_channels])?;
+                let wn = g.constant_f32(&format!("{name}.weight"), &wshape, w);
+                let bn = g.constant_f32(&format!("{name}.bias"), &[*out_channels], b);
+                let mut pads = ints(padding);
+                pads.extend(ints(padding));
+                x = g.node(
+                    "Conv",
+                    &[&x, &wn, &bn],
+                    &[
+                        attr_ints("kernel_shape", &ints(kernel)),
+                        attr_ints("strides", &ints(stride)),
+                        attr_ints("pads", &pads),
+                    ],
+                );
+            }
+            LayerSpec::BatchNorm {
+                name,
+                channels,
+                epsilon,
+            } => {
+                let c = [*channels];
+                let mut inputs = vec![x.clone()];
+                for part in ["gamma", "beta", "running_mean", "running_var"] {
+                    let n = format!("{name}.{part}");
+                    let v = weights.get(&n, &c)?;
+                    inputs.push(g.constant_f32(&n, &c, v));
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                x = g.node(
+                    "BatchNormalization",
+                    &refs,
+                    &[attr_float("epsilon", *epsilon as f32)],
+                );
+            }
+            LayerSpec::Flatten => {
+                x = g.node("Flatten", &[&x], &[attr_int("axis", 1)]);
+            }
         }
-        g.annotate(&x, FLOAT, &[batch(), Dim::Fixed(width)]);
+        g.annotate(&x, FLOAT, &dims(shape));
     }
+    let width = shapes.last().map_or(f, |s| s.iter().product());
     match spec.task {
         Task::Classification => {
             g.node_named("Softmax", &[&x], &[probs_name], &[attr_int("axis", 1)]);

@@ -73,6 +73,7 @@ fn reference_forward(
             }
             kiln_core::LayerSpec::Activation { .. } => h.iter_mut().for_each(|v| *v = v.max(0.0)),
             kiln_core::LayerSpec::Dropout { .. } => {}
+            other => panic!("the property test generates MLPs only, not {other:?}"),
         }
     }
     let m = h.iter().cloned().fold(f64::NEG_INFINITY, f64::max);

@@ -8,7 +8,13 @@ use serde::{Deserialize, Serialize};
 pub struct TrainConfig {
     /// Classification (softmax, cross-entropy) or regression (one output, MSE).
     pub task: kiln_core::Task,
-    /// Hidden layer widths of the MLP.
+    /// The architecture: `mlp`, or `cnn` (a small 1-D/2-D CNN over `input_shape`).
+    pub arch: Arch,
+    /// For `cnn`: each row's features as `[channels, length]` or `[channels, height, width]`.
+    pub input_shape: Vec<usize>,
+    /// For `cnn`: output channels of each Conv → BatchNorm → ReLU block.
+    pub channels: Vec<usize>,
+    /// Hidden layer widths of the MLP (for `cnn`, of the dense layers after the convolutions).
     pub hidden: Vec<usize>,
     /// Dropout after each hidden activation (0 disables it).
     pub dropout: f64,
@@ -106,6 +112,30 @@ const METRICS: [&str; 5] = [
     "train_loss",
     "train_accuracy",
 ];
+
+/// The network architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// A multi-layer perceptron.
+    #[default]
+    Mlp,
+    /// Convolutions with batch norm over image-like rows, then dense layers.
+    Cnn,
+}
+
+impl Arch {
+    /// Parses `mlp` or `cnn`.
+    pub fn parse(name: &str) -> Result<Self, TrainError> {
+        match name {
+            "mlp" => Ok(Self::Mlp),
+            "cnn" => Ok(Self::Cnn),
+            other => Err(TrainError::Config(format!(
+                "unknown architecture {other:?}; use mlp or cnn"
+            ))),
+        }
+    }
+}
 
 /// The float type training runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -277,6 +307,9 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             task: kiln_core::Task::Classification,
+            arch: Arch::Mlp,
+            input_shape: Vec::new(),
+            channels: vec![8, 16],
             hidden: vec![64, 64],
             dropout: 0.0,
             epochs: 20,
@@ -316,6 +349,20 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if self.arch == Arch::Cnn {
+            if !(2..=3).contains(&self.input_shape.len()) || self.input_shape.contains(&0) {
+                return bad(format!(
+                    "a cnn needs input_shape [channels, length] or [channels, height, width], got {:?} (e.g. --input-shape 1,8,8)",
+                    self.input_shape
+                ));
+            }
+            if self.channels.is_empty() || self.channels.contains(&0) {
+                return bad(
+                    "a cnn needs at least one conv block; channels must be positive, e.g. 8,16"
+                        .into(),
+                );
+            }
         }
         if self.devices.is_empty() {
             return bad("devices is empty; use cpu, or cpu,cpu for two replicas".into());

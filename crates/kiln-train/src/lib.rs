@@ -31,7 +31,7 @@ mod error;
 mod net;
 mod trainer;
 
-pub use config::{EarlyStopping, OptimizerKind, Precision, Schedule, TrainConfig};
+pub use config::{Arch, EarlyStopping, OptimizerKind, Precision, Schedule, TrainConfig};
 pub use error::TrainError;
 pub use trainer::{BurnTrainer, EpochMetrics, EvalMetrics, StepMetrics, TrainOutcome, macro_f1};
 

@@ -380,12 +380,32 @@ impl BurnTrainer {
                 train.n_features()
             )));
         }
-        let mut spec = ModelSpec::mlp(
-            train.n_features(),
-            &cfg.hidden,
-            classes.len().max(1),
-            cfg.dropout,
-        );
+        let mut spec = match cfg.arch {
+            crate::Arch::Mlp => ModelSpec::mlp(
+                train.n_features(),
+                &cfg.hidden,
+                classes.len().max(1),
+                cfg.dropout,
+            ),
+            crate::Arch::Cnn => {
+                let cells: usize = cfg.input_shape.iter().product();
+                if cells != train.n_features() {
+                    return Err(TrainError::Data(format!(
+                        "input shape {:?} holds {cells} values but the data has {} features per row; give --input-shape whose product is the feature count (e.g. 1,8,8 for 64)",
+                        cfg.input_shape,
+                        train.n_features()
+                    )));
+                }
+                ModelSpec::cnn(
+                    &cfg.input_shape,
+                    &cfg.channels,
+                    &cfg.hidden,
+                    classes.len().max(1),
+                    cfg.dropout,
+                )
+                .map_err(|e| TrainError::Config(e.to_string()))?
+            }
+        };
         spec.task = cfg.task;
         let norm = cfg.standardize.then(|| kiln_data::fit_normalization(train));
         // Regression targets are standardised too, so the loss is well scaled whatever the units;

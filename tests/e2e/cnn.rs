@@ -1,0 +1,166 @@
+//! The CNN model kind end to end on real images: the 8×8 handwritten digits shipped in
+//! data/digits, trained with burn (Conv → BatchNorm → ReLU blocks), exported to ONNX and
+//! verified against burn, checked by the Python `onnx` checker and ONNX Runtime, run by
+//! `kiln infer`, and resumed exactly (batch-norm running statistics included).
+
+use crate::crosscheck::python;
+use crate::util::{Kiln, repo};
+
+fn digits(split: &str) -> String {
+    repo()
+        .join(format!("data/digits/{split}.csv"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn cnn_on_digits_trains_exports_verifies_and_resumes() {
+    let k = Kiln::new();
+    let (train, val, test) = (digits("train"), digits("val"), digits("test"));
+    let s = k.json(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--test-data",
+        &test,
+        "--out",
+        "run",
+        "--input-shape",
+        "1,8,8",
+        "--channels",
+        "8,16",
+        "--hidden",
+        "32",
+        "--epochs",
+        "8",
+        "--lr",
+        "0.005",
+        "--dropout",
+        "0.1",
+        "--keep-checkpoints",
+        "10",
+    ]);
+    let burn_acc = s["test"]["accuracy"].as_f64().unwrap();
+    assert!(burn_acc > 0.95, "CNN test accuracy {burn_acc}");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("run/model/spec.json")).unwrap()).unwrap();
+    assert_eq!(spec["kind"], "cnn");
+
+    for opset in ["13", "17", "21"] {
+        let out = format!("cnn{opset}.onnx");
+        let e = k.json(&[
+            "export",
+            "--model",
+            "run/model",
+            "--output",
+            &out,
+            "--opset",
+            opset,
+        ]);
+        assert!(
+            e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
+            "opset {opset}: {e:#}"
+        );
+        if let Some(py) = python() {
+            let r = std::process::Command::new(&py)
+                .arg(repo().join("scripts/onnx_crosscheck.py"))
+                .arg(k.path(&out))
+                .output()
+                .unwrap();
+            assert!(
+                r.status.success(),
+                "opset {opset}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+            assert_eq!(v["checker"], "ok");
+            assert_eq!(v["shape_inference"], "ok");
+        }
+    }
+    let inspect = k.json(&["inspect", "cnn17.onnx"]);
+    let ops = inspect["ops"].to_string();
+    for op in ["Conv", "BatchNormalization", "Reshape", "Flatten", "Gemm"] {
+        assert!(ops.contains(op), "{op} missing from {ops}");
+    }
+    // tract (kiln infer) agrees with burn's accuracy on the test images.
+    let r = k.json(&[
+        "infer",
+        "--model",
+        "cnn17.onnx",
+        "--data",
+        &test,
+        "--output",
+        "p.csv",
+    ]);
+    let tract_acc = r["accuracy"]
+        .as_f64()
+        .unwrap_or_else(|| r["report"]["accuracy"].as_f64().unwrap());
+    assert!(
+        (tract_acc - burn_acc).abs() <= 1.0 / 359.0 + 1e-9,
+        "tract {tract_acc} vs burn {burn_acc}"
+    );
+
+    // Exact resume: the batch-norm running statistics come back with the weights.
+    let want = std::fs::read(k.path("run/model/weights.safetensors")).unwrap();
+    for epoch in 5..=8 {
+        std::fs::remove_dir_all(k.path(&format!("run/checkpoints/epoch-{epoch:06}"))).unwrap();
+    }
+    k.ok(&["train", "--resume", "run", "-q"]);
+    assert_eq!(
+        std::fs::read(k.path("run/model/weights.safetensors")).unwrap(),
+        want,
+        "resumed CNN differs"
+    );
+}
+
+#[test]
+fn one_dimensional_cnn_and_shape_errors() {
+    let k = Kiln::new();
+    let (train, val) = (digits("train"), digits("val"));
+    // The same 64 values read as 4 channels of length 16: the Conv1d path.
+    k.ok(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--out",
+        "r1",
+        "--input-shape",
+        "4,16",
+        "--channels",
+        "8",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "-q",
+    ]);
+    let e = k.json(&["export", "--model", "r1/model", "--output", "c1.onnx"]);
+    assert!(
+        e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
+        "{e:#}"
+    );
+    // A shape that does not hold the row is refused with the numbers.
+    let r = k.run(&[
+        "train",
+        "--data",
+        &train,
+        "--out",
+        "bad",
+        "--input-shape",
+        "1,7,7",
+        "--epochs",
+        "1",
+    ]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("49") && err.contains("64"), "{err}");
+    let err = k.fails(
+        &["train", "--data", &train, "--out", "bad", "--arch", "cnn"],
+        2,
+    );
+    assert!(err.contains("input_shape"), "{err}");
+}
