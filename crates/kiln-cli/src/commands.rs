@@ -323,6 +323,7 @@ fn run_training(
         "strategy": outcome.strategy,
         "lr_per_step": outcome.lr_trace,
         "resources": kiln_core::resources::usage(),
+        "gpu_memory": kiln_core::resources::gpu_memory().ok(),
         "train_rows": train.rows(),
         "val_rows": val.as_ref().map(|v| v.rows()),
         "classes": train.class_names(),

@@ -14,6 +14,43 @@ pub struct Usage {
     pub system_cpu_seconds: Option<f64>,
 }
 
+/// Memory of one GPU, from NVIDIA's NVML.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuMemory {
+    /// NVML device index.
+    pub index: u32,
+    /// Device name.
+    pub name: String,
+    /// Bytes in use (by every process).
+    pub used_bytes: u64,
+    /// Total bytes.
+    pub total_bytes: u64,
+}
+
+/// Memory of every NVIDIA GPU, or why it cannot be read (no `gpu` feature, no driver).
+pub fn gpu_memory() -> Result<Vec<GpuMemory>, String> {
+    #[cfg(feature = "gpu")]
+    {
+        let nvml = nvml_wrapper::Nvml::init()
+            .map_err(|e| format!("NVML is not available ({e}); is the NVIDIA driver installed?"))?;
+        let count = nvml.device_count().map_err(|e| e.to_string())?;
+        (0..count)
+            .map(|index| {
+                let d = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+                let m = d.memory_info().map_err(|e| e.to_string())?;
+                Ok(GpuMemory {
+                    index,
+                    name: d.name().unwrap_or_default(),
+                    used_bytes: m.used,
+                    total_bytes: m.total,
+                })
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "gpu"))]
+    Err("this kiln was built without the `gpu` feature (GPU memory through NVML)".into())
+}
+
 /// Current resident set size (VmRSS) in bytes, when the OS reports it.
 pub fn current_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -61,6 +98,17 @@ pub fn usage() -> Usage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gpu_memory_is_read_or_says_why_not() {
+        match super::gpu_memory() {
+            Ok(gpus) => assert!(gpus.iter().all(|g| g.total_bytes >= g.used_bytes)),
+            Err(why) => assert!(
+                why.contains("gpu") || why.contains("NVML") || why.contains("NVIDIA"),
+                "{why}"
+            ),
+        }
+    }
+
     #[test]
     fn usage_is_plausible_on_linux() {
         let u = super::usage();
