@@ -50,7 +50,8 @@ fn cnn_on_digits_trains_exports_verifies_and_resumes() {
 
     for opset in ["13", "17", "21"] {
         let out = format!("cnn{opset}.onnx");
-        let e = k.json(&[
+        // Opset 17 keeps its BatchNormalization nodes, so the checkers see them too.
+        let mut args = vec![
             "export",
             "--model",
             "run/model",
@@ -58,7 +59,11 @@ fn cnn_on_digits_trains_exports_verifies_and_resumes() {
             &out,
             "--opset",
             opset,
-        ]);
+        ];
+        if opset == "17" {
+            args.push("--no-fold-batchnorm");
+        }
+        let e = k.json(&args);
         assert!(
             e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
             "opset {opset}: {e:#}"
@@ -163,4 +168,96 @@ fn one_dimensional_cnn_and_shape_errors() {
         2,
     );
     assert!(err.contains("input_shape"), "{err}");
+}
+
+#[test]
+fn export_graph_options_are_switchable_and_verified() {
+    let k = Kiln::new();
+    let (train, val) = (digits("train"), digits("val"));
+    k.ok(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--out",
+        "cnn",
+        "--input-shape",
+        "1,8,8",
+        "--channels",
+        "4,8",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "-q",
+    ]);
+    let ops = |file: &str| k.json(&["inspect", file])["ops"].clone();
+    let diff = |e: &serde_json::Value| e["verification"]["max_abs_diff"].as_f64().unwrap();
+    // Default: batch norm folded into the convolutions.
+    let e = k.json(&["export", "--model", "cnn/model", "--output", "folded.onnx"]);
+    assert!(diff(&e) <= 1e-5);
+    assert!(ops("folded.onnx").get("BatchNormalization").is_none());
+    let e = k.json(&[
+        "export",
+        "--model",
+        "cnn/model",
+        "--output",
+        "bn.onnx",
+        "--no-fold-batchnorm",
+    ]);
+    assert!(diff(&e) <= 1e-5);
+    assert_eq!(ops("bn.onnx")["BatchNormalization"], 2);
+    let e = k.json(&[
+        "export",
+        "--model",
+        "cnn/model",
+        "--output",
+        "mm.onnx",
+        "--linear-op",
+        "matmul-add",
+    ]);
+    assert!(diff(&e) <= 1e-5);
+    let o = ops("mm.onnx");
+    assert!(
+        o.get("Gemm").is_none() && o["MatMul"] == 2 && o["Add"] == 2,
+        "{o}"
+    );
+    // Baking the standardisation works for an MLP and is refused for a CNN.
+    let (t, v, _) = crate::util::synthetic_splits(&k, 3);
+    k.ok(&[
+        "train",
+        "--data",
+        t.to_str().unwrap(),
+        "--val-data",
+        v.to_str().unwrap(),
+        "--out",
+        "mlp",
+        "--epochs",
+        "2",
+        "-q",
+    ]);
+    let e = k.json(&[
+        "export",
+        "--model",
+        "mlp/model",
+        "--output",
+        "baked.onnx",
+        "--bake-standardization",
+    ]);
+    assert!(diff(&e) <= 1e-5, "{e:#}");
+    let o = ops("baked.onnx");
+    assert!(o.get("Sub").is_none() && o.get("Div").is_none(), "{o}");
+    let err = k.fails(
+        &[
+            "export",
+            "--model",
+            "cnn/model",
+            "--output",
+            "x.onnx",
+            "--bake-standardization",
+        ],
+        2,
+    );
+    assert!(err.contains("Linear first layer"), "{err}");
 }

@@ -247,6 +247,16 @@ pub struct ExportArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// Keep BatchNormalization nodes instead of folding each into the Conv/Linear before it.
+    #[arg(long)]
+    pub no_fold_batchnorm: bool,
+    /// How Linear layers are written: gemm, or matmul-add (MatMul then Add).
+    #[arg(long, default_value = "gemm")]
+    pub linear_op: String,
+    /// Fold the input standardisation into the first Linear layer's weights instead of
+    /// Sub/Div nodes (MLPs only).
+    #[arg(long)]
+    pub bake_standardization: bool,
 }
 
 /// `kiln optimize`.

@@ -476,6 +476,9 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
         input_name: a.input_name.clone(),
         output_names: a.output_names.clone().unwrap_or_default(),
         static_batch: a.static_batch,
+        fold_batchnorm: !a.no_fold_batchnorm,
+        linear_op: kiln_export::LinearOp::parse(&a.linear_op).map_err(|e| usage(e.to_string()))?,
+        bake_standardization: a.bake_standardization,
     };
     let o = export_model(rep, &a.model, &a.output, opts)?;
     let mut human = format!(

@@ -92,7 +92,8 @@ fn classify(err: &anyhow::Error) -> i32 {
             return match e {
                 ExportError::Exists { .. }
                 | ExportError::Opset { .. }
-                | ExportError::Names { .. } => EXIT_USAGE,
+                | ExportError::Names { .. }
+                | ExportError::Options(_) => EXIT_USAGE,
                 ExportError::Infer(i) => infer_code(i).unwrap_or(1),
                 _ => 1,
             };

@@ -29,7 +29,21 @@ pub fn build_model(
     let input = opts.input_name.as_str();
     g.input(input, FLOAT, &[batch(), Dim::Fixed(f)]);
     let mut x = input.to_string();
-    if let Some(norm) = &meta.normalization {
+    // Baking moves the standardisation into the first Linear layer: W' = W / std (per input
+    // row), b' = b - (mean / std)·W. A Conv first layer cannot take it exactly (its zero
+    // padding would then pad raw values), so that is refused.
+    let bake = match (&meta.normalization, opts.bake_standardization) {
+        (Some(n), true) => match spec.layers.first() {
+            Some(LayerSpec::Linear { .. }) => Some(n.clone()),
+            _ => {
+                return Err(ExportError::Options(
+                    "--bake-standardization needs a Linear first layer; this model starts with a reshape for its convolutions, where zero padding would make the fold inexact, so export without it".into(),
+                ));
+            }
+        },
+        _ => None,
+    };
+    if let Some(norm) = meta.normalization.as_ref().filter(|_| bake.is_none()) {
         if norm.mean.len() != f || norm.std.len() != f {
             return Err(ExportError::Core(kiln_core::CoreError::InvalidArtifact {
                 path: model.dir.clone(),
@@ -53,20 +67,90 @@ pub fn build_model(
             .collect()
     };
     let ints = |v: &[usize]| -> Vec<i64> { v.iter().map(|&d| d as i64).collect() };
-    for (layer, shape) in spec.layers.iter().zip(&shapes) {
+    // A BatchNorm right after a Conv or Linear folds into it: y = (W x + b - mean) * s + beta
+    // with s = gamma / sqrt(var + eps), i.e. W' = W * s per output channel and
+    // b' = (b - mean) * s + beta.
+    let fold_after = |i: usize| -> Option<(Vec<f32>, Vec<f32>)> {
+        if !opts.fold_batchnorm {
+            return None;
+        }
+        let LayerSpec::BatchNorm {
+            name,
+            channels,
+            epsilon,
+        } = spec.layers.get(i + 1)?
+        else {
+            return None;
+        };
+        let c = [*channels];
+        let get = |part: &str| weights.get(&format!("{name}.{part}"), &c).ok();
+        let (gamma, beta, mean, var) = (
+            get("gamma")?,
+            get("beta")?,
+            get("running_mean")?,
+            get("running_var")?,
+        );
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(var)
+            .map(|(g, v)| g / (v + *epsilon as f32).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..*channels)
+            .map(|o| beta[o] - mean[o] * scale[o])
+            .collect();
+        Some((scale, shift))
+    };
+    let mut skip_next = false;
+    for (i, (layer, shape)) in spec.layers.iter().zip(&shapes).enumerate() {
+        if std::mem::take(&mut skip_next) {
+            // This BatchNorm was folded into the layer before; its output is that layer's.
+            g.annotate(&x, FLOAT, &dims(shape));
+            continue;
+        }
         match layer {
             LayerSpec::Linear {
                 name,
                 in_features,
                 out_features,
             } => {
-                let w = weights.get(&format!("{name}.weight"), &[*in_features, *out_features])?;
-                let b = weights.get(&format!("{name}.bias"), &[*out_features])?;
-                let wn =
-                    g.constant_f32(&format!("{name}.weight"), &[*in_features, *out_features], w);
-                let bn = g.constant_f32(&format!("{name}.bias"), &[*out_features], b);
-                // burn stores W as [in, out], which is Gemm's B without transposition.
-                x = g.node("Gemm", &[&x, &wn, &bn], &[]);
+                let (fi, fo) = (*in_features, *out_features);
+                let mut w = weights.get(&format!("{name}.weight"), &[fi, fo])?.to_vec();
+                let mut b = weights.get(&format!("{name}.bias"), &[fo])?.to_vec();
+                if let (0, Some(n)) = (i, &bake) {
+                    for o in 0..fo {
+                        b[o] -= (0..fi)
+                            .map(|j| n.mean[j] / n.std[j] * w[j * fo + o])
+                            .sum::<f32>();
+                    }
+                    for j in 0..fi {
+                        for o in 0..fo {
+                            w[j * fo + o] /= n.std[j];
+                        }
+                    }
+                }
+                if let Some((scale, shift)) = fold_after(i) {
+                    for j in 0..fi {
+                        for o in 0..fo {
+                            w[j * fo + o] *= scale[o];
+                        }
+                    }
+                    for o in 0..fo {
+                        b[o] = b[o] * scale[o] + shift[o];
+                    }
+                    skip_next = true;
+                }
+                let wn = g.constant_f32(&format!("{name}.weight"), &[fi, fo], &w);
+                let bn = g.constant_f32(&format!("{name}.bias"), &[fo], &b);
+                // burn stores W as [in, out], which is Gemm's B (and MatMul's right operand)
+                // without transposition.
+                x = match opts.linear_op {
+                    crate::LinearOp::Gemm => g.node("Gemm", &[&x, &wn, &bn], &[]),
+                    crate::LinearOp::MatMulAdd => {
+                        let m = g.node("MatMul", &[&x, &wn], &[]);
+                        g.annotate(&m, FLOAT, &dims(shape));
+                        g.node("Add", &[&m, &bn], &[])
+                    }
+                };
             }
             LayerSpec::Activation { activation } => {
                 let op = match activation {
@@ -99,10 +183,22 @@ pub fn build_model(
             } => {
                 let mut wshape = vec![*out_channels, *in_channels];
                 wshape.extend(kernel);
-                let w = weights.get(&format!("{name}.weight"), &wshape)?;
-                let b = weights.get(&format!("{name}.bias"), &[*out_channels])?;
-                let wn = g.constant_f32(&format!("{name}.weight"), &wshape, w);
-                let bn = g.constant_f32(&format!("{name}.bias"), &[*out_channels], b);
+                let mut w = weights.get(&format!("{name}.weight"), &wshape)?.to_vec();
+                let mut b = weights
+                    .get(&format!("{name}.bias"), &[*out_channels])?
+                    .to_vec();
+                if let Some((scale, shift)) = fold_after(i) {
+                    let per_out = w.len() / out_channels;
+                    for (o, chunk) in w.chunks_mut(per_out).enumerate() {
+                        chunk.iter_mut().for_each(|v| *v *= scale[o]);
+                    }
+                    for o in 0..*out_channels {
+                        b[o] = b[o] * scale[o] + shift[o];
+                    }
+                    skip_next = true;
+                }
+                let wn = g.constant_f32(&format!("{name}.weight"), &wshape, &w);
+                let bn = g.constant_f32(&format!("{name}.bias"), &[*out_channels], &b);
                 let mut pads = ints(padding);
                 pads.extend(ints(padding));
                 x = g.node(

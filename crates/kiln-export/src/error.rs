@@ -10,6 +10,9 @@ pub enum ExportError {
         /// The requested opset.
         opset: i64,
     },
+    /// Export options that cannot be applied to this model.
+    #[error("{0}")]
+    Options(String),
     /// The requested input/output names do not fit the model.
     #[error("invalid names: {reason}")]
     Names {

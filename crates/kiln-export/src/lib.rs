@@ -59,6 +59,36 @@ pub struct ExportOptions {
     pub static_batch: Option<usize>,
     /// Overwrite an existing output file.
     pub force: bool,
+    /// Fold each BatchNorm into the Conv or Linear layer before it (exact at inference time).
+    pub fold_batchnorm: bool,
+    /// How Linear layers are written: one `Gemm`, or `MatMul` + `Add`.
+    pub linear_op: LinearOp,
+    /// Fold the input standardisation into the first Linear layer's weights instead of
+    /// `Sub`/`Div` nodes (refused when the first layer is not a Linear).
+    pub bake_standardization: bool,
+}
+
+/// The ONNX form of a Linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LinearOp {
+    /// `Gemm(x, W, b)`.
+    #[default]
+    Gemm,
+    /// `Add(MatMul(x, W), b)`, for runtimes that optimise MatMul better than Gemm.
+    MatMulAdd,
+}
+
+impl LinearOp {
+    /// Parses `gemm` or `matmul-add`.
+    pub fn parse(name: &str) -> Result<Self, ExportError> {
+        match name {
+            "gemm" => Ok(Self::Gemm),
+            "matmul-add" | "matmul" => Ok(Self::MatMulAdd),
+            other => Err(ExportError::Options(format!(
+                "unknown linear op {other:?}; use gemm or matmul-add"
+            ))),
+        }
+    }
 }
 
 impl Default for ExportOptions {
@@ -71,6 +101,9 @@ impl Default for ExportOptions {
             output_names: Vec::new(),
             static_batch: None,
             force: false,
+            fold_batchnorm: true,
+            linear_op: LinearOp::Gemm,
+            bake_standardization: false,
         }
     }
 }
