@@ -261,3 +261,74 @@ fn export_graph_options_are_switchable_and_verified() {
     );
     assert!(err.contains("Linear first layer"), "{err}");
 }
+
+/// SiLU and GELU have no single ONNX op: kiln exports them as model-local functions in the
+/// ai.kiln domain. ONNX Runtime runs the function form, tract runs it through kiln's inlining on
+/// load, and `--inline-functions` writes the expanded form.
+#[test]
+fn silu_and_gelu_export_as_local_functions() {
+    let k = Kiln::new();
+    let (train, val, test) = crate::util::synthetic_splits(&k, 17);
+    let rows: Vec<Vec<f32>> = crate::util::read_csv(&test)
+        .1
+        .iter()
+        .take(20)
+        .map(|r| {
+            r[..r.len() - 1]
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    for (act, func) in [("silu", "SiLU"), ("gelu", "GELU")] {
+        let run = format!("run-{act}");
+        k.ok(&[
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--val-data",
+            val.to_str().unwrap(),
+            "--out",
+            &run,
+            "--epochs",
+            "4",
+            "--activation",
+            act,
+            "-q",
+        ]);
+        let model = format!("{run}/model");
+        let (fun, inl) = (format!("{act}.onnx"), format!("{act}.inlined.onnx"));
+        let e = k.json(&["export", "--model", &model, "--output", &fun]);
+        assert!(
+            e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
+            "{e:#}"
+        );
+        let ops = k.json(&["inspect", &fun])["ops"].clone();
+        assert_eq!(ops[format!("ai.kiln:{func}")], 2, "{ops}");
+        let e = k.json(&[
+            "export",
+            "--model",
+            &model,
+            "--output",
+            &inl,
+            "--inline-functions",
+        ]);
+        assert!(
+            e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
+            "{e:#}"
+        );
+        let ops = k.json(&["inspect", &inl])["ops"].clone();
+        assert!(ops.get(format!("ai.kiln:{func}")).is_none(), "{ops}");
+        if let Some(py) = python() {
+            // The checker accepts the function form and ONNX Runtime runs it, within 1e-5 of
+            // tract (which runs it inlined).
+            let (_, diff) = crate::crosscheck::ort_vs_tract(&py, &k.path(&fun), &rows);
+            assert!(
+                diff <= 1e-5,
+                "{act}: ONNX Runtime vs tract differ by {diff}"
+            );
+            let (_, diff) = crate::crosscheck::ort_vs_tract(&py, &k.path(&inl), &rows);
+            assert!(diff <= 1e-5, "{act} inlined: {diff}");
+        }
+    }
+}

@@ -53,7 +53,7 @@ fn crosscheck(py: &Path, model: &Path, rows: &[Vec<f32>]) -> serde_json::Value {
 
 /// Runs `model` through the checker and ONNX Runtime and through tract; returns ORT's outputs and
 /// the largest difference between the two engines' probabilities.
-fn ort_vs_tract(py: &Path, model: &Path, rows: &[Vec<f32>]) -> (serde_json::Value, f32) {
+pub fn ort_vs_tract(py: &Path, model: &Path, rows: &[Vec<f32>]) -> (serde_json::Value, f32) {
     let ort = crosscheck(py, model, rows);
     let ours = tract_outputs(model, rows);
     let theirs: Vec<Vec<f32>> =

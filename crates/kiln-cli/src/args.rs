@@ -118,6 +118,10 @@ pub struct TrainFlags {
     /// Learning rate [default: 0.001].
     #[arg(long, env = "KILN_LR")]
     pub lr: Option<f64>,
+    /// Hidden activation: relu, tanh, sigmoid, silu or gelu (silu and gelu export as ONNX
+    /// local functions in the ai.kiln domain) [default: relu].
+    #[arg(long, env = "KILN_ACTIVATION")]
+    pub activation: Option<String>,
     /// Architecture: mlp, or cnn (Conv → BatchNorm → ReLU blocks over --input-shape, then dense
     /// layers) [default: cnn when --input-shape is given, else mlp].
     #[arg(long, env = "KILN_ARCH")]
@@ -257,6 +261,10 @@ pub struct ExportArgs {
     /// Sub/Div nodes (MLPs only).
     #[arg(long)]
     pub bake_standardization: bool,
+    /// Expand kiln's local functions (the SiLU and GELU activations, exported in the ai.kiln
+    /// domain) into standard ops, for runtimes without ONNX function support.
+    #[arg(long)]
+    pub inline_functions: bool,
 }
 
 /// `kiln optimize`.

@@ -153,6 +153,9 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = &flags.arch {
         c.arch = kiln_train::Arch::parse(v).map_err(|e| usage(e.to_string()))?;
     }
+    if let Some(v) = &flags.activation {
+        c.activation = kiln_core::Activation::parse(v).map_err(|e| usage(e.to_string()))?;
+    }
     if let Some(v) = &flags.channels {
         c.channels = v.clone();
     }
@@ -479,6 +482,7 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
         fold_batchnorm: !a.no_fold_batchnorm,
         linear_op: kiln_export::LinearOp::parse(&a.linear_op).map_err(|e| usage(e.to_string()))?,
         bake_standardization: a.bake_standardization,
+        inline_functions: a.inline_functions,
     };
     let o = export_model(rep, &a.model, &a.output, opts)?;
     let mut human = format!(

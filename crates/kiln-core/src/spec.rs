@@ -22,6 +22,12 @@ pub enum Activation {
     Tanh,
     /// `1 / (1 + exp(-x))`.
     Sigmoid,
+    /// SiLU (swish): `x * sigmoid(x)`. No single ONNX op: exported as the model-local function
+    /// `ai.kiln.SiLU`.
+    Silu,
+    /// GELU, exact: `x * (1 + erf(x / sqrt 2)) / 2`. Exported as the model-local function
+    /// `ai.kiln.GELU` (ONNX's own Gelu op only exists from opset 20).
+    Gelu,
 }
 
 impl Activation {
@@ -31,8 +37,10 @@ impl Activation {
             "relu" => Ok(Self::Relu),
             "tanh" => Ok(Self::Tanh),
             "sigmoid" => Ok(Self::Sigmoid),
+            "silu" | "swish" => Ok(Self::Silu),
+            "gelu" => Ok(Self::Gelu),
             other => Err(CoreError::InvalidSpec(format!(
-                "unknown activation {other:?}; use one of relu, tanh, sigmoid"
+                "unknown activation {other:?}; use one of relu, tanh, sigmoid, silu, gelu"
             ))),
         }
     }
@@ -318,6 +326,16 @@ impl ModelSpec {
             out.push(cur.clone());
         }
         Ok(out)
+    }
+
+    /// The same spec with every hidden activation replaced by `activation`.
+    pub fn with_activation(mut self, activation: Activation) -> Self {
+        for l in &mut self.layers {
+            if let LayerSpec::Activation { activation: a } = l {
+                *a = activation;
+            }
+        }
+        self
     }
 
     /// Checks that consecutive layer widths agree and that the output width is `outputs`.

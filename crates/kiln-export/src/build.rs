@@ -153,12 +153,19 @@ pub fn build_model(
                 };
             }
             LayerSpec::Activation { activation } => {
-                let op = match activation {
-                    Activation::Relu => "Relu",
-                    Activation::Tanh => "Tanh",
-                    Activation::Sigmoid => "Sigmoid",
+                x = match activation {
+                    Activation::Relu => g.node("Relu", &[&x], &[]),
+                    Activation::Tanh => g.node("Tanh", &[&x], &[]),
+                    Activation::Sigmoid => g.node("Sigmoid", &[&x], &[]),
+                    // No single ONNX op: a model-local function in kiln's domain, whose body
+                    // uses standard ops (`--inline-functions` expands it in place).
+                    Activation::Silu | Activation::Gelu => {
+                        let f = crate::functions::activation(*activation, opts.opset);
+                        let name = f.name().to_string();
+                        g.function(f);
+                        g.node_in_domain(&name, crate::functions::DOMAIN, &[&x], &[])
+                    }
                 };
-                x = g.node(op, &[&x], &[]);
             }
             // Dropout is the identity at inference time, so it is not exported.
             LayerSpec::Dropout { .. } => continue,
@@ -268,6 +275,9 @@ pub fn build_model(
         }
     }
     let mut m = g.into_model(opts.opset);
+    if opts.inline_functions {
+        kiln_onnx::inline::inline_functions(&mut m);
+    }
     m.producer_name = Some("kiln".into());
     m.producer_version = Some(kiln_core::KILN_VERSION.into());
     m.doc_string = Some(format!(

@@ -26,6 +26,7 @@
 
 mod build;
 mod error;
+pub mod functions;
 mod verify;
 mod weights;
 
@@ -66,6 +67,9 @@ pub struct ExportOptions {
     /// Fold the input standardisation into the first Linear layer's weights instead of
     /// `Sub`/`Div` nodes (refused when the first layer is not a Linear).
     pub bake_standardization: bool,
+    /// Expand kiln's model-local functions (SiLU, GELU) into standard ops in the graph, for
+    /// runtimes without ONNX function support.
+    pub inline_functions: bool,
 }
 
 /// The ONNX form of a Linear layer.
@@ -104,6 +108,7 @@ impl Default for ExportOptions {
             fold_batchnorm: true,
             linear_op: LinearOp::Gemm,
             bake_standardization: false,
+            inline_functions: false,
         }
     }
 }

@@ -24,10 +24,13 @@ impl TractEngine {
             engine: "tract",
             reason,
         };
-        // Rewrite patterns tract would simplify incorrectly (see `compat`); other models are
-        // handed to tract byte for byte.
+        // Inline model-local functions (tract does not run them) and rewrite patterns tract
+        // would simplify incorrectly (see `compat`); other models are handed to tract byte for
+        // byte.
         let patched = kiln_onnx::decode(bytes).ok().and_then(|mut m| {
-            (crate::compat::tract_compat(&mut m) > 0).then(|| kiln_onnx::encode(&m))
+            let inlined = kiln_onnx::inline::inline_functions(&mut m);
+            let rewritten = crate::compat::tract_compat(&mut m);
+            (inlined + rewritten > 0).then(|| kiln_onnx::encode(&m))
         });
         let bytes = patched.as_deref().unwrap_or(bytes);
         let model = tract_onnx::onnx()

@@ -83,6 +83,7 @@ pub struct GraphBuilder {
     graph: GraphProto,
     counter: usize,
     used_domains: Vec<(String, i64)>,
+    functions: Vec<crate::proto::FunctionProto>,
 }
 
 impl GraphBuilder {
@@ -178,6 +179,39 @@ impl GraphBuilder {
         }
     }
 
+    /// Adds a node calling `op` of `domain` (a model-local function, or a custom op) with one
+    /// output, and returns the output's name.
+    pub fn node_in_domain(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        attrs: &[AttributeProto],
+    ) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        let name = self.fresh(op);
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: Some(name),
+            op_type: Some(op.into()),
+            domain: Some(domain.into()),
+            attribute: attrs.to_vec(),
+            ..Default::default()
+        });
+        out
+    }
+
+    /// Adds a model-local function (once per domain and name) and declares its domain.
+    pub fn function(&mut self, f: crate::proto::FunctionProto) {
+        let same =
+            |g: &crate::proto::FunctionProto| g.name() == f.name() && g.domain() == f.domain();
+        if !self.functions.iter().any(same) {
+            self.use_domain(f.domain(), 1);
+            self.functions.push(f);
+        }
+    }
+
     /// Declares that the graph uses an operator-set domain besides the default one.
     pub fn use_domain(&mut self, domain: &str, version: i64) {
         if !self.used_domains.iter().any(|(d, _)| d == domain) {
@@ -207,6 +241,7 @@ impl GraphBuilder {
             ir_version: Some(crate::ir_version_for_opset(opset).unwrap_or(8)),
             opset_import,
             graph: Some(self.graph),
+            functions: self.functions,
             ..Default::default()
         }
     }

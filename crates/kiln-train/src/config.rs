@@ -16,6 +16,8 @@ pub struct TrainConfig {
     pub channels: Vec<usize>,
     /// Hidden layer widths of the MLP (for `cnn`, of the dense layers after the convolutions).
     pub hidden: Vec<usize>,
+    /// The hidden activation (`relu`, `tanh`, `sigmoid`, `silu`, `gelu`).
+    pub activation: kiln_core::Activation,
     /// Dropout after each hidden activation (0 disables it).
     pub dropout: f64,
     /// Number of epochs.
@@ -311,6 +313,7 @@ impl Default for TrainConfig {
             input_shape: Vec::new(),
             channels: vec![8, 16],
             hidden: vec![64, 64],
+            activation: kiln_core::Activation::Relu,
             dropout: 0.0,
             epochs: 20,
             batch_size: 32,

@@ -45,6 +45,8 @@ fn activate<const D: usize>(a: &Activation, x: Tensor<D>) -> Tensor<D> {
         Activation::Relu => burn::tensor::activation::relu(x),
         Activation::Tanh => burn::tensor::activation::tanh(x),
         Activation::Sigmoid => burn::tensor::activation::sigmoid(x),
+        Activation::Silu => burn::tensor::activation::silu(x),
+        Activation::Gelu => burn::tensor::activation::gelu(x),
     }
 }
 

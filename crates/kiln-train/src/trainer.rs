@@ -407,6 +407,8 @@ impl BurnTrainer {
             }
         };
         spec.task = cfg.task;
+        let mut spec = spec.with_activation(cfg.activation);
+        spec.task = cfg.task;
         let norm = cfg.standardize.then(|| kiln_data::fit_normalization(train));
         // Regression targets are standardised too, so the loss is well scaled whatever the units;
         // the export adds the inverse transform to the graph.
