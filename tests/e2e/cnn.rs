@@ -332,3 +332,125 @@ fn silu_and_gelu_export_as_local_functions() {
         }
     }
 }
+
+/// A model trained elsewhere: a hand-written spec plus SafeTensors weights (here in PyTorch's
+/// `[out, in]` Linear layout) export through the same verified path.
+#[test]
+fn spec_and_safetensors_from_elsewhere_export_verified() {
+    let k = Kiln::new();
+    let spec = serde_json::json!({
+        "format_version": 1, "kind": "mlp", "task": "classification",
+        "input_features": 3, "outputs": 2,
+        "layers": [
+            { "type": "linear", "name": "fc1", "in_features": 3, "out_features": 4 },
+            { "type": "activation", "activation": "gelu" },
+            { "type": "linear", "name": "fc2", "in_features": 4, "out_features": 2 }
+        ]
+    });
+    k.write("spec.json", &spec.to_string());
+    // PyTorch layout: weight [out, in].
+    let tensors: Vec<(&str, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "fc1.weight",
+            vec![4, 3],
+            (0..12).map(|i| (i as f32 - 6.0) / 7.0).collect(),
+        ),
+        ("fc1.bias", vec![4], vec![0.1, -0.2, 0.3, 0.0]),
+        (
+            "fc2.weight",
+            vec![2, 4],
+            (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect(),
+        ),
+        ("fc2.bias", vec![2], vec![0.05, -0.05]),
+    ];
+    let write = |file: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)]| {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.to_string(),
+                    s.clone(),
+                    d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(k.path(file), safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    write("torch.safetensors", &tensors);
+    let e = k.json(&[
+        "export",
+        "--spec",
+        "spec.json",
+        "--weights",
+        "torch.safetensors",
+        "--weights-layout",
+        "torch",
+        "--output",
+        "imported.onnx",
+    ]);
+    assert!(
+        e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
+        "{e:#}"
+    );
+    let ops = k.json(&["inspect", "imported.onnx"])["ops"].clone();
+    assert_eq!(ops["ai.kiln:GELU"], 1, "{ops}");
+    // The same file read with the wrong layout is refused with the hint.
+    let err = k.fails(
+        &[
+            "export",
+            "--spec",
+            "spec.json",
+            "--weights",
+            "torch.safetensors",
+            "--output",
+            "x.onnx",
+        ],
+        3,
+    );
+    assert!(err.contains("--weights-layout torch"), "{err}");
+    // A tensor the spec does not name is refused, as is a missing one.
+    let mut extra = tensors.clone();
+    extra.push(("fc3.weight", vec![1], vec![0.0]));
+    write("extra.safetensors", &extra);
+    let err = k.fails(
+        &[
+            "export",
+            "--spec",
+            "spec.json",
+            "--weights",
+            "extra.safetensors",
+            "--weights-layout",
+            "torch",
+            "--output",
+            "x.onnx",
+        ],
+        3,
+    );
+    assert!(err.contains("fc3.weight"), "{err}");
+    write("missing.safetensors", &tensors[..3]);
+    let err = k.fails(
+        &[
+            "export",
+            "--spec",
+            "spec.json",
+            "--weights",
+            "missing.safetensors",
+            "--weights-layout",
+            "torch",
+            "--output",
+            "x.onnx",
+        ],
+        3,
+    );
+    assert!(err.contains("fc2.bias"), "{err}");
+}

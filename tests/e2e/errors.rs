@@ -33,7 +33,7 @@ fn bad_inputs_get_clear_errors() {
         ),
         (
             vec!["train", "--data", "oneclass.csv", "--out", "r"],
-            1,
+            3,
             vec!["at least 2"],
         ),
         (vec!["train", "--out", "r"], 2, vec!["--data"]),

@@ -224,8 +224,17 @@ pub struct TrainArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Trained model directory (<run>/model).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "spec", conflicts_with = "spec")]
+    pub model: Option<PathBuf>,
+    /// A model trained elsewhere: its spec (JSON, kiln's ModelSpec) ...
+    #[arg(long, requires = "weights")]
+    pub spec: Option<PathBuf>,
+    /// ... and its weights (SafeTensors, f32), named as the spec's layers say.
+    #[arg(long, requires = "spec")]
+    pub weights: Option<PathBuf>,
+    /// Layout of Linear weights in --weights: burn ([in, out]) or torch ([out, in]).
+    #[arg(long, default_value = "burn")]
+    pub weights_layout: String,
     /// Output .onnx file.
     #[arg(long)]
     pub output: PathBuf,

@@ -470,6 +470,10 @@ fn export_model(
     Ok(OnnxExporter::new(opts).run(&trained, output, rep)?)
 }
 
+fn tempfile_dir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().context("creating a temporary directory")
+}
+
 fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
     let opts = ExportOptions {
         opset: a.opset,
@@ -484,7 +488,26 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
         bake_standardization: a.bake_standardization,
         inline_functions: a.inline_functions,
     };
-    let o = export_model(rep, &a.model, &a.output, opts)?;
+    // A model trained elsewhere is imported first: burn computes its reference outputs, so the
+    // export is verified like a model kiln trained.
+    let imported = tempfile_dir()?;
+    let model_dir = match (&a.model, &a.spec, &a.weights) {
+        (Some(m), _, _) => m.clone(),
+        (None, Some(spec), Some(weights)) => {
+            let spec: kiln_core::ModelSpec = kiln_core::fsutil::read_json(spec, "model spec")?;
+            let layout = kiln_train::import::WeightsLayout::parse(&a.weights_layout)
+                .map_err(|e| usage(e.to_string()))?;
+            let dir = imported.path().join("model");
+            kiln_train::import::import_safetensors(&spec, weights, layout, &dir)?;
+            dir
+        }
+        _ => {
+            return Err(usage(
+                "pass --model <DIR>, or --spec <JSON> with --weights <SAFETENSORS>",
+            ));
+        }
+    };
+    let o = export_model(rep, &model_dir, &a.output, opts)?;
     let mut human = format!(
         "exported {} ({} bytes, opset {})",
         a.output.display(),

@@ -107,10 +107,12 @@ fn classify(err: &anyhow::Error) -> i32 {
                 _ => 1,
             };
         }
-        if let Some(kiln_train::TrainError::Config(_)) =
-            cause.downcast_ref::<kiln_train::TrainError>()
-        {
-            return EXIT_USAGE;
+        match cause.downcast_ref::<kiln_train::TrainError>() {
+            Some(kiln_train::TrainError::Config(_)) => return EXIT_USAGE,
+            Some(kiln_train::TrainError::Weights(_) | kiln_train::TrainError::Data(_)) => {
+                return EXIT_DATA;
+            }
+            _ => {}
         }
     }
     1

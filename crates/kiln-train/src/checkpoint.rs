@@ -272,7 +272,10 @@ fn to_safetensors(tensors: &[NamedTensor], ids: Option<&[u64]>) -> Result<Vec<u8
 }
 
 /// Reads SafeTensors weights and the parameter ids in their metadata (0 when absent).
-fn from_safetensors(file: &Path, bytes: &[u8]) -> Result<Vec<(NamedTensor, u64)>, TrainError> {
+pub(crate) fn from_safetensors(
+    file: &Path,
+    bytes: &[u8],
+) -> Result<Vec<(NamedTensor, u64)>, TrainError> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(file, e))?;
     let ids: BTreeMap<String, String> = meta
         .metadata()

@@ -20,6 +20,9 @@ pub enum TrainError {
         /// The loss value.
         loss: f64,
     },
+    /// Imported weights do not fit their spec.
+    #[error("weights: {0}")]
+    Weights(String),
     /// A checkpoint is missing, truncated, modified or from another run.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

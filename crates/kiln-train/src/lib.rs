@@ -28,6 +28,7 @@
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod import;
 mod net;
 mod trainer;
 

@@ -940,7 +940,7 @@ fn parse_devices(names: &[String]) -> Result<Vec<Device>, TrainError> {
         .collect()
 }
 
-fn plain_device() -> Device {
+pub(crate) fn plain_device() -> Device {
     Device::flex()
 }
 
@@ -959,7 +959,7 @@ fn fit_target_normalization(v: &[f32]) -> Normalization {
 /// burn's outputs for the first `n` rows, as the exported graph must reproduce them:
 /// probabilities for classifiers, de-standardised values for regressors.
 #[allow(clippy::too_many_arguments)]
-fn reference_outputs(
+pub(crate) fn reference_outputs(
     net: &Net,
     data: &Dataset,
     n: usize,
@@ -996,7 +996,7 @@ fn reference_outputs(
     })
 }
 
-fn serialize_weights(weights: &[NamedTensor]) -> Result<Vec<u8>, TrainError> {
+pub(crate) fn serialize_weights(weights: &[NamedTensor]) -> Result<Vec<u8>, TrainError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
         .iter()
         .map(|t| {
