@@ -364,3 +364,111 @@ fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
     );
     assert!(err.contains("tract runs on the CPU only"), "{err}");
 }
+
+/// Issue 4's conformance matrix: every model kind kiln trains × every supported opset × batch
+/// sizes 1, 7 and 64. Export verifies each file in tract against burn at those batch sizes;
+/// here each is also run by ONNX Runtime (kiln's ort engine) and compared with tract, and every
+/// file passes the `onnx` checker with full_check and strict shape inference.
+#[test]
+fn model_kind_by_opset_by_batch_matrix() {
+    let k = Kiln::new();
+    let (train, val, _) = synthetic_splits(&k, 23);
+    let (train, val) = (
+        train.to_str().unwrap().to_string(),
+        val.to_str().unwrap().to_string(),
+    );
+    let reg = kiln::data::synthetic::make_regression(400, 5, 3, 0.1, 9);
+    let reg_train = k
+        .write_dataset("reg.csv", &reg)
+        .to_str()
+        .unwrap()
+        .to_string();
+    let digits = repo()
+        .join("data/digits/train.csv")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let kinds: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "mlp",
+            vec!["--data", &train, "--val-data", &val, "--dropout", "0.1"],
+        ),
+        ("mlp-gelu", vec!["--data", &train, "--activation", "gelu"]),
+        (
+            "regressor",
+            vec!["--data", &reg_train, "--task", "regression"],
+        ),
+        (
+            "cnn",
+            vec![
+                "--data",
+                &digits,
+                "--input-shape",
+                "1,8,8",
+                "--channels",
+                "4,8",
+                "--hidden",
+                "16",
+            ],
+        ),
+    ];
+    let lib = ort_lib();
+    let mut files = Vec::new();
+    for (kind, extra) in &kinds {
+        let mut args = vec!["train", "--out", kind, "--epochs", "2", "-q"];
+        args.extend(extra.iter().copied());
+        k.ok(&args);
+        let model_dir = format!("{kind}/model");
+        let width: usize = {
+            let spec: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(k.path(&format!("{model_dir}/spec.json"))).unwrap(),
+            )
+            .unwrap();
+            spec["input_features"].as_u64().unwrap() as usize
+        };
+        for opset in 13..=21 {
+            let file = format!("{kind}-{opset}.onnx");
+            let mut export = vec![
+                "export".to_string(),
+                "--model".into(),
+                model_dir.clone(),
+                "--output".into(),
+                file.clone(),
+                "--opset".into(),
+                opset.to_string(),
+            ];
+            // Alternate the graph options so that each is checked at several opsets.
+            if opset % 2 == 0 {
+                export.push("--no-fold-batchnorm".into());
+                export.push("--linear-op".into());
+                export.push("matmul-add".into());
+            }
+            let e = k.json(&export.iter().map(String::as_str).collect::<Vec<_>>());
+            let diff = e["verification"]["max_abs_diff"].as_f64().unwrap();
+            assert!(diff <= 1e-5, "{file}: tract vs burn {diff}");
+            if let Some(lib) = &lib {
+                for n in [1, 7, 64] {
+                    compare(&k.path(&file), lib, "f32", &rows(n, width), n);
+                }
+            }
+            files.push(k.path(&file));
+        }
+    }
+    if let Some(py) = python() {
+        let out = std::process::Command::new(py)
+            .arg(repo().join("scripts/onnx_check_many.py"))
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for f in &files {
+            assert_eq!(v[f.to_str().unwrap()], "ok", "{}", f.display());
+        }
+    }
+    assert_eq!(files.len(), 4 * 9);
+}
