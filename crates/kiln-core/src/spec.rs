@@ -105,6 +105,20 @@ pub enum LayerSpec {
     },
     /// Flattens `[C, …]` back to one feature vector per row.
     Flatten,
+    /// A layer kind kiln does not know, exported by a user-registered implementation of
+    /// `kiln_export::LayerExport` for `kind`. The spec declares its per-row output shape, and
+    /// its weights are named `{name}.…` as the implementation reads them.
+    Custom {
+        /// The layer kind, matched against registered exporters.
+        kind: String,
+        /// Weight name prefix.
+        name: String,
+        /// Free-form parameters for the exporter.
+        #[serde(default)]
+        params: serde_json::Value,
+        /// Per-row output shape.
+        output_shape: Vec<usize>,
+    },
 }
 
 /// The format version of [`ModelSpec`]; bumped on incompatible changes.
@@ -321,6 +335,17 @@ impl ModelSpec {
                     }
                 }
                 LayerSpec::Flatten => cur = vec![cur.iter().product()],
+                LayerSpec::Custom { output_shape, .. } => {
+                    if output_shape.is_empty() || output_shape.contains(&0) {
+                        return bad(
+                            i,
+                            format!(
+                                "custom layer output shape {output_shape:?} must be non-empty without zeros"
+                            ),
+                        );
+                    }
+                    cur = output_shape.clone();
+                }
                 LayerSpec::Activation { .. } | LayerSpec::Dropout { .. } => {}
             }
             out.push(cur.clone());

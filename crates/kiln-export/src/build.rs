@@ -10,6 +10,16 @@ pub fn build_model(
     weights: &Weights,
     opts: &ExportOptions,
 ) -> Result<ModelProto, ExportError> {
+    build_model_with(model, weights, opts, &[])
+}
+
+/// [`build_model`] with exporters for custom layer kinds.
+pub fn build_model_with(
+    model: &TrainedModel,
+    weights: &Weights,
+    opts: &ExportOptions,
+    custom: &[std::sync::Arc<dyn crate::LayerExport>],
+) -> Result<ModelProto, ExportError> {
     let spec = &model.spec;
     // The batch dimension is the symbol `N` unless a fixed size was asked for.
     let batch = || match opts.static_batch {
@@ -239,6 +249,25 @@ pub fn build_model(
             }
             LayerSpec::Flatten => {
                 x = g.node("Flatten", &[&x], &[attr_int("axis", 1)]);
+            }
+            LayerSpec::Custom {
+                kind, name, params, ..
+            } => {
+                let exporter = custom.iter().find(|c| c.kind() == kind).ok_or_else(|| {
+                    ExportError::Options(format!(
+                        "layer {name:?} is of custom kind {kind:?} and no exporter is registered for it; register an implementation of LayerExport with OnnxExporter::with_layer"
+                    ))
+                })?;
+                let input_shape = if i == 0 {
+                    vec![f]
+                } else {
+                    shapes[i - 1].clone()
+                };
+                let mut ctx = crate::LayerContext {
+                    graph: &mut g,
+                    weights,
+                };
+                x = exporter.export(&mut ctx, name, params, &x, &input_shape)?;
             }
         }
         g.annotate(&x, FLOAT, &dims(shape));

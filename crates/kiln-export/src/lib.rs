@@ -27,11 +27,13 @@
 mod build;
 mod error;
 pub mod functions;
+mod layer;
 mod verify;
 mod weights;
 
-pub use build::build_model;
+pub use build::{build_model, build_model_with};
 pub use error::ExportError;
+pub use layer::{LayerContext, LayerExport};
 pub use verify::{VerifyReport, verify_against_reference};
 pub use weights::Weights;
 
@@ -117,6 +119,7 @@ impl Default for ExportOptions {
 #[derive(Debug, Clone, Default)]
 pub struct OnnxExporter {
     options: ExportOptions,
+    layers: Vec<std::sync::Arc<dyn LayerExport>>,
 }
 
 /// What an export produced.
@@ -186,7 +189,16 @@ impl OnnxExporter {
 
     /// An exporter with these options.
     pub fn new(options: ExportOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            layers: Vec::new(),
+        }
+    }
+
+    /// Registers an exporter for a custom layer kind (see [`LayerExport`]).
+    pub fn with_layer(mut self, layer: impl LayerExport + 'static) -> Self {
+        self.layers.push(std::sync::Arc::new(layer));
+        self
     }
 
     /// Exports `model` to `output` and returns the verification report with the file.
@@ -224,7 +236,7 @@ impl OnnxExporter {
                 ),
             });
         }
-        let proto = build_model(model, &weights, &self.options)?;
+        let proto = build_model_with(model, &weights, &self.options, &self.layers)?;
         let bytes = kiln_onnx::encode(&proto);
         let mut verification = None;
         if self.options.verify {

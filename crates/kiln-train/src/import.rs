@@ -79,6 +79,15 @@ pub fn import_safetensors(
 ) -> Result<TrainedModel, TrainError> {
     spec.validate()
         .map_err(|e| TrainError::Config(format!("spec: {e}")))?;
+    if let Some(LayerSpec::Custom { kind, .. }) = spec
+        .layers
+        .iter()
+        .find(|l| matches!(l, LayerSpec::Custom { .. }))
+    {
+        return Err(TrainError::Config(format!(
+            "the spec has a custom layer {kind:?}, which burn cannot run to compute reference outputs; export it through the library (OnnxExporter::with_layer with your LayerExport) instead"
+        )));
+    }
     let bytes = std::fs::read(weights)
         .map_err(|e| TrainError::Weights(format!("cannot read {}: {e}", weights.display())))?;
     let mut found: Vec<NamedTensor> = crate::checkpoint::from_safetensors(weights, &bytes)?

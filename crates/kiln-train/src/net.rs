@@ -115,7 +115,11 @@ impl Net {
                         .init(device),
                 ),
                 LayerSpec::Dropout { prob } => net.dropouts.push(DropoutConfig::new(*prob).init()),
-                LayerSpec::Activation { .. } | LayerSpec::Reshape { .. } | LayerSpec::Flatten => {}
+                // Custom kinds are export-only (`import_safetensors` refuses them).
+                LayerSpec::Activation { .. }
+                | LayerSpec::Reshape { .. }
+                | LayerSpec::Flatten
+                | LayerSpec::Custom { .. } => {}
             }
         }
         net
