@@ -446,6 +446,10 @@ fn model_kind_by_opset_by_batch_matrix() {
             let e = k.json(&export.iter().map(String::as_str).collect::<Vec<_>>());
             let diff = e["verification"]["max_abs_diff"].as_f64().unwrap();
             assert!(diff <= 1e-5, "{file}: tract vs burn {diff}");
+            if lib.is_some() {
+                let diff = e["verification_ort"]["max_abs_diff"].as_f64().unwrap();
+                assert!(diff <= 1e-5, "{file}: ONNX Runtime vs burn {diff}");
+            }
             if let Some(lib) = &lib {
                 for n in [1, 7, 64] {
                     compare(&k.path(&file), lib, "f32", &rows(n, width), n);

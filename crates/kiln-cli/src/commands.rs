@@ -520,10 +520,16 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
             v.max_abs_diff, v.argmax_agreement
         ));
     }
+    if let Some(v) = &o.verification_ort {
+        human.push_str(&format!(
+            "\nverified in ONNX Runtime too: max abs diff {:.3e}, argmax agreement {:.4}",
+            v.max_abs_diff, v.argmax_agreement
+        ));
+    }
     summary(
         cli,
         &human,
-        json!({ "command": "export", "output": a.output, "bytes": o.bytes, "opset": a.opset, "verification": o.verification }),
+        json!({ "command": "export", "output": a.output, "bytes": o.bytes, "opset": a.opset, "verification": o.verification, "verification_ort": o.verification_ort }),
         false,
     );
     Ok(())
@@ -899,7 +905,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         "optimized": optimized_path,
         "best_epoch": run.outcome.best_epoch,
         "val_accuracy": run.outcome.history[run.outcome.best_epoch - 1].val_accuracy,
-        "export": { "bytes": exported.bytes, "verification": exported.verification },
+        "export": { "bytes": exported.bytes, "verification": exported.verification, "verification_ort": exported.verification_ort },
         "optimize": opt,
         "test": test_results,
     });

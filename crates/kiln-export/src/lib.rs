@@ -34,7 +34,7 @@ mod weights;
 pub use build::{build_model, build_model_with};
 pub use error::ExportError;
 pub use layer::{LayerContext, LayerExport};
-pub use verify::{VerifyReport, verify_against_reference};
+pub use verify::{VerifyReport, verify_against_reference, verify_in_onnx_runtime};
 pub use weights::Weights;
 
 use kiln_core::{Event, EventSink, Exporter, OnnxModel, TrainedModel};
@@ -127,8 +127,10 @@ pub struct OnnxExporter {
 pub struct ExportOutcome {
     /// The written model.
     pub model: OnnxModel,
-    /// The verification against burn's outputs, when it ran.
+    /// The verification against burn's outputs in tract, when it ran.
     pub verification: Option<VerifyReport>,
+    /// The same verification in ONNX Runtime, when its library was available.
+    pub verification_ort: Option<VerifyReport>,
     /// Size of the file in bytes.
     pub bytes: usize,
 }
@@ -239,6 +241,7 @@ impl OnnxExporter {
         let proto = build_model_with(model, &weights, &self.options, &self.layers)?;
         let bytes = kiln_onnx::encode(&proto);
         let mut verification = None;
+        let mut verification_ort = None;
         if self.options.verify {
             let reference = model
                 .reference
@@ -266,6 +269,30 @@ impl OnnxExporter {
                 });
             }
             verification = Some(report);
+            // ONNX Runtime too, when its library is here: two independent engines must both
+            // reproduce burn.
+            match verify_in_onnx_runtime(&bytes, reference, output, &batch_sizes)? {
+                Some(r) => {
+                    events.emit(Event::Message {
+                        level: kiln_core::Level::Info,
+                        text: format!(
+                            "verified in ONNX Runtime: max abs diff {:.3e}, argmax agreement {:.4}",
+                            r.max_abs_diff, r.argmax_agreement
+                        ),
+                    });
+                    if r.max_abs_diff.is_nan() || r.max_abs_diff > self.options.atol {
+                        return Err(ExportError::Verification {
+                            report: r,
+                            atol: self.options.atol,
+                        });
+                    }
+                    verification_ort = Some(r);
+                }
+                None => events.emit(Event::Message {
+                    level: kiln_core::Level::Info,
+                    text: "ONNX Runtime is not available (scripts/fetch-onnxruntime.sh or ORT_DYLIB_PATH), so the export was verified in tract only".into(),
+                }),
+            }
         }
         kiln_core::fsutil::write_atomic(output, &bytes)?;
         events.emit(Event::StageFinished {
@@ -277,6 +304,7 @@ impl OnnxExporter {
                 path: output.to_path_buf(),
             },
             verification,
+            verification_ort,
             bytes: bytes.len(),
         })
     }

@@ -31,6 +31,42 @@ pub fn verify_against_reference(
     batch_sizes: &[usize],
 ) -> Result<VerifyReport, ExportError> {
     let engine = TractEngine::from_bytes(onnx, origin)?;
+    compare(&engine, reference, origin, batch_sizes)
+}
+
+/// The same check in ONNX Runtime (kiln's `ort` engine), when its library can be loaded;
+/// `Ok(None)` when it cannot (the run says so), or without the `ort` feature.
+pub fn verify_in_onnx_runtime(
+    onnx: &[u8],
+    reference: &Reference,
+    origin: &Path,
+    batch_sizes: &[usize],
+) -> Result<Option<VerifyReport>, ExportError> {
+    #[cfg(feature = "ort")]
+    {
+        if kiln_infer::ort_engine::available(None).is_err() {
+            return Ok(None);
+        }
+        let opts = kiln_infer::ort_engine::OrtOptions {
+            threads: Some(1),
+            ..Default::default()
+        };
+        let engine = kiln_infer::ort_engine::OrtEngine::from_bytes(onnx, origin, &opts)?;
+        compare(&engine, reference, origin, batch_sizes).map(Some)
+    }
+    #[cfg(not(feature = "ort"))]
+    {
+        let _ = (onnx, reference, origin, batch_sizes);
+        Ok(None)
+    }
+}
+
+fn compare(
+    engine: &dyn kiln_core::InferenceEngine<Error = kiln_infer::InferError>,
+    reference: &Reference,
+    origin: &Path,
+    batch_sizes: &[usize],
+) -> Result<VerifyReport, ExportError> {
     let n = reference.inputs.len();
     if n == 0 {
         return Err(ExportError::NoReference {
@@ -50,7 +86,7 @@ pub fn verify_against_reference(
                 .flat_map(|&i| reference.inputs[i].iter().copied())
                 .collect();
             let out = kiln_core::InferenceEngine::run(
-                &engine,
+                engine,
                 vec![kiln_core::Tensor::F32 {
                     shape: vec![bs, width],
                     data,
