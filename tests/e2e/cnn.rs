@@ -260,6 +260,19 @@ fn export_graph_options_are_switchable_and_verified() {
         2,
     );
     assert!(err.contains("Linear first layer"), "{err}");
+    // An artifact of another format version is refused with both versions named.
+    k.write(
+        "mlp/model/kiln-model.json",
+        r#"{"format_version": 99, "kind": "kiln-trained-model"}"#,
+    );
+    let r = k.run(&["export", "--model", "mlp/model", "--output", "y.onnx"]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("version 99") && err.contains("version 1"),
+        "{err}"
+    );
+    assert!(!k.path("y.onnx").exists());
 }
 
 /// SiLU and GELU have no single ONNX op: kiln exports them as model-local functions in the

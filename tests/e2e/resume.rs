@@ -273,6 +273,12 @@ fn best_checkpoint_follows_the_chosen_metric() {
         "6",
     ]);
     assert_eq!(s["test"]["rows"], 100);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("run-t/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["test"], s["test"],
+        "summary.json holds the printed result"
+    );
     assert!(s["test"]["accuracy"].as_f64().unwrap() > 0.9, "{s:#}");
     assert!(s["test"]["macro_f1"].as_f64().unwrap() > 0.9, "{s:#}");
     assert!(s["val_macro_f1"].as_f64().unwrap() > 0.9, "{s:#}");

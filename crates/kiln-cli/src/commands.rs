@@ -438,25 +438,23 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
         "\nmetrics: {}",
         out.join("metrics.json").display()
     ));
-    summary(
-        cli,
-        &human,
-        json!({
-            "command": "train",
-            "model": run.model_dir,
-            "metrics": out.join("metrics.json"),
-            "best_epoch": o.best_epoch,
-            "epochs": o.history.len(),
-            "train_accuracy": best.train_accuracy,
-            "val_accuracy": best.val_accuracy,
-            "val_loss": best.val_loss,
-            "val_macro_f1": best.val_macro_f1,
-            "test": o.test,
-            "seconds": o.seconds,
-            "samples_per_second": o.samples_per_second,
-        }),
-        false,
-    );
+    let result = json!({
+        "command": "train",
+        "model": run.model_dir,
+        "metrics": out.join("metrics.json"),
+        "best_epoch": o.best_epoch,
+        "epochs": o.history.len(),
+        "train_accuracy": best.train_accuracy,
+        "val_accuracy": best.val_accuracy,
+        "val_loss": best.val_loss,
+        "val_macro_f1": best.val_macro_f1,
+        "test": o.test,
+        "seconds": o.seconds,
+        "samples_per_second": o.samples_per_second,
+    });
+    // The run's result beside metrics.json, for tools that read run directories.
+    kiln_core::fsutil::write_json(&out.join("summary.json"), &result)?;
+    summary(cli, &human, result, false);
     Ok(())
 }
 
