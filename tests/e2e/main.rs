@@ -15,3 +15,5 @@ mod resume;
 mod serve;
 mod streaming;
 mod util;
+#[cfg(feature = "distributed")]
+mod worker;

@@ -106,7 +106,8 @@ fn sigkill_then_resume_equals_an_uninterrupted_run() {
                 .starts_with("epoch-")
         })
         .count();
-    assert!((1..=2).contains(&kept), "{kept} periodic checkpoints kept");
+    // (A kill between writing a checkpoint and pruning the oldest leaves one more.)
+    assert!((1..=3).contains(&kept), "{kept} periodic checkpoints kept");
 
     // A fresh `train` into the interrupted run is refused rather than wiping it.
     let err = k.fails(&killed.iter().map(String::as_str).collect::<Vec<_>>(), 2);

@@ -82,6 +82,16 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Serve this machine's CPU to remote trainers (`kiln train --devices ws://host:port,…`)
+    /// with burn's remote backend. Needs a kiln built with `--features distributed`.
+    #[command(
+        after_help = "Examples:\n  kiln worker --listen 127.0.0.1:3000\n  kiln worker --listen 0.0.0.0:3000   # reachable from other machines; WebSocket is unencrypted\n\nThen, on the trainer: kiln train --data train.csv --out run --devices ws://host1:3000,ws://host2:3000"
+    )]
+    Worker {
+        /// Address to listen on; loopback unless other machines must reach it.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: String,
+    },
     /// Serve a model over HTTP with the KServe v2 / Triton protocol, dynamic batching and
     /// Prometheus metrics at /metrics.
     #[command(

@@ -44,6 +44,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Package(a) => package(cli, a, &mut rep),
         Command::Profile(a) => profile(cli, a),
         Command::Serve(a) => crate::serve::serve(cli, a),
+        Command::Worker { listen } => worker(listen),
         Command::Doctor => doctor(cli),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -466,6 +467,57 @@ fn export_model(
 ) -> Result<kiln_export::ExportOutcome> {
     let trained = TrainedModel::load(model_dir)?;
     Ok(OnnxExporter::new(opts).run(&trained, output, rep)?)
+}
+
+fn worker(listen: &str) -> Result<()> {
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        usage(format!(
+            "--listen {listen:?} is not an address; use host:port, e.g. 127.0.0.1:3000"
+        ))
+    })?;
+    #[cfg(feature = "distributed")]
+    {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr}; pick another port"))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {addr}, reachable from other machines; the WebSocket transport is unencrypted and unauthenticated"
+            );
+        }
+        // Scripts and tests read this line for the port.
+        eprintln!("kiln worker listening on ws://{bound}");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        rt.block_on(async {
+            let term = async {
+                #[cfg(unix)]
+                if let Ok(mut s) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    s.recv().await;
+                    return;
+                }
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                r = kiln_train::distributed::serve_worker(listener) => r.map_err(anyhow::Error::from),
+                _ = tokio::signal::ctrl_c() => Ok(()),
+                () = term => Ok(()),
+            }
+        })?;
+        eprintln!("kiln worker stopped");
+        Ok(())
+    }
+    #[cfg(not(feature = "distributed"))]
+    {
+        let _ = addr;
+        Err(usage(
+            "this kiln was built without the `distributed` feature; rebuild with `cargo build --release --features distributed` to run workers",
+        ))
+    }
 }
 
 fn tempfile_dir() -> Result<tempfile::TempDir> {

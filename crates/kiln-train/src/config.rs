@@ -89,8 +89,10 @@ pub(crate) fn device_error(name: &str) -> Option<String> {
                 other.split(':').next().unwrap_or(other)
             ))
         }
+        #[cfg(feature = "distributed")]
+        other if other.starts_with("ws://") => None,
         other if other.starts_with("ws://") || other.starts_with("wss://") => Some(format!(
-            "device {other:?}: remote workers need burn's remote backend, which this build does not include; train locally with cpu"
+            "device {other:?}: remote workers need burn's remote backend; build kiln with `--features distributed` (or train locally with cpu)"
         )),
         other => Some(format!(
             "unknown device {other:?}; use cpu (or cpu,cpu for two replicas)"

@@ -20,6 +20,9 @@ pub enum TrainError {
         /// The loss value.
         loss: f64,
     },
+    /// A training device (a remote worker) failed mid-run.
+    #[error("{0}")]
+    Device(String),
     /// Imported weights do not fit their spec.
     #[error("weights: {0}")]
     Weights(String),

@@ -27,6 +27,8 @@
 
 pub mod checkpoint;
 mod config;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 mod error;
 pub mod import;
 mod net;

@@ -425,7 +425,10 @@ impl BurnTrainer {
         let mut device = Device::flex().autodiff();
         set_precision(&mut device, cfg.precision)?;
         let replicas = parse_devices(&cfg.devices)?;
-        let strategy = if replicas.len() > 1 {
+        // Remote devices always take the replica path, even alone: the model lives there.
+        let remote = cfg.devices.iter().any(|d| d.trim().starts_with("ws://"));
+        let use_replicas = replicas.len() > 1 || remote;
+        let strategy = if use_replicas {
             format!(
                 "multi-device: {} replicas ({}), gradients summed on the first (burn step_multi)",
                 replicas.len(),
@@ -436,6 +439,9 @@ impl BurnTrainer {
         };
         device.seed(cfg.seed);
         let mut net = Net::init(&spec, &device);
+        // burn initialises parameters lazily, on first use; draw them now, from the run's seed,
+        // so that they are the same whichever devices train (and whenever first used).
+        net.named_weights().map_err(TrainError::Burn)?;
         let l2 = (cfg.weight_decay > 0.0)
             .then(|| burn::optim::decay::WeightDecayConfig::new(cfg.weight_decay as f32));
         let mut optim = match cfg.optimizer {
@@ -532,6 +538,25 @@ impl BurnTrainer {
             });
         }
         let resumed_epochs = start_epoch - 1;
+        // With replicas, the model lives on the first of them (the gradients are gathered
+        // there); validation and checkpoints read a copy brought back to the local CPU.
+        if use_replicas {
+            // burn initialises parameters lazily: read them here so that they take this run's
+            // seeded values on the local device instead of being drawn on the remote one.
+            // Rebuilding the network there keeps its parameters tracked for autodiff.
+            let (tensors, ids): (Vec<NamedTensor>, Vec<u64>) = net
+                .named_weights_with_ids()
+                .map_err(TrainError::Burn)?
+                .into_iter()
+                .unzip();
+            let ids: std::collections::HashMap<String, u64> = tensors
+                .iter()
+                .map(|t| t.name.clone())
+                .zip(ids)
+                .filter(|(_, id)| *id != 0)
+                .collect();
+            net = Net::init(&spec, &replicas[0]).with_weights_and_ids(&tensors, &ids, &replicas[0]);
+        }
         let last_epoch = if stopped_early.is_some() {
             0
         } else {
@@ -555,26 +580,49 @@ impl BurnTrainer {
                 let lr =
                     cfg.schedule
                         .lr(cfg.lr, global_step, total_steps, steps_per_epoch as usize);
-                if replicas.len() > 1 {
+                if use_replicas {
                     // burn's multi-device strategy: the batch is split across the devices,
                     // each replica computes the gradient of its shard's loss (weighted by the
                     // shard's share, so that the sum is the whole batch's mean gradient), and
                     // the optimizer gathers and sums them on one device (`step_multi`).
                     let shard_rows = group.len().div_ceil(replicas.len());
-                    let mut multi = burn::optim::MultiGradientsParams::default();
-                    for (shard, dev) in group.chunks(shard_rows).zip(&replicas) {
-                        let replica = net.clone().fork(dev);
-                        let (x, y) = train_b.gather(shard, dev, None);
-                        let (loss, h) = loss_and_hits(replica.forward(x), y, &loss_fn);
-                        if let Some(h) = h {
-                            hits = Some(hits.unwrap_or(0) + h);
-                        }
-                        loss_sum += scalar(loss.clone()) * shard.len() as f64;
-                        let scaled = loss.mul_scalar(shard.len() as f32 / group.len() as f32);
-                        multi.grads.push((
-                            GradientsParams::from_grads(scaled.backward(), &replica),
-                            dev.clone(),
-                        ));
+                    // A remote worker that goes away fails burn's tensor operations with a
+                    // panic; it becomes an error that points at the last checkpoint.
+                    let step_result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut multi = burn::optim::MultiGradientsParams::default();
+                            let (mut l, mut hh) = (0f64, None::<i64>);
+                            for (shard, dev) in group.chunks(shard_rows).zip(&replicas) {
+                                let replica = net.clone().fork(dev);
+                                let (x, y) = train_b.gather(shard, dev, None);
+                                let (loss, h) = loss_and_hits(replica.forward(x), y, &loss_fn);
+                                if let Some(h) = h {
+                                    hh = Some(hh.unwrap_or(0) + h);
+                                }
+                                l += scalar(loss.clone()) * shard.len() as f64;
+                                let scaled =
+                                    loss.mul_scalar(shard.len() as f32 / group.len() as f32);
+                                multi.grads.push((
+                                    GradientsParams::from_grads(scaled.backward(), &replica),
+                                    dev.clone(),
+                                ));
+                            }
+                            let stepped = optim.step_multi(lr, net.clone(), multi);
+                            (stepped, l, hh)
+                        }));
+                    let (stepped, l, hh) = step_result.map_err(|p| {
+                        let why = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown failure".into());
+                        TrainError::Device(format!(
+                            "a training device failed during epoch {epoch} ({why}); restart the workers and continue with `kiln train --resume <run dir>` from the run's newest checkpoint"
+                        ))
+                    })?;
+                    loss_sum += l;
+                    if let Some(h) = hh {
+                        hits = Some(hits.unwrap_or(0) + h);
                     }
                     lr_trace.push(lr);
                     last_lr = lr;
@@ -587,7 +635,7 @@ impl BurnTrainer {
                             lr,
                         });
                     }
-                    net = optim.step_multi(lr, net, multi);
+                    net = stepped;
                     events.emit(Event::Progress {
                         stage: "train".into(),
                         done: (epoch as u64 - 1) * steps_per_epoch + step as u64 + 1,
@@ -640,7 +688,11 @@ impl BurnTrainer {
                     loss: train_loss,
                 });
             }
-            let plain = net.valid();
+            let plain = if use_replicas {
+                net.valid().to_device(&plain_device())
+            } else {
+                net.valid()
+            };
             let (val_loss, val_acc, val_f1) = match &val_b {
                 Some(v) => {
                     let e = evaluate(&plain, v, cfg.batch_size, &plain_device(), None);
@@ -934,6 +986,8 @@ fn parse_devices(names: &[String]) -> Result<Vec<Device>, TrainError> {
                 })?;
                 Ok(device.autodiff())
             }
+            #[cfg(feature = "distributed")]
+            None if n.trim().starts_with("ws://") => crate::distributed::connect(n.trim()),
             None => Ok(Device::flex().autodiff()),
             Some(e) => Err(TrainError::Config(e)),
         })

@@ -1,0 +1,179 @@
+//! Training across processes with burn's remote backend (feature `distributed`): two
+//! `kiln worker` processes on loopback serve their CPU, `kiln train --devices ws://…,ws://…`
+//! trains data-parallel on them, and a worker that dies mid-run gives a clear error and a
+//! checkpoint that `--resume` continues from once the worker is back.
+
+use crate::util::{Kiln, synthetic_splits};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Worker {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn worker(listen: &str) -> Worker {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["worker", "--listen", listen])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn worker");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the worker did not start");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    // Keep draining the worker's log so that it never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Worker { child, url }
+}
+
+fn f32s(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_loopback_workers_train_a_model_together() {
+    let k = Kiln::new();
+    let (train, val, _) = synthetic_splits(&k, 51);
+    let (train, val) = (
+        train.to_str().unwrap().to_string(),
+        val.to_str().unwrap().to_string(),
+    );
+    let (a, b) = (worker("127.0.0.1:0"), worker("127.0.0.1:0"));
+    let devices = format!("{},{}", a.url, b.url);
+    let s = k.json(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--out",
+        "remote",
+        "--epochs",
+        "3",
+        "--devices",
+        &devices,
+    ]);
+    assert!(s["val_accuracy"].as_f64().unwrap() > 0.9, "{s:#}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("remote/metrics.json")).unwrap()).unwrap();
+    assert!(
+        m["strategy"].as_str().unwrap().contains("2 replicas"),
+        "{m:#}"
+    );
+    // The same run on the local CPU: remote replicas compute the same step.
+    k.ok(&[
+        "train",
+        "--data",
+        &train,
+        "--val-data",
+        &val,
+        "--out",
+        "local",
+        "--epochs",
+        "3",
+        "--devices",
+        "cpu",
+        "-q",
+    ]);
+    let (x, y) = (
+        f32s(&k.path("remote/model/weights.safetensors")),
+        f32s(&k.path("local/model/weights.safetensors")),
+    );
+    let diff = x
+        .iter()
+        .zip(&y)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "remote and local training differ by {diff}");
+    // The trained model exports like any other.
+    k.ok(&[
+        "export",
+        "--model",
+        "remote/model",
+        "--output",
+        "remote.onnx",
+        "-q",
+    ]);
+}
+
+#[test]
+fn a_worker_that_dies_mid_run_is_reported_and_the_run_resumes() {
+    let k = Kiln::new();
+    let all = kiln::data::synthetic::make_classification(4000, 6, 3, 3, 1.0, 52);
+    let train = k.write_dataset("train.csv", &all);
+    let a = worker("127.0.0.1:0");
+    let mut b = worker("127.0.0.1:0");
+    let devices = format!("{},{}", a.url, b.url);
+    let trainer = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--out",
+            "run",
+            "--epochs",
+            "10",
+            "--devices",
+            &devices,
+        ])
+        .current_dir(k.path(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trainer");
+    let marker = k.path("run/checkpoints/epoch-000001/state.json");
+    let start = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let b_listen = b.url.trim_start_matches("ws://").to_string();
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    let out = trainer.wait_with_output().expect("trainer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "training went on without a worker: {err}"
+    );
+    assert!(
+        err.contains("a training device failed") && err.contains("--resume"),
+        "{err}"
+    );
+    // The workers are restarted on their addresses (the survivor's session with the dead one is
+    // gone too); the run continues from its checkpoint.
+    let a_listen = a.url.trim_start_matches("ws://").to_string();
+    drop(a);
+    let _a2 = worker(&a_listen);
+    let _b2 = worker(&b_listen);
+    let r = k.run(&["train", "--resume", "run", "-q"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(k.path("run/model/kiln-model.json").exists());
+}
