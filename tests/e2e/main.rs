@@ -10,6 +10,7 @@ mod conformance;
 mod crash;
 mod crosscheck;
 mod errors;
+mod help;
 mod pipeline;
 mod resume;
 mod serve;

@@ -98,6 +98,11 @@ pub enum Command {
         after_help = "Examples:\n  kiln serve runs/demo/model.onnx --port 8000\n  kiln serve bundle/ --max-batch 32 --max-delay-ms 1 --workers 2\n  curl -s localhost:8000/v2/models/model/infer -d '{\"inputs\":[{\"name\":\"features\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[5.1,3.5,1.4,0.2]}]}'\n\nStops on SIGINT/SIGTERM after in-flight requests finish. Load-test it with `kiln bench --server http://127.0.0.1:8000`."
     )]
     Serve(ServeArgs),
+    /// Print the kiln man page (roff) on stdout.
+    #[command(
+        after_help = "Examples:\n  kiln man > kiln.1 && man ./kiln.1\n  kiln man | gzip > /usr/local/share/man/man1/kiln.1.gz"
+    )]
+    Man,
     /// Show an ONNX model's inputs, outputs, operators and metadata.
     #[command(
         after_help = "Examples:\n  kiln inspect model.onnx\n  kiln inspect model.onnx --json"

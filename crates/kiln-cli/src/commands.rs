@@ -46,6 +46,18 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Serve(a) => crate::serve::serve(cli, a),
         Command::Worker { listen } => worker(listen),
         Command::Doctor => doctor(cli),
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .context("rendering the man page")?;
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&out)
+                .context("writing the man page")?;
+            Ok(())
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "kiln", &mut std::io::stdout());
