@@ -531,7 +531,7 @@ pub struct BenchArgs {
     pub ort_lib: Option<PathBuf>,
     /// Instead of the sweep, run this many predictions (tract, first batch size) and fail when
     /// resident memory grows by more than --max-growth percent after the first tenth.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     pub leak_check: Option<usize>,
     /// Allowed RSS growth for --leak-check, percent.
     #[arg(long, default_value_t = 5.0)]

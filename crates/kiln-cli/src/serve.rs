@@ -216,23 +216,19 @@ pub(crate) fn bench_server(cli: &Cli, a: &BenchArgs, url: &str) -> Result<()> {
                 threads: a.threads,
                 ..EngineConfig::default()
             };
-            let model = Model::load(path, engine)?;
-            let info = model.info().clone();
+            // The same measurement as `kiln bench`: one caller at the serving batch size.
             let batch = 64;
-            let x = kiln_infer::synthetic_rows(&info, batch, 0)?;
-            for _ in 0..20 {
-                model.predict(&x, batch)?;
-            }
-            let start = std::time::Instant::now();
-            let mut calls = 0u64;
-            while start.elapsed().as_secs_f64() < 1.0 || calls < 50 {
-                model.predict(&x, batch)?;
-                calls += 1;
-            }
-            Some((
-                batch,
-                calls as f64 * batch as f64 / start.elapsed().as_secs_f64(),
-            ))
+            let opts = kiln_infer::BenchOptions {
+                engines: vec![engine],
+                batch_sizes: vec![batch],
+                workers: vec![1],
+                min_seconds: 1.0,
+                min_iterations: 50,
+                warmup: 20,
+            };
+            let r = kiln_infer::bench(path, &opts, &mut kiln_core::NullSink)?;
+            let rows_s = r.results.first().map_or(0.0, |b| b.rows_per_second);
+            Some((batch, rows_s))
         }
         None => None,
     };

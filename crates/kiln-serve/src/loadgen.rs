@@ -225,9 +225,13 @@ pub async fn run_load(opts: &LoadOptions) -> Result<LoadReport, ServeError> {
         return Err(load_err(&base, format!("model '{model}' is not ready")));
     }
     let rows = opts.rows_per_request.max(1);
-    let bodies: Arc<Vec<(Vec<u8>, Option<usize>)>> = Arc::new(
+    // Shared, reference-counted bodies: a request clones a pointer, not the bytes.
+    let bodies: Arc<Vec<(bytes::Bytes, Option<usize>)>> = Arc::new(
         (0..64)
-            .map(|i| request_body(&input_name, width, rows, opts.binary, opts.seed + i))
+            .map(|i| {
+                let (b, h) = request_body(&input_name, width, rows, opts.binary, opts.seed + i);
+                (bytes::Bytes::from(b), h)
+            })
             .collect(),
     );
     let before = metrics_counts(&client, &base).await;

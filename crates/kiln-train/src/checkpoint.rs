@@ -234,8 +234,12 @@ fn corrupt(file: &Path, why: impl std::fmt::Display) -> TrainError {
     ))
 }
 
-/// Serializes weights (with optional parameter ids) as SafeTensors.
-fn to_safetensors(tensors: &[NamedTensor], ids: Option<&[u64]>) -> Result<Vec<u8>, TrainError> {
+/// Serializes f32 tensors as SafeTensors with `metadata` (the one writer of kiln's weight
+/// files: artifacts and checkpoints).
+pub(crate) fn safetensors_bytes(
+    tensors: &[NamedTensor],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, TrainError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|t| {
@@ -254,6 +258,13 @@ fn to_safetensors(tensors: &[NamedTensor], ids: Option<&[u64]>) -> Result<Vec<u8
                 .map_err(|e| TrainError::Checkpoint(format!("weights {n}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // An empty metadata map makes a header the reader rejects; leave it out instead.
+    safetensors::serialize(views, (!metadata.is_empty()).then_some(metadata))
+        .map_err(|e| TrainError::Checkpoint(format!("serializing weights: {e}")))
+}
+
+/// Serializes weights (with optional parameter ids in the metadata) as SafeTensors.
+fn to_safetensors(tensors: &[NamedTensor], ids: Option<&[u64]>) -> Result<Vec<u8>, TrainError> {
     let mut meta = HashMap::new();
     if let Some(ids) = ids {
         let map: BTreeMap<&str, String> = tensors
@@ -266,9 +277,7 @@ fn to_safetensors(tensors: &[NamedTensor], ids: Option<&[u64]>) -> Result<Vec<u8
             serde_json::to_string(&map).unwrap_or_default(),
         );
     }
-    // An empty metadata map makes a header the reader rejects; leave it out instead.
-    safetensors::serialize(views, (!meta.is_empty()).then_some(meta))
-        .map_err(|e| TrainError::Checkpoint(format!("serializing weights: {e}")))
+    safetensors_bytes(tensors, meta)
 }
 
 /// Reads SafeTensors weights and the parameter ids in their metadata (0 when absent).

@@ -295,9 +295,36 @@ impl Net {
 
     /// The burn parameter ids, in [`Net::named_weights`] order.
     pub fn param_ids(&self) -> Vec<u64> {
-        self.named_weights_with_ids()
-            .map(|v| v.into_iter().map(|(_, id)| id).collect())
-            .unwrap_or_default()
+        let (mut li, mut c1, mut c2, mut ni) = (0, 0, 0, 0);
+        let bias = |b: &Option<Param<Tensor<1>>>| b.as_ref().map_or(0, |b| b.id.val());
+        let mut out = Vec::new();
+        for l in &self.layers {
+            match l {
+                LayerSpec::Linear { .. } => {
+                    let lin = &self.linears[li];
+                    li += 1;
+                    out.extend([lin.weight.id.val(), bias(&lin.bias)]);
+                }
+                LayerSpec::Conv { kernel, .. } if kernel.len() == 1 => {
+                    let c = &self.convs1[c1];
+                    c1 += 1;
+                    out.extend([c.weight.id.val(), bias(&c.bias)]);
+                }
+                LayerSpec::Conv { .. } => {
+                    let c = &self.convs2[c2];
+                    c2 += 1;
+                    out.extend([c.weight.id.val(), bias(&c.bias)]);
+                }
+                LayerSpec::BatchNorm { .. } => {
+                    let bn = &self.norms[ni];
+                    ni += 1;
+                    // Running statistics are not optimised: id 0, as in named_weights_with_ids.
+                    out.extend([bn.gamma.id.val(), bn.beta.id.val(), 0, 0]);
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// A copy of this network with its weights replaced by `weights` (as produced by

@@ -1051,26 +1051,7 @@ pub(crate) fn reference_outputs(
 }
 
 pub(crate) fn serialize_weights(weights: &[NamedTensor]) -> Result<Vec<u8>, TrainError> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = weights
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| TrainError::Burn(format!("weights {n}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "kiln-burn-layout".to_string());
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| TrainError::Burn(format!("serializing weights: {e}")))
+    crate::checkpoint::safetensors_bytes(weights, meta)
 }
