@@ -21,6 +21,10 @@ const COMMANDS: &[&str] = &[
     "doctor",
     "completions",
     "man",
+    "runs",
+    "runs list",
+    "runs compare",
+    "init",
 ];
 
 #[test]
@@ -41,7 +45,11 @@ fn help_output_matches_the_snapshots() {
                 "kiln {cmd} --help has no examples"
             );
         }
-        let name = if cmd.is_empty() { "kiln" } else { cmd };
+        let name = if cmd.is_empty() {
+            "kiln".to_string()
+        } else {
+            cmd.replace(' ', "-")
+        };
         let path = repo().join(format!("tests/e2e/snapshots/{name}.help.txt"));
         if update {
             std::fs::write(&path, &text).expect("write snapshot");
@@ -49,7 +57,7 @@ fn help_output_matches_the_snapshots() {
         }
         match std::fs::read_to_string(&path) {
             Ok(want) if want == text => {}
-            _ => stale.push(name.to_string()),
+            _ => stale.push(name),
         }
     }
     assert!(

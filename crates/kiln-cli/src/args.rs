@@ -6,18 +6,39 @@ use std::path::PathBuf;
 #[command(name = "kiln", version, about, long_about = None, arg_required_else_help = true,
     after_help = "Start with `kiln pipeline --demo --out runs/demo`, which generates data and runs every stage.")]
 pub struct Cli {
-    /// Print one JSON summary object on stdout (logs go to stderr).
+    /// Print one JSON summary object on stdout (logs go to stderr); same as --format json.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How results are printed: human (aligned text), json (one object), csv or markdown (the
+    /// result tables).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human, env = "KILN_FORMAT")]
+    pub format: Format,
     /// Only print errors and the final result.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Print more detail (per-batch progress lines).
-    #[arg(short, long, global = true)]
-    pub verbose: bool,
+    /// More detail: -v adds debug messages and per-batch progress lines, -vv traces. RUST_LOG,
+    /// when set, chooses the log filter instead (e.g. RUST_LOG=kiln_optimize=debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// When to colour output; auto colours a terminal unless NO_COLOR is set (CLICOLOR_FORCE=1
+    /// colours pipes too).
+    #[arg(long, global = true, value_enum, default_value_t = clap::ColorChoice::Auto)]
+    pub color: clap::ColorChoice,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    // Plain comments, not doc comments: clap would switch every --help to its long layout.
+    // human: aligned text; json: one object on stdout; csv: the result tables (several are
+    // separated by a blank line and a `# title` comment line); markdown: the result tables.
+    Human,
+    Json,
+    Csv,
+    Markdown,
 }
 
 /// kiln's commands.
@@ -74,6 +95,17 @@ pub enum Command {
     /// cross-check tools, each with how to get what is missing.
     #[command(after_help = "Examples:\n  kiln doctor\n  kiln doctor --json")]
     Doctor,
+    /// List past runs, or compare runs side by side (config, metrics, timings).
+    #[command(
+        after_help = "Examples:\n  kiln runs list\n  kiln runs compare 20261126-101500-iris 20261126-103000-iris\n  kiln runs compare runs/a runs/b --all --format markdown > runs.md"
+    )]
+    Runs(RunsArgs),
+    /// Write a kiln.toml for a data file, asking for the target column and task (with defaults
+    /// detected from the CSV). Prompts only on a terminal; elsewhere pass the answers as flags.
+    #[command(
+        after_help = "Examples:\n  kiln init\n  kiln init --data data/iris/train.csv --target species --task classification --yes"
+    )]
+    Init(InitArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  kiln completions bash > ~/.local/share/bash-completion/completions/kiln\n  kiln completions zsh > ~/.zfunc/_kiln"
@@ -221,9 +253,12 @@ pub struct TrainArgs {
     /// reported in metrics.json; it plays no part in choosing the best epoch.
     #[arg(long)]
     pub test_data: Option<PathBuf>,
-    /// Output directory: <out>/model, <out>/metrics.json, <out>/config.toml.
+    /// Run directory: <out>/model, metrics.json, config.toml, run.json, kiln.log, plots/
+    /// [default: <runs-dir>/<timestamp>-<name>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Overwrite an existing output directory's model.
     #[arg(long)]
     pub force: bool,
@@ -347,7 +382,7 @@ pub struct InferArgs {
     /// Input format: csv (with a header line), jsonl or npy [default: from the file extension;
     /// csv for stdin and --stream].
     #[arg(long)]
-    pub format: Option<String>,
+    pub input_format: Option<String>,
     /// Threads running batches in parallel; 0 picks for the engine (tract: one per core, since
     /// each tract call is single-threaded; ort: 1, since ONNX Runtime threads each call itself).
     #[arg(long, default_value_t = 0)]
@@ -401,9 +436,12 @@ pub struct PipelineArgs {
     /// Held-out test data, run through the exported models.
     #[arg(long)]
     pub test_data: Option<PathBuf>,
-    /// Output directory for every artifact [default: runs/demo with --demo].
+    /// Run directory for every artifact, report.html and plots/
+    /// [default: <runs-dir>/<timestamp>-<name>].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunFlags,
     /// Quantization of the optimized model: none, dynamic or static.
     #[arg(long, default_value = "dynamic")]
     pub quantization: String,
@@ -536,6 +574,83 @@ pub struct BenchArgs {
     /// Allowed RSS growth for --leak-check, percent.
     #[arg(long, default_value_t = 5.0)]
     pub max_growth: f64,
+    /// Write latency histograms (SVG and PNG, one per configuration) into this directory.
+    #[arg(long, conflicts_with = "leak_check")]
+    pub plots: Option<PathBuf>,
+}
+
+/// Where a run directory goes when --out is not given.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunFlags {
+    /// Name of the run, the suffix of its directory [default: the data file's name, or demo].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Parent of timestamped run directories.
+    #[arg(long, env = "KILN_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// `kiln runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: RunsAction,
+}
+
+/// `kiln runs` actions.
+#[derive(Debug, clap::Subcommand)]
+pub enum RunsAction {
+    /// One line per run under the runs directory, newest first.
+    #[command(
+        after_help = "Examples:\n  kiln runs list\n  kiln runs list --runs-dir experiments --format csv > runs.csv"
+    )]
+    List {
+        /// Directory holding run directories.
+        #[arg(long, env = "KILN_RUNS_DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+    },
+    /// Configs, metrics and timings of two or more runs side by side.
+    #[command(
+        after_help = "Examples:\n  kiln runs compare 20261126-101500-iris 20261126-103000-iris\n  kiln runs compare runs/a runs/b runs/c --all --format markdown"
+    )]
+    Compare {
+        /// Run directories, or run names under --runs-dir.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Directory holding run directories.
+        #[arg(long, env = "KILN_RUNS_DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Show every config key, not only those that differ.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `kiln init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Training data file (CSV or JSONL).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Target column [default: detected: label, target, class, y, or the last column].
+    #[arg(long)]
+    pub target: Option<String>,
+    /// classification or regression [default: detected from the target column].
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Validation data file, if any.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Config file to write.
+    #[arg(long, default_value = "kiln.toml")]
+    pub output: PathBuf,
+    /// Accept the detected defaults without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Overwrite an existing config file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `kiln compare`.
@@ -551,9 +666,6 @@ pub struct CompareArgs {
     /// Target column.
     #[arg(long, default_value = "label")]
     pub target: String,
-    /// Output: human, json or markdown (--json is the same as --format json).
-    #[arg(long, default_value = "human")]
-    pub format: String,
 }
 
 /// `kiln package`.

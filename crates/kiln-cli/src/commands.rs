@@ -1,8 +1,9 @@
 use crate::args::{
-    BenchArgs, Cli, Command, CompareArgs, ExportArgs, InferArgs, InspectArgs, OptimizeArgs,
-    PackageArgs, PipelineArgs, ProfileArgs, TrainArgs, TrainFlags,
+    BenchArgs, Cli, Command, CompareArgs, ExportArgs, Format, InferArgs, InspectArgs,
+    OptimizeArgs, PackageArgs, PipelineArgs, ProfileArgs, RunFlags, RunsAction, RunsArgs,
+    TrainArgs, TrainFlags,
 };
-use crate::render::Reporter;
+use crate::render::{Reporter, Table, print_tables};
 use anyhow::{Context, Result};
 use kiln_core::{Dataset, TrainedModel};
 use kiln_export::{ExportOptions, OnnxExporter};
@@ -31,7 +32,7 @@ pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 pub fn run(cli: &Cli) -> Result<()> {
-    let mut rep = Reporter::new(cli.quiet, cli.verbose);
+    let mut rep = Reporter::new(cli.quiet);
     match &cli.command {
         Command::Train(a) => train(cli, a, &mut rep),
         Command::Export(a) => export(cli, a, &mut rep),
@@ -46,6 +47,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Serve(a) => crate::serve::serve(cli, a),
         Command::Worker { listen } => worker(listen),
         Command::Doctor => doctor(cli),
+        Command::Runs(a) => runs(cli, a),
+        Command::Init(a) => crate::init::init(cli, a),
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
@@ -66,30 +69,199 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-/// Prints the result: JSON on stdout with `--json`, else the human text. `to_stderr` is used when
-/// stdout carries data (predictions).
-pub(crate) fn summary(cli: &Cli, human: &str, value: serde_json::Value, to_stderr: bool) {
-    let text = if cli.json {
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    } else {
-        human.to_string()
-    };
-    if to_stderr {
-        eprintln!("{text}");
-    } else {
-        println!("{text}");
+impl Cli {
+    /// The output format: --json wins, else --format.
+    pub fn output_format(&self) -> Format {
+        if self.json { Format::Json } else { self.format }
     }
+}
+
+/// Prints the result with its key/value table for --format csv|markdown. See [`summary_tables`].
+pub(crate) fn summary(cli: &Cli, human: &str, value: serde_json::Value, to_stderr: bool) {
+    summary_tables(cli, human, value, Vec::new(), to_stderr);
+}
+
+/// Prints the result: the human text, one JSON object (with `resources` added), or the result
+/// tables as CSV/Markdown (a key/value table of the JSON when `tables` is empty). `to_stderr`
+/// is used when stdout carries data (predictions). In human mode the command's resource use
+/// follows on stderr.
+pub(crate) fn summary_tables(
+    cli: &Cli,
+    human: &str,
+    mut value: serde_json::Value,
+    tables: Vec<Table>,
+    to_stderr: bool,
+) {
+    if let Some(o) = value.as_object_mut() {
+        o.entry("resources")
+            .or_insert_with(crate::runstate::resources);
+    }
+    let emit = |text: &str| {
+        if to_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    };
+    match cli.output_format() {
+        Format::Json => emit(&serde_json::to_string_pretty(&value).unwrap_or_default()),
+        Format::Human => {
+            emit(human);
+            // Commands that do real work report what it cost; quick look-ups only with -v.
+            let line = crate::runstate::resources_line();
+            if matches!(
+                cli.command,
+                Command::Runs(_) | Command::Init(_) | Command::Doctor | Command::Inspect(_)
+            ) {
+                tracing::debug!(target: "kiln", "resources: {line}");
+            } else {
+                tracing::info!(target: "kiln", "resources: {line}");
+            }
+        }
+        f @ (Format::Csv | Format::Markdown) => {
+            let tables = if tables.is_empty() {
+                vec![Table::from_json("result", &value)]
+            } else {
+                tables
+            };
+            print_tables(f, &tables, to_stderr);
+        }
+    }
+}
+
+/// Per-class precision/recall/F1 and the confusion matrix as tables.
+pub(crate) fn class_tables(title: &str, r: &kiln_core::metrics::ClassificationReport) -> Vec<Table> {
+    let mut per = Table::new(
+        format!("{title}: per class"),
+        &["class", "precision", "recall", "f1", "support"],
+    );
+    for c in &r.per_class {
+        per.row(vec![
+            c.class.clone(),
+            format!("{:.4}", c.precision),
+            format!("{:.4}", c.recall),
+            format!("{:.4}", c.f1),
+            c.support.to_string(),
+        ]);
+    }
+    per.row(vec![
+        "macro avg".into(),
+        format!("{:.4}", r.macro_precision),
+        format!("{:.4}", r.macro_recall),
+        format!("{:.4}", r.macro_f1),
+        r.rows.to_string(),
+    ]);
+    let mut headers = vec!["true \\ predicted".to_string()];
+    headers.extend(r.classes.iter().cloned());
+    let mut confusion = Table {
+        title: format!("{title}: confusion matrix"),
+        headers,
+        rows: Vec::new(),
+    };
+    for (class, row) in r.classes.iter().zip(&r.confusion) {
+        let mut cells = vec![class.clone()];
+        cells.extend(row.iter().map(u64::to_string));
+        confusion.row(cells);
+    }
+    vec![per, confusion]
+}
+
+/// The human form of a class report: accuracy and macro scores, then per class.
+fn class_text(r: &kiln_core::metrics::ClassificationReport) -> String {
+    let mut s = format!(
+        "accuracy {:.4}, macro precision {:.4}, recall {:.4}, F1 {:.4} on {} rows",
+        r.accuracy, r.macro_precision, r.macro_recall, r.macro_f1, r.rows
+    );
+    for t in class_tables("", r) {
+        s.push('\n');
+        s.push_str(t.human().trim_end());
+    }
+    s
+}
+
+/// The run directory: --out, else the config file's `out`, else
+/// `<runs-dir>/<timestamp>-<name>`.
+fn run_dir(out: Option<PathBuf>, file_out: Option<PathBuf>, run: &RunFlags, default_name: &str) -> PathBuf {
+    out.or(file_out).unwrap_or_else(|| {
+        let name = run.name.as_deref().unwrap_or(default_name);
+        run.runs_dir.join(kiln_report::runs::run_dir_name(name))
+    })
+}
+
+/// A run name from a data file: its stem, with the folder's name in front when the stem alone
+/// says little (data/iris/train.csv -> iris-train).
+fn name_from_data(data: &Path) -> String {
+    let stem = data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let generic = ["train", "data", "training", "dataset", "-"];
+    match data.parent().and_then(|p| p.file_name()) {
+        Some(parent) if generic.contains(&stem.as_str()) => {
+            format!("{}-{stem}", parent.to_string_lossy())
+        }
+        _ => stem,
+    }
+}
+
+/// Training curves (and, for classifiers, the confusion matrix) under `<out>/plots`.
+fn training_plots(
+    out: &Path,
+    o: &TrainOutcome,
+) -> Result<Vec<(String, kiln_report::PlotFiles)>> {
+    use kiln_report::{Plot, Series};
+    let h = &o.history;
+    let pts = |f: &dyn Fn(&kiln_train::EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        h.iter()
+            .filter_map(|m| f(m).map(|v| (m.epoch as f64, v)))
+            .collect()
+    };
+    let mut loss = vec![Series::new("train", pts(&|m| Some(m.train_loss)))];
+    let val_loss = pts(&|m| m.val_loss);
+    if !val_loss.is_empty() {
+        loss.push(Series::new("val", val_loss));
+    }
+    let mut accuracy = Vec::new();
+    for (name, p) in [
+        ("train", pts(&|m| m.train_accuracy)),
+        ("val", pts(&|m| m.val_accuracy)),
+    ] {
+        if !p.is_empty() {
+            accuracy.push(Series::new(name, p));
+        }
+    }
+    let dir = out.join("plots");
+    let mut written = vec![(
+        "training curves".to_string(),
+        kiln_report::write_plot(&Plot::TrainingCurves { loss, accuracy }, &dir, "training")?,
+    )];
+    if let (Some(r), Some(set)) = (&o.evaluation, o.evaluation_set) {
+        let title = format!("confusion matrix ({set} set, {} rows)", r.rows);
+        written.push((
+            title.clone(),
+            kiln_report::write_plot(
+                &Plot::Confusion {
+                    title,
+                    classes: r.classes.clone(),
+                    matrix: r.confusion.clone(),
+                },
+                &dir,
+                "confusion",
+            )?,
+        ));
+    }
+    Ok(written)
 }
 
 /// A `kiln.toml` file: data paths and a `[train]` table. Unknown keys are errors.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
-    data: Option<PathBuf>,
-    val_data: Option<PathBuf>,
-    test_data: Option<PathBuf>,
-    out: Option<PathBuf>,
-    train: Option<TrainConfig>,
+pub(crate) struct ConfigFile {
+    pub data: Option<PathBuf>,
+    pub val_data: Option<PathBuf>,
+    pub test_data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub train: Option<TrainConfig>,
 }
 
 fn load_config(path: &Path) -> Result<ConfigFile> {
@@ -257,19 +429,9 @@ struct RunPaths<'a> {
     out: &'a Path,
 }
 
-fn run_training(
-    rep: &mut Reporter,
-    cfg: &TrainConfig,
-    paths: RunPaths<'_>,
-    force: bool,
-    resume: bool,
-) -> Result<TrainRun> {
-    let RunPaths {
-        data,
-        val: val_path,
-        test: test_path,
-        out,
-    } = paths;
+/// Refuses to train into a directory that holds a model or an interrupted run's checkpoints,
+/// unless resuming or forced.
+fn check_run_dir(out: &Path, force: bool, resume: bool) -> Result<()> {
     let model_dir = out.join("model");
     let checkpoints = out.join("checkpoints");
     if !resume && !force {
@@ -287,6 +449,25 @@ fn run_training(
             )));
         }
     }
+    Ok(())
+}
+
+fn run_training(
+    rep: &mut Reporter,
+    cfg: &TrainConfig,
+    paths: RunPaths<'_>,
+    force: bool,
+    resume: bool,
+) -> Result<TrainRun> {
+    let RunPaths {
+        data,
+        val: val_path,
+        test: test_path,
+        out,
+    } = paths;
+    check_run_dir(out, force, resume)?;
+    let model_dir = out.join("model");
+    let checkpoints = out.join("checkpoints");
     if !resume && checkpoints.is_dir() {
         // --force: a fresh run must not mix its checkpoints with an older run's.
         std::fs::remove_dir_all(&checkpoints)
@@ -403,14 +584,16 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
         usage("missing training data: pass --data <CSV> (or set `data` in the config file)")
     })?;
     // A resumed run continues in its own directory, wherever it has been moved to.
-    let out = a
-        .resume
-        .clone()
-        .or(a.out.clone())
-        .or(file.out.clone())
-        .ok_or_else(|| {
-            usage("missing output directory: pass --out <DIR> (or set `out` in the config file)")
-        })?;
+    let out = match &a.resume {
+        Some(r) => r.clone(),
+        None => run_dir(a.out.clone(), file.out.clone(), &a.run, &name_from_data(&data)),
+    };
+    check_run_dir(&out, a.force, a.resume.is_some())?;
+    crate::runstate::begin(
+        "train",
+        a.run.name.as_deref().unwrap_or(&name_from_data(&data)),
+        &out,
+    )?;
     let val = a.val_data.clone().or(file.val_data.clone());
     let test = a.test_data.clone().or(file.test_data.clone());
     let paths = RunPaths {
@@ -421,6 +604,7 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
     };
     let run = run_training(rep, &cfg, paths, a.force, a.resume.is_some())?;
     let o = &run.outcome;
+    let plots = training_plots(&out, o)?;
     let best = &o.history[o.best_epoch - 1];
     let mut human = format!(
         "trained model: {}\nbest epoch {} of {}: train_loss {:.4}",
@@ -447,9 +631,17 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
             human.push_str(&format!(", macro-F1 {f:.4}"));
         }
     }
+    if let Some(r) = &o.evaluation {
+        human.push_str(&format!(
+            "\n{} set: {}",
+            o.evaluation_set.unwrap_or("evaluation"),
+            class_text(r)
+        ));
+    }
     human.push_str(&format!(
-        "\nmetrics: {}",
-        out.join("metrics.json").display()
+        "\nmetrics: {}\nplots: {}",
+        out.join("metrics.json").display(),
+        out.join("plots").display()
     ));
     let result = json!({
         "command": "train",
@@ -464,10 +656,42 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
         "test": o.test,
         "seconds": o.seconds,
         "samples_per_second": o.samples_per_second,
+        "evaluation_set": o.evaluation_set,
+        "evaluation": o.evaluation,
+        "plots": plots.iter().map(|(_, f)| f).collect::<Vec<_>>(),
+        "run_dir": out,
     });
     // The run's result beside metrics.json, for tools that read run directories.
     kiln_core::fsutil::write_json(&out.join("summary.json"), &result)?;
-    summary(cli, &human, result, false);
+    crate::runstate::set_metrics(crate::runstate::pick(
+        &result,
+        &[
+            ("best_epoch", "best_epoch"),
+            ("epochs", "epochs"),
+            ("train_accuracy", "train_accuracy"),
+            ("val_accuracy", "val_accuracy"),
+            ("val_loss", "val_loss"),
+            ("val_macro_f1", "val_macro_f1"),
+            ("test_accuracy", "test.accuracy"),
+            ("test_loss", "test.loss"),
+            ("test_macro_f1", "test.macro_f1"),
+            ("train_seconds", "seconds"),
+            ("samples_per_second", "samples_per_second"),
+        ],
+    ));
+    let mut tables = vec![Table::from_json(
+        "train",
+        &json!({
+            "model": result["model"], "best_epoch": o.best_epoch, "epochs": o.history.len(),
+            "train_accuracy": best.train_accuracy, "val_accuracy": best.val_accuracy,
+            "val_loss": best.val_loss, "val_macro_f1": best.val_macro_f1, "test": o.test,
+            "seconds": o.seconds, "samples_per_second": o.samples_per_second,
+        }),
+    )];
+    if let Some(r) = &o.evaluation {
+        tables.extend(class_tables(o.evaluation_set.unwrap_or("evaluation"), r));
+    }
+    summary_tables(cli, &human, result, tables, false);
     Ok(())
 }
 
@@ -709,22 +933,20 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     let (engine, auto) = if a.engine == "auto" {
         let (cfg, choice) =
             kiln_infer::choose_engine(&a.model, if a.stream { 1 } else { a.batch_size }, &engine)?;
-        if !cli.quiet {
-            eprintln!("engine auto: {} ({})", choice.engine, choice.reason);
-        }
+        tracing::info!(target: "kiln", "engine auto: {} ({})", choice.engine, choice.reason);
         (cfg, Some(choice))
     } else {
         (engine, None)
     };
     let model = Model::load(&a.model, engine)?;
-    let explicit_format = match a.format.as_deref() {
+    let explicit_format = match a.input_format.as_deref() {
         None => None,
         Some("csv") => Some(kiln_data::Format::Csv),
         Some("jsonl") => Some(kiln_data::Format::Jsonl),
         Some("npy") => Some(kiln_data::Format::Npy),
         Some(other) => {
             return Err(usage(format!(
-                "unknown --format {other:?}; use csv, jsonl or npy"
+                "unknown --input-format {other:?}; use csv, jsonl or npy"
             )));
         }
     };
@@ -803,11 +1025,16 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
             r.rmse, r.mae, r.r2, r.labelled
         ));
     }
-    if let Some(acc) = report.accuracy {
-        human.push_str(&format!(
+    match (&report.classification, report.accuracy) {
+        (Some(c), _) => {
+            human.push('\n');
+            human.push_str(&class_text(c));
+        }
+        (None, Some(acc)) => human.push_str(&format!(
             "\naccuracy {acc:.4} on {} labelled rows",
             report.labelled
-        ));
+        )),
+        _ => {}
     }
     if let Some(o) = &a.output {
         human.push_str(&format!("\npredictions: {}", o.display()));
@@ -820,10 +1047,20 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     if let Some(w) = warmup_seconds {
         human.push_str(&format!("\nwarm-up: {w:.3}s"));
     }
-    summary(
+    let mut tables = vec![Table::from_json(
+        "infer",
+        &json!({ "rows": report.rows, "ok": report.ok, "failed": report.failed, "accuracy": report.accuracy,
+            "regression": report.regression, "rows_per_second": report.rows_per_second, "engine": model.engine_name(),
+            "batch_p50_us": b.p50_us, "batch_p95_us": b.p95_us, "batch_p99_us": b.p99_us, "output": a.output }),
+    )];
+    if let Some(c) = &report.classification {
+        tables.extend(class_tables("infer", c));
+    }
+    summary_tables(
         cli,
         &human,
         json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "auto": auto, "warmup_seconds": warmup_seconds, "report": report }),
+        tables,
         a.output.is_none(),
     );
     Ok(())
@@ -835,18 +1072,27 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         None => ConfigFile::default(),
     };
     let mut cfg = train_config(&a.train, &file)?;
-    let out = a
-        .out
-        .clone()
-        .or(file.out.clone())
-        .or_else(|| a.demo.then(|| PathBuf::from("runs/demo")))
-        .ok_or_else(|| usage("missing output directory: pass --out <DIR>"))?;
+    let default_name = if a.demo {
+        "demo".to_string()
+    } else {
+        a.data
+            .as_deref()
+            .or(file.data.as_deref())
+            .map(name_from_data)
+            .unwrap_or_else(|| "pipeline".into())
+    };
+    let out = run_dir(a.out.clone(), file.out.clone(), &a.run, &default_name);
     if out.join("summary.json").exists() && !a.force {
         return Err(usage(format!(
             "{} already holds a pipeline run; pass --force to overwrite it or choose another --out",
             out.display()
         )));
     }
+    crate::runstate::begin(
+        "pipeline",
+        a.run.name.as_deref().unwrap_or(&default_name),
+        &out,
+    )?;
     let (data, val, test) = if a.demo {
         // A separable 3-class problem with correlated, partly redundant features.
         let all = kiln_data::synthetic::make_classification(1500, 8, 4, 3, 2.0, cfg.seed);
@@ -912,6 +1158,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
     })?;
     let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
     let mut test_results = serde_json::Map::new();
+    let mut class_reports: Vec<(&str, kiln_core::metrics::ClassificationReport)> = Vec::new();
     let mut human = format!(
         "pipeline finished in {}\n  model:      {}\n  onnx:       {} (verified, max abs diff {:.2e})\n  optimized:  {} ({} -> {} bytes)",
         out.display(),
@@ -953,10 +1200,71 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
                 report.rows,
                 pred_path.display()
             ));
+            if let Some(c) = &report.classification {
+                class_reports.push((name, c.clone()));
+            }
             test_results.insert(
                 name.into(),
                 json!({ "predictions": pred_path, "report": report }),
             );
+        }
+    }
+    let plots = training_plots(&out, &run.outcome)?;
+    let eval_data = test.clone().or(val.clone());
+    let candidates = match &eval_data {
+        Some(d) => speed_candidates(rep, &[("f32", &onnx), (if a.quantization == "none" { "optimized" } else { "int8" }, &optimized_path)], d, &cfg.target)?,
+        None => Vec::new(),
+    };
+    let mut speed_plots = Vec::new();
+    if !candidates.is_empty() {
+        let dir = out.join("plots");
+        speed_plots.push((
+            "accuracy vs speed (batch 64)".to_string(),
+            kiln_report::write_plot(
+                &kiln_report::Plot::AccuracyVsSpeed {
+                    title: "accuracy vs speed, batch 64".into(),
+                    candidates: candidates
+                        .iter()
+                        .filter_map(|c| {
+                            Some(kiln_report::Candidate {
+                                label: c.label.clone(),
+                                rows_per_second: c.rows_per_second,
+                                accuracy: c.accuracy?,
+                            })
+                        })
+                        .collect(),
+                },
+                &dir,
+                "accuracy_vs_speed",
+            )?,
+        ));
+        if let Some(fast) = candidates.iter().max_by(|a, b| a.rows_per_second.total_cmp(&b.rows_per_second)) {
+            let buckets: Vec<(u64, u64, u64)> = fast.latency.histogram.iter().map(|b| (b.from_us, b.to_us, b.count)).collect();
+            speed_plots.push((
+                format!("latency per batch of 64, {}", fast.label),
+                kiln_report::write_plot(
+                    &kiln_report::Plot::LatencyHistogram {
+                        title: format!("latency per call, batch 64, {}", fast.label),
+                        buckets,
+                    },
+                    &dir,
+                    "latency",
+                )?,
+            ));
+        }
+        if let Some((name, r)) = class_reports.last() {
+            speed_plots.push((
+                format!("confusion matrix ({name} model, test set)"),
+                kiln_report::write_plot(
+                    &kiln_report::Plot::Confusion {
+                        title: format!("confusion matrix, {name} model, test set"),
+                        classes: r.classes.clone(),
+                        matrix: r.confusion.clone(),
+                    },
+                    &dir,
+                    "confusion_test",
+                )?,
+            ));
         }
     }
     let value = json!({
@@ -970,10 +1278,187 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         "export": { "bytes": exported.bytes, "verification": exported.verification, "verification_ort": exported.verification_ort },
         "optimize": opt,
         "test": test_results,
+        "candidates": candidates,
+        "plots": plots.iter().chain(&speed_plots).map(|(_, f)| f).collect::<Vec<_>>(),
+        "report": out.join("report.html"),
+        "run_dir": out,
     });
+    let mut tables = vec![Table::from_json(
+        "pipeline",
+        &json!({
+            "out": out, "onnx": onnx, "optimized": optimized_path,
+            "best_epoch": run.outcome.best_epoch, "val_accuracy": value["val_accuracy"],
+            "export_max_abs_diff": exported.verification.as_ref().map(|v| v.max_abs_diff),
+            "bytes_before": opt.bytes_before, "bytes_after": opt.bytes_after,
+        }),
+    )];
+    tables.push(candidates_table(&candidates));
+    for (name, r) in &class_reports {
+        tables.extend(class_tables(&format!("test, {name} model"), r));
+    }
+    let report = pipeline_report(&out, &tables, plots.iter().chain(&speed_plots))?;
+    human.push_str(&format!("\n  report:     {}", report.display()));
+    if !candidates.is_empty() {
+        human.push('\n');
+        human.push_str(candidates_table(&candidates).human().trim_end());
+    }
     kiln_core::fsutil::write_json(&out.join("summary.json"), &value)?;
-    summary(cli, &human, value, false);
+    let mut metrics = crate::runstate::pick(
+        &value,
+        &[
+            ("best_epoch", "best_epoch"),
+            ("val_accuracy", "val_accuracy"),
+            ("test_accuracy_float", "test.float.report.accuracy"),
+            ("test_accuracy_optimized", "test.optimized.report.accuracy"),
+            ("bytes_float", "export.bytes"),
+        ],
+    );
+    for c in &candidates {
+        metrics.insert(format!("rows_per_second[{}]", c.label), c.rows_per_second);
+    }
+    crate::runstate::set_metrics(metrics);
+    summary_tables(cli, &human, value, tables, false);
     Ok(())
+}
+
+/// A model × engine configuration measured by the pipeline.
+#[derive(Debug, Clone, Serialize)]
+struct SpeedCandidate {
+    label: String,
+    model: PathBuf,
+    engine: &'static str,
+    accuracy: Option<f64>,
+    rows_per_second: f64,
+    latency: kiln_infer::LatencySummary,
+}
+
+/// Accuracy on `data` and throughput at batch 64 of each model on each available engine.
+fn speed_candidates(
+    rep: &mut Reporter,
+    models: &[(&str, &Path)],
+    data: &Path,
+    target: &str,
+) -> Result<Vec<SpeedCandidate>> {
+    let mut kinds = vec![EngineKind::Tract];
+    if ort_available(None) {
+        kinds.push(EngineKind::Ort);
+    }
+    let mut out = Vec::new();
+    for (name, path) in models {
+        for kind in &kinds {
+            let config = EngineConfig {
+                kind: *kind,
+                ort_lib: None,
+                threads: None,
+                provider: Provider::Cpu,
+                concurrency: 1,
+            };
+            let model = match Model::load(path, config.clone()) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(target: "kiln", "{name} model does not load in {kind:?}: {e}");
+                    continue;
+                }
+            };
+            let report = kiln_infer::infer_file(
+                &model,
+                data,
+                &BatchOptions {
+                    target: target.to_string(),
+                    ..BatchOptions::default()
+                },
+                &mut kiln_core::NullSink,
+            )?;
+            let b = kiln_infer::bench(
+                path,
+                &kiln_infer::BenchOptions {
+                    engines: vec![config],
+                    batch_sizes: vec![64],
+                    workers: vec![1],
+                    min_seconds: 0.3,
+                    min_iterations: 20,
+                    warmup: 5,
+                },
+                rep,
+            )?;
+            if let Some(r) = b.results.first() {
+                out.push(SpeedCandidate {
+                    label: format!("{name} / {}", r.engine),
+                    model: path.to_path_buf(),
+                    engine: r.engine,
+                    accuracy: report.accuracy,
+                    rows_per_second: r.rows_per_second,
+                    latency: r.latency.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn candidates_table(c: &[SpeedCandidate]) -> Table {
+    let mut t = Table::new(
+        "candidates (batch 64)",
+        &["candidate", "accuracy", "rows/s", "p50 us", "p95 us"],
+    );
+    for x in c {
+        t.row(vec![
+            x.label.clone(),
+            x.accuracy.map(|a| format!("{a:.4}")).unwrap_or_default(),
+            format!("{:.0}", x.rows_per_second),
+            x.latency.p50_us.to_string(),
+            x.latency.p95_us.to_string(),
+        ]);
+    }
+    t
+}
+
+/// `<out>/report.html`: the result tables and every plot, in one self-contained file.
+fn pipeline_report<'a>(
+    out: &Path,
+    tables: &[Table],
+    plots: impl Iterator<Item = &'a (String, kiln_report::PlotFiles)>,
+) -> Result<PathBuf> {
+    use kiln_report::{Block, Report, Section};
+    let mut figures = Vec::new();
+    for (caption, files) in plots {
+        let svg = std::fs::read_to_string(&files.svg)
+            .with_context(|| format!("reading {}", files.svg.display()))?;
+        figures.push(Block::Svg {
+            caption: caption.clone(),
+            svg,
+        });
+    }
+    let table_blocks = tables
+        .iter()
+        .map(|t| Section {
+            heading: t.title.clone(),
+            blocks: vec![Block::Table {
+                headers: t.headers.clone(),
+                rows: t.rows.clone(),
+            }],
+        });
+    let mut sections = vec![Section {
+        heading: "run".into(),
+        blocks: vec![Block::Text(format!(
+            "kiln {} pipeline, {}. Resources: {}.",
+            kiln_core::KILN_VERSION,
+            kiln_report::runs::now_rfc3339(),
+            crate::runstate::resources_line()
+        ))],
+    }];
+    sections.extend(table_blocks);
+    sections.push(Section {
+        heading: "plots".into(),
+        blocks: figures,
+    });
+    let path = out.join("report.html");
+    Report {
+        title: format!("kiln pipeline: {}", out.display()),
+        sections,
+    }
+    .write(&path)?;
+    Ok(path)
 }
 
 fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
@@ -1174,6 +1659,44 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             x.latency.p99_us
         ));
     }
+    let mut table = Table::new(
+        "bench",
+        &["engine", "batch", "workers", "rows/s", "p50 us", "p95 us", "p99 us"],
+    );
+    for x in &r.results {
+        table.row(vec![
+            x.engine.to_string(),
+            x.batch_size.to_string(),
+            x.workers.to_string(),
+            format!("{:.0}", x.rows_per_second),
+            x.latency.p50_us.to_string(),
+            x.latency.p95_us.to_string(),
+            x.latency.p99_us.to_string(),
+        ]);
+    }
+    let mut plots = Vec::new();
+    if let Some(dir) = &a.plots {
+        for x in &r.results {
+            let stem = format!("latency-{}-b{}-w{}", x.engine, x.batch_size, x.workers);
+            let buckets = x
+                .latency
+                .histogram
+                .iter()
+                .map(|b| (b.from_us, b.to_us, b.count))
+                .collect();
+            plots.push(kiln_report::write_plot(
+                &kiln_report::Plot::LatencyHistogram {
+                    title: format!(
+                        "{} batch {} workers {}: p50 {} us, p99 {} us",
+                        x.engine, x.batch_size, x.workers, x.latency.p50_us, x.latency.p99_us
+                    ),
+                    buckets,
+                },
+                dir,
+                &stem,
+            )?);
+        }
+    }
     let best = &r.results[r.best_throughput];
     human.push_str(&format!(
         "highest throughput: {} at batch {} with {} worker(s) ({:.0} rows/s)",
@@ -1185,10 +1708,17 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             l.engine, l.latency.p95_us
         ));
     }
-    summary(
+    if let Some(dir) = &a.plots {
+        human.push_str(&format!(
+            "\nlatency histograms: {} (SVG and PNG)",
+            dir.display()
+        ));
+    }
+    summary_tables(
         cli,
         &human,
-        json!({ "command": "bench", "model": model_path, "report": r }),
+        json!({ "command": "bench", "model": model_path, "report": r, "plots": plots }),
+        vec![table],
         false,
     );
     Ok(())
@@ -1205,56 +1735,162 @@ fn ort_available(_lib: Option<&Path>) -> bool {
 }
 
 fn compare(cli: &Cli, a: &CompareArgs) -> Result<()> {
-    let format = if cli.json { "json" } else { a.format.as_str() };
-    if !matches!(format, "human" | "json" | "markdown") {
-        return Err(usage(format!(
-            "unknown --format {format:?}; use human, json or markdown"
-        )));
-    }
     let r = kiln_optimize::compare::compare_files(&a.a, &a.b, &a.data, &a.target)?;
-    match format {
-        "json" => println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "command": "compare", "report": r }))?
-        ),
-        "markdown" => print!("{}", r.to_markdown()),
-        _ => {
-            let acc = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
-            let mut s = format!(
-                "{:<10} {:>12} {:>9} {:>14} {:>8} {:>8}\n",
-                "model", "bytes", "accuracy", "rows/s (b=64)", "p50 us", "p95 us"
+    let acc = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+    let mut models = Table::new(
+        "models",
+        &["model", "path", "bytes", "accuracy", "rows/s (b=64)", "p50 us", "p95 us"],
+    );
+    for (name, f) in [("A", &r.a), ("B", &r.b)] {
+        models.row(vec![
+            name.into(),
+            f.path.display().to_string(),
+            f.bytes.to_string(),
+            acc(f.accuracy),
+            format!("{:.0}", f.rows_per_second),
+            f.latency.p50_us.to_string(),
+            f.latency.p95_us.to_string(),
+        ]);
+    }
+    let mut agreement = Table::new("agreement", &["rows", "agreement", "max abs score difference"]);
+    agreement.row(vec![
+        r.rows.to_string(),
+        format!("{:.4}", r.agreement),
+        format!("{:.3e}", r.max_abs_diff),
+    ]);
+    let mut layers = Table::new("layers", &["layer output", "max abs", "mean abs", "cosine"]);
+    for l in &r.layers {
+        layers.row(vec![
+            l.name.clone(),
+            format!("{:.3e}", l.max_abs),
+            format!("{:.3e}", l.mean_abs),
+            format!("{:.6}", l.cosine),
+        ]);
+    }
+    let mut human = format!("{}\n{}", models.human().trim_end(), agreement.human().trim_end());
+    let mut tables = vec![models, agreement];
+    if !r.layers.is_empty() {
+        human.push_str(&format!("\n\n{}", layers.human().trim_end()));
+        tables.push(layers);
+    }
+    summary_tables(
+        cli,
+        &human,
+        json!({ "command": "compare", "report": r }),
+        tables,
+        false,
+    );
+    Ok(())
+}
+
+/// `kiln runs list|compare`.
+fn runs(cli: &Cli, a: &RunsArgs) -> Result<()> {
+    match &a.action {
+        RunsAction::List { runs_dir } => {
+            if !runs_dir.is_dir() {
+                return Err(usage(format!(
+                    "no runs directory {}; runs are written there by `kiln train` and `kiln pipeline` (or pass --runs-dir)",
+                    runs_dir.display()
+                )));
+            }
+            let (list, bad) = kiln_report::runs::list_runs(runs_dir)?;
+            for (path, why) in &bad {
+                tracing::warn!(target: "kiln", "skipping {}: {why}", path.display());
+            }
+            let mut t = Table::new(
+                "runs",
+                &["run", "command", "status", "started", "seconds", "val_accuracy", "test_accuracy"],
             );
-            for (name, f) in [("A", &r.a), ("B", &r.b)] {
-                s.push_str(&format!(
-                    "{name:<10} {:>12} {:>9} {:>14.0} {:>8} {:>8}\n",
-                    f.bytes,
-                    acc(f.accuracy),
-                    f.rows_per_second,
-                    f.latency.p50_us,
-                    f.latency.p95_us
-                ));
+            for r in &list {
+                let m = &r.record.metrics;
+                let test = m
+                    .get("test_accuracy")
+                    .or(m.get("test_accuracy_optimized"))
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_default();
+                t.row(vec![
+                    r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    r.record.command.clone(),
+                    r.record.status.to_string(),
+                    r.record.started.clone(),
+                    r.record.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
+                    m.get("val_accuracy").map(|v| format!("{v:.4}")).unwrap_or_default(),
+                    test,
+                ]);
             }
-            s.push_str(&format!(
-                "A = {}\nB = {}\nagreement {:.4} on {} rows, max abs score difference {:.3e}",
-                r.a.path.display(),
-                r.b.path.display(),
-                r.agreement,
-                r.rows,
-                r.max_abs_diff
-            ));
-            if !r.layers.is_empty() {
-                s.push_str(&format!(
-                    "\n{:<40} {:>12} {:>12} {:>10}",
-                    "layer output", "max abs", "mean abs", "cosine"
-                ));
-                for l in &r.layers {
-                    s.push_str(&format!(
-                        "\n{:<40} {:>12.3e} {:>12.3e} {:>10.6}",
-                        l.name, l.max_abs, l.mean_abs, l.cosine
-                    ));
-                }
+            let human = if list.is_empty() {
+                format!("no runs in {}", runs_dir.display())
+            } else {
+                t.human().trim_end().to_string()
+            };
+            let records: Vec<_> = list
+                .iter()
+                .map(|r| json!({ "path": r.path, "record": r.record }))
+                .collect();
+            summary_tables(
+                cli,
+                &human,
+                json!({ "command": "runs list", "runs_dir": runs_dir, "runs": records }),
+                vec![t],
+                false,
+            );
+        }
+        RunsAction::Compare {
+            runs,
+            runs_dir,
+            all,
+        } => {
+            let entries = runs
+                .iter()
+                .map(|r| kiln_report::runs::find_run(r, runs_dir).map_err(|e| usage(e.to_string())))
+                .collect::<Result<Vec<_>>>()?;
+            let c = kiln_report::runs::compare_runs(&entries, *all)?;
+            let mut headers: Vec<&str> = vec!["key"];
+            headers.extend(c.runs.iter().map(String::as_str));
+            let mut config = Table::new(if *all { "config" } else { "config (differences)" }, &headers);
+            for (k, vals) in &c.config {
+                let mut row = vec![k.clone()];
+                row.extend(vals.iter().map(|v| v.clone().unwrap_or_else(|| "-".into())));
+                config.row(row);
             }
-            println!("{s}");
+            let num = |v: &Option<f64>| match v {
+                Some(x) if x.fract() == 0.0 || x.abs() >= 1000.0 => format!("{x:.0}"),
+                Some(x) => format!("{x:.4}"),
+                None => "-".into(),
+            };
+            let mut headers: Vec<&str> = vec!["metric"];
+            headers.extend(c.runs.iter().map(String::as_str));
+            let mut metrics = Table::new("metrics", &headers);
+            for (k, vals) in &c.metrics {
+                let mut row = vec![k.clone()];
+                row.extend(vals.iter().map(num));
+                metrics.row(row);
+            }
+            let mut headers: Vec<&str> = vec!["timing"];
+            headers.extend(c.runs.iter().map(String::as_str));
+            let mut timings = Table::new("timings", &headers);
+            for (k, vals) in &c.timings {
+                let mut row = vec![k.clone()];
+                row.extend(vals.iter().map(|v| match v {
+                    Some(x) => format!("{x:.2}"),
+                    None => "-".into(),
+                }));
+                timings.row(row);
+            }
+            let mut human = String::new();
+            for t in [&config, &metrics, &timings] {
+                human.push_str(&format!("{}:\n{}\n", t.title, t.human()));
+            }
+            if c.config.is_empty() && !*all {
+                human.push_str("(the configs are identical; --all shows every key)\n");
+            }
+            summary_tables(
+                cli,
+                human.trim_end(),
+                json!({ "command": "runs compare", "comparison": c }),
+                vec![config, metrics, timings],
+                false,
+            );
         }
     }
     Ok(())
@@ -1356,10 +1992,32 @@ fn profile(cli: &Cli, a: &ProfileArgs) -> Result<()> {
             n.gflops
         ));
     }
-    summary(
+    let mut nodes = Table::new(
+        "nodes",
+        &["node", "op", "mean us", "share %", "FLOPs", "GFLOP/s"],
+    );
+    for n in p.nodes.iter().take(a.top) {
+        nodes.row(vec![
+            n.name.clone(),
+            n.op.clone(),
+            format!("{:.2}", n.mean_us),
+            format!("{:.1}", 100.0 * n.share),
+            n.flops.to_string(),
+            format!("{:.3}", n.gflops),
+        ]);
+    }
+    let overview = Table::from_json(
+        "profile",
+        &json!({ "model": a.model, "batch_size": p.batch_size, "iterations": p.iterations,
+            "run_mean_us": p.run_mean_us, "gflops": p.gflops, "peak_fraction": p.peak_fraction,
+            "peak_gflops": p.peak.peak_gflops, "weights_bytes": p.weights_bytes,
+            "activation_bytes": p.activation_bytes }),
+    );
+    summary_tables(
         cli,
         s.trim_end(),
         json!({ "command": "profile", "model": a.model, "profile": p }),
+        vec![overview, nodes],
         false,
     );
     Ok(())
@@ -1470,10 +2128,20 @@ fn doctor(cli: &Cli) -> Result<()> {
             human.push_str(&format!("     {:<26} fix: {f}\n", ""));
         }
     }
-    summary(
+    let mut table = Table::new("doctor", &["check", "ok", "detail", "fix"]);
+    for c in &checks {
+        table.row(vec![
+            c.name.to_string(),
+            c.ok.to_string(),
+            c.detail.clone(),
+            c.fix.clone().unwrap_or_default(),
+        ]);
+    }
+    summary_tables(
         cli,
         human.trim_end(),
         json!({ "command": "doctor", "checks": checks }),
+        vec![table],
         false,
     );
     Ok(())

@@ -12,12 +12,14 @@
 
 mod args;
 mod commands;
+mod init;
+mod logging;
 mod render;
+mod runstate;
 mod serve;
 
 pub use args::Cli;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 /// Exit code for a usage or configuration error.
@@ -38,7 +40,19 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    runstate::mark_start();
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let color = logging::color_from_args(&args);
+    let clap_color = if logging::decide_color(color, std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+        clap::ColorChoice::Always
+    } else {
+        clap::ColorChoice::Never
+    };
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .color(clap_color)
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -46,22 +60,48 @@ where
             return code;
         }
     };
-    match commands::run(&cli) {
+    logging::init(cli.quiet, cli.verbose, cli.color);
+    let result = commands::run(&cli);
+    let code = match &result {
         Ok(()) => 0,
-        Err(err) => {
-            let code = classify(&err);
-            eprintln!("error: {err}");
-            // Most messages already quote their cause; print only what adds information.
-            let mut shown = err.to_string();
-            for cause in err.chain().skip(1) {
-                let text = cause.to_string();
-                if !shown.contains(&text) {
-                    eprintln!("  caused by: {text}");
-                    shown.push_str(&text);
-                }
+        Err(err) => classify(err),
+    };
+    if let Err(err) = &result {
+        let mut lines = vec![format!("{} {err}", logging::paint("error:", logging::error_style()))];
+        // Most messages already quote their cause; print only what adds information.
+        let mut shown = err.to_string();
+        for cause in err.chain().skip(1) {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                lines.push(format!("  caused by: {text}"));
+                shown.push_str(&text);
             }
-            code
         }
+        if let Some(hint) = hint_for(code) {
+            lines.push(format!("  hint: {hint}"));
+        }
+        for l in &lines {
+            eprintln!("{l}");
+        }
+        // A backtrace only when asked for (RUST_BACKTRACE=1 captures one in anyhow errors).
+        if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
+            eprintln!("{}", err.backtrace());
+        }
+        logging::file_only(&format!("error: {err:#}"));
+    }
+    runstate::finish(code, result.as_ref().err().map(|e| format!("{e:#}")));
+    code
+}
+
+/// A next step for each kind of failure, shown under the error.
+fn hint_for(code: i32) -> Option<&'static str> {
+    match code {
+        EXIT_USAGE => Some("check the flags with `kiln <command> --help`"),
+        EXIT_DATA => Some("fix the named file, row and column, then run the command again"),
+        EXIT_ACCURACY_GATE => Some(
+            "the optimized model was refused and not written; try --quantization static with --calibration-data, or lower --min-accuracy-ratio knowingly",
+        ),
+        _ => None,
     }
 }
 

@@ -39,7 +39,8 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    pub(crate) fn io(
+    /// An I/O error while doing `action` on `path`.
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,

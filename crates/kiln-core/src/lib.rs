@@ -32,6 +32,7 @@ mod artifact;
 mod error;
 mod event;
 pub mod fsutil;
+pub mod metrics;
 pub mod resources;
 mod spec;
 mod traits;

@@ -71,6 +71,9 @@ pub struct BatchReport {
     pub failed: usize,
     /// Accuracy over predicted rows that have a target, when the file has a target column.
     pub accuracy: Option<f64>,
+    /// Precision, recall and F1 per class and macro-averaged, and the confusion matrix, over
+    /// predicted rows that have a target (classification models).
+    pub classification: Option<kiln_core::metrics::ClassificationReport>,
     /// RMSE, MAE and R² over predicted rows with a numeric target (regression models).
     pub regression: Option<RegressionMetrics>,
     /// Rows counted in the accuracy.
@@ -247,6 +250,7 @@ pub fn infer_file(
         .filter(|o| matches!(o, RowOutcome::Ok { .. }))
         .count();
     let (mut labelled, mut correct) = (0usize, 0usize);
+    let mut label_pairs: Vec<(&str, &str)> = Vec::new();
     if table.has_target && model.info().task == kiln_core::Task::Classification {
         for o in &outcomes {
             if let RowOutcome::Ok {
@@ -256,6 +260,7 @@ pub fn infer_file(
             } = o
             {
                 labelled += 1;
+                label_pairs.push((&prediction.label, t));
                 if *prediction.label == **t
                     || prediction.class_index.map(|i| i.to_string()).as_deref() == Some(t)
                         && model.info().class_names.is_none()
@@ -285,10 +290,15 @@ pub fn infer_file(
         None
     };
     let accuracy = (labelled > 0).then(|| correct as f64 / labelled as f64);
+    let classification = (labelled > 0).then(|| {
+        let known = model.info().class_names.clone().unwrap_or_default();
+        kiln_core::metrics::ClassificationReport::from_pairs(label_pairs, &known)
+    });
     if let Some(r) = &regression {
         labelled = r.labelled;
     }
     Ok(BatchReport {
+        classification,
         regression,
         rows: total,
         ok,

@@ -19,7 +19,25 @@ pub struct LatencySummary {
     pub p99_us: u64,
     /// Largest sample.
     pub max_us: u64,
+    /// Sample counts in equal-width buckets from the smallest sample to the 99th percentile
+    /// (the last bucket also holds the slower tail), for latency histograms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub histogram: Vec<LatencyBucket>,
 }
+
+/// One bar of a latency histogram: samples in `[from_us, to_us)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencyBucket {
+    /// Lower bound (inclusive).
+    pub from_us: u64,
+    /// Upper bound (exclusive, except for the last bucket, which holds everything slower).
+    pub to_us: u64,
+    /// Samples in the bucket.
+    pub count: u64,
+}
+
+/// Buckets of a latency histogram.
+const HISTOGRAM_BUCKETS: u64 = 30;
 
 /// Records latencies in an HDR histogram (1 µs to 1 h, 3 significant digits), so percentiles
 /// are exact to 0.1 % at any count without keeping the samples.
@@ -66,7 +84,32 @@ impl LatencyRecorder {
             p95_us: h.value_at_quantile(0.95),
             p99_us: h.value_at_quantile(0.99),
             max_us: h.max(),
+            histogram: self.buckets(),
         }
+    }
+
+    fn buckets(&self) -> Vec<LatencyBucket> {
+        let h = &self.hist;
+        if h.is_empty() {
+            return Vec::new();
+        }
+        let lo = h.min();
+        let hi = h.value_at_quantile(0.99).max(lo + 1);
+        let width = (hi - lo).div_ceil(HISTOGRAM_BUCKETS).max(1);
+        let n = (hi - lo).div_ceil(width).max(1);
+        let mut out: Vec<LatencyBucket> = (0..n)
+            .map(|i| LatencyBucket {
+                from_us: lo + i * width,
+                to_us: lo + (i + 1) * width,
+                count: 0,
+            })
+            .collect();
+        for v in h.iter_recorded() {
+            let value = h.median_equivalent(v.value_iterated_to());
+            let i = ((value.saturating_sub(lo)) / width).min(n - 1) as usize;
+            out[i].count += v.count_at_value();
+        }
+        out
     }
 }
 
@@ -85,5 +128,9 @@ mod tests {
         assert!((s.p50_us as i64 - 500).abs() <= 1, "{s:?}");
         assert!((s.p99_us as i64 - 990).abs() <= 1, "{s:?}");
         assert_eq!(s.max_us, 1000);
+        let total: u64 = s.histogram.iter().map(|b| b.count).sum();
+        assert_eq!(total, 1000, "every sample lands in a bucket");
+        assert!(s.histogram.len() <= 30 && s.histogram.len() >= 20);
+        assert!(s.histogram.windows(2).all(|w| w[0].to_us == w[1].from_us));
     }
 }

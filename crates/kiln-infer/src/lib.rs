@@ -46,7 +46,7 @@ pub use bench::{
     leak_check, synthetic_rows,
 };
 pub use error::InferError;
-pub use latency::{LatencyRecorder, LatencySummary};
+pub use latency::{LatencyBucket, LatencyRecorder, LatencySummary};
 pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction, Provider};
 pub use stream::{StreamOptions, StreamReport, infer_stream};
 pub use tract_engine::TractEngine;

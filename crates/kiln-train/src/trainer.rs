@@ -71,6 +71,12 @@ pub struct TrainOutcome {
     pub stopped_early: Option<usize>,
     /// The kept model on the held-out test set, when one was given.
     pub test: Option<EvalMetrics>,
+    /// Per-class precision/recall/F1 and the confusion matrix of the kept model (in f32, as
+    /// exported) on the test set when one was given, else on the validation set; classifiers
+    /// only. [`TrainOutcome::evaluation_set`] names the set.
+    pub evaluation: Option<kiln_core::metrics::ClassificationReport>,
+    /// `"test"` or `"validation"`: the rows [`TrainOutcome::evaluation`] was measured on.
+    pub evaluation_set: Option<&'static str>,
     /// The execution strategy that ran (single device, or multi-device with its replicas).
     pub strategy: String,
     /// One record per optimizer step, when `log_steps` is set.
@@ -238,22 +244,8 @@ pub struct EvalMetrics {
 
 /// Macro-F1 from (predicted, true) class pairs.
 pub fn macro_f1(pairs: &[(i64, i64)]) -> Option<f64> {
-    let classes: std::collections::BTreeSet<i64> =
-        pairs.iter().flat_map(|&(p, t)| [p, t]).collect();
-    if classes.is_empty() {
-        return None;
-    }
-    let f1s = classes.iter().map(|&c| {
-        let tp = pairs.iter().filter(|&&(p, t)| p == c && t == c).count() as f64;
-        let fp = pairs.iter().filter(|&&(p, t)| p == c && t != c).count() as f64;
-        let fn_ = pairs.iter().filter(|&&(p, t)| p != c && t == c).count() as f64;
-        if tp == 0.0 {
-            0.0
-        } else {
-            2.0 * tp / (2.0 * tp + fp + fn_)
-        }
-    });
-    Some(f1s.sum::<f64>() / classes.len() as f64)
+    (!pairs.is_empty())
+        .then(|| kiln_core::metrics::ClassificationReport::from_indices(pairs, None).macro_f1)
 }
 
 /// Mean loss, accuracy and macro-F1 (classification) of `net` on `data`, in batches, without
@@ -265,6 +257,17 @@ fn evaluate(
     device: &Device,
     dtype: Option<burn::tensor::DType>,
 ) -> EvalMetrics {
+    evaluate_with_pairs(net, data, batch_size, device, dtype).0
+}
+
+/// [`evaluate`], also returning the (predicted, true) class pairs of a classifier.
+fn evaluate_with_pairs(
+    net: &Net,
+    data: &Batches,
+    batch_size: usize,
+    device: &Device,
+    dtype: Option<burn::tensor::DType>,
+) -> (EvalMetrics, Vec<(i64, i64)>) {
     let n = data.len();
     let ce = CrossEntropyLossConfig::new().init(device);
     let (mut loss_sum, mut hits) = (0f64, None::<i64>);
@@ -285,12 +288,13 @@ fn evaluate(
         }
         loss_sum += scalar(loss) * chunk.len() as f64;
     }
-    EvalMetrics {
+    let metrics = EvalMetrics {
         rows: n,
         loss: loss_sum / n.max(1) as f64,
         accuracy: hits.map(|h| h as f64 / n.max(1) as f64),
         macro_f1: macro_f1(&pairs),
-    }
+    };
+    (metrics, pairs)
 }
 
 impl BurnTrainer {
@@ -854,7 +858,7 @@ impl BurnTrainer {
                 }
                 let tb = Batches::new(t, norm.as_ref(), target_norm.as_ref())?;
                 // The kept weights in f32, as exported.
-                Some(evaluate(
+                Some(evaluate_with_pairs(
                     &final_net,
                     &tb,
                     cfg.batch_size,
@@ -864,6 +868,32 @@ impl BurnTrainer {
             }
             _ => None,
         };
+        let (test, test_pairs) = match test {
+            Some((m, p)) => (Some(m), Some(p)),
+            None => (None, None),
+        };
+        // The class report: test rows when given, else validation rows.
+        let (eval_pairs, evaluation_set) = match (test_pairs, &val_b) {
+            (Some(p), _) => (Some(p), Some("test")),
+            (None, Some(v)) => {
+                let (_, p) = evaluate_with_pairs(
+                    &final_net,
+                    v,
+                    cfg.batch_size,
+                    &plain_dev,
+                    Some(burn::tensor::DType::F32),
+                );
+                (Some(p), Some("validation"))
+            }
+            (None, None) => (None, None),
+        };
+        let evaluation = match (cfg.task, eval_pairs) {
+            (Task::Classification, Some(p)) => Some(
+                kiln_core::metrics::ClassificationReport::from_indices(&p, Some(&classes)),
+            ),
+            _ => None,
+        };
+        let evaluation_set = evaluation.as_ref().and(evaluation_set);
         let reference = reference_outputs(
             &final_net,
             sample_src,
@@ -924,6 +954,8 @@ impl BurnTrainer {
             lr_trace,
             stopped_early,
             test,
+            evaluation,
+            evaluation_set,
             strategy,
             steps,
         })
