@@ -5,6 +5,7 @@
 // Test fixtures have UTF-8 paths; a panic is the right failure for a broken fixture.
 #![allow(clippy::unwrap_used)]
 
+mod cli;
 mod cnn;
 mod conformance;
 mod crash;

@@ -330,7 +330,13 @@ fn jsonl_stream() {
                  {\"f5\":0.6,\"f4\":0.5,\"f3\":0.4,\"f2\":0.3,\"f1\":0.2,\"f0\":0.1,\"label\":\"2\"}\n";
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
-            "infer", "--model", "m.onnx", "--stream", "--input-format", "jsonl", "-q",
+            "infer",
+            "--model",
+            "m.onnx",
+            "--stream",
+            "--input-format",
+            "jsonl",
+            "-q",
         ])
         .current_dir(k.path(""))
         .stdin(Stdio::piped())

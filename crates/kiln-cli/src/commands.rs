@@ -1,7 +1,6 @@
 use crate::args::{
-    BenchArgs, Cli, Command, CompareArgs, ExportArgs, Format, InferArgs, InspectArgs,
-    OptimizeArgs, PackageArgs, PipelineArgs, ProfileArgs, RunFlags, RunsAction, RunsArgs,
-    TrainArgs, TrainFlags,
+    BenchArgs, Cli, Command, CompareArgs, ExportArgs, Format, InferArgs, InspectArgs, OptimizeArgs,
+    PackageArgs, PipelineArgs, ProfileArgs, RunFlags, RunsAction, RunsArgs, TrainArgs, TrainFlags,
 };
 use crate::render::{Reporter, Table, print_tables};
 use anyhow::{Context, Result};
@@ -130,7 +129,10 @@ pub(crate) fn summary_tables(
 }
 
 /// Per-class precision/recall/F1 and the confusion matrix as tables.
-pub(crate) fn class_tables(title: &str, r: &kiln_core::metrics::ClassificationReport) -> Vec<Table> {
+pub(crate) fn class_tables(
+    title: &str,
+    r: &kiln_core::metrics::ClassificationReport,
+) -> Vec<Table> {
     let mut per = Table::new(
         format!("{title}: per class"),
         &["class", "precision", "recall", "f1", "support"],
@@ -181,7 +183,12 @@ fn class_text(r: &kiln_core::metrics::ClassificationReport) -> String {
 
 /// The run directory: --out, else the config file's `out`, else
 /// `<runs-dir>/<timestamp>-<name>`.
-fn run_dir(out: Option<PathBuf>, file_out: Option<PathBuf>, run: &RunFlags, default_name: &str) -> PathBuf {
+fn run_dir(
+    out: Option<PathBuf>,
+    file_out: Option<PathBuf>,
+    run: &RunFlags,
+    default_name: &str,
+) -> PathBuf {
     out.or(file_out).unwrap_or_else(|| {
         let name = run.name.as_deref().unwrap_or(default_name);
         run.runs_dir.join(kiln_report::runs::run_dir_name(name))
@@ -205,10 +212,7 @@ fn name_from_data(data: &Path) -> String {
 }
 
 /// Training curves (and, for classifiers, the confusion matrix) under `<out>/plots`.
-fn training_plots(
-    out: &Path,
-    o: &TrainOutcome,
-) -> Result<Vec<(String, kiln_report::PlotFiles)>> {
+fn training_plots(out: &Path, o: &TrainOutcome) -> Result<Vec<(String, kiln_report::PlotFiles)>> {
     use kiln_report::{Plot, Series};
     let h = &o.history;
     let pts = |f: &dyn Fn(&kiln_train::EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -586,7 +590,12 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
     // A resumed run continues in its own directory, wherever it has been moved to.
     let out = match &a.resume {
         Some(r) => r.clone(),
-        None => run_dir(a.out.clone(), file.out.clone(), &a.run, &name_from_data(&data)),
+        None => run_dir(
+            a.out.clone(),
+            file.out.clone(),
+            &a.run,
+            &name_from_data(&data),
+        ),
     };
     check_run_dir(&out, a.force, a.resume.is_some())?;
     crate::runstate::begin(
@@ -1212,34 +1221,61 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
     let plots = training_plots(&out, &run.outcome)?;
     let eval_data = test.clone().or(val.clone());
     let candidates = match &eval_data {
-        Some(d) => speed_candidates(rep, &[("f32", &onnx), (if a.quantization == "none" { "optimized" } else { "int8" }, &optimized_path)], d, &cfg.target)?,
+        Some(d) => speed_candidates(
+            rep,
+            &[
+                ("f32", &onnx),
+                (
+                    if a.quantization == "none" {
+                        "optimized"
+                    } else {
+                        "int8"
+                    },
+                    &optimized_path,
+                ),
+            ],
+            d,
+            &cfg.target,
+        )?,
         None => Vec::new(),
     };
     let mut speed_plots = Vec::new();
     if !candidates.is_empty() {
         let dir = out.join("plots");
-        speed_plots.push((
-            "accuracy vs speed (batch 64)".to_string(),
-            kiln_report::write_plot(
-                &kiln_report::Plot::AccuracyVsSpeed {
-                    title: "accuracy vs speed, batch 64".into(),
-                    candidates: candidates
-                        .iter()
-                        .filter_map(|c| {
-                            Some(kiln_report::Candidate {
-                                label: c.label.clone(),
-                                rows_per_second: c.rows_per_second,
-                                accuracy: c.accuracy?,
-                            })
-                        })
-                        .collect(),
-                },
-                &dir,
-                "accuracy_vs_speed",
-            )?,
-        ));
-        if let Some(fast) = candidates.iter().max_by(|a, b| a.rows_per_second.total_cmp(&b.rows_per_second)) {
-            let buckets: Vec<(u64, u64, u64)> = fast.latency.histogram.iter().map(|b| (b.from_us, b.to_us, b.count)).collect();
+        // Regression models have no accuracy: their candidates are compared in the table only.
+        let scored: Vec<kiln_report::Candidate> = candidates
+            .iter()
+            .filter_map(|c| {
+                Some(kiln_report::Candidate {
+                    label: c.label.clone(),
+                    rows_per_second: c.rows_per_second,
+                    accuracy: c.accuracy?,
+                })
+            })
+            .collect();
+        if !scored.is_empty() {
+            speed_plots.push((
+                "accuracy vs speed (batch 64)".to_string(),
+                kiln_report::write_plot(
+                    &kiln_report::Plot::AccuracyVsSpeed {
+                        title: "accuracy vs speed, batch 64".into(),
+                        candidates: scored,
+                    },
+                    &dir,
+                    "accuracy_vs_speed",
+                )?,
+            ));
+        }
+        if let Some(fast) = candidates
+            .iter()
+            .max_by(|a, b| a.rows_per_second.total_cmp(&b.rows_per_second))
+        {
+            let buckets: Vec<(u64, u64, u64)> = fast
+                .latency
+                .histogram
+                .iter()
+                .map(|b| (b.from_us, b.to_us, b.count))
+                .collect();
             speed_plots.push((
                 format!("latency per batch of 64, {}", fast.label),
                 kiln_report::write_plot(
@@ -1429,15 +1465,13 @@ fn pipeline_report<'a>(
             svg,
         });
     }
-    let table_blocks = tables
-        .iter()
-        .map(|t| Section {
-            heading: t.title.clone(),
-            blocks: vec![Block::Table {
-                headers: t.headers.clone(),
-                rows: t.rows.clone(),
-            }],
-        });
+    let table_blocks = tables.iter().map(|t| Section {
+        heading: t.title.clone(),
+        blocks: vec![Block::Table {
+            headers: t.headers.clone(),
+            rows: t.rows.clone(),
+        }],
+    });
     let mut sections = vec![Section {
         heading: "run".into(),
         blocks: vec![Block::Text(format!(
@@ -1661,7 +1695,9 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     }
     let mut table = Table::new(
         "bench",
-        &["engine", "batch", "workers", "rows/s", "p50 us", "p95 us", "p99 us"],
+        &[
+            "engine", "batch", "workers", "rows/s", "p50 us", "p95 us", "p99 us",
+        ],
     );
     for x in &r.results {
         table.row(vec![
@@ -1739,7 +1775,15 @@ fn compare(cli: &Cli, a: &CompareArgs) -> Result<()> {
     let acc = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
     let mut models = Table::new(
         "models",
-        &["model", "path", "bytes", "accuracy", "rows/s (b=64)", "p50 us", "p95 us"],
+        &[
+            "model",
+            "path",
+            "bytes",
+            "accuracy",
+            "rows/s (b=64)",
+            "p50 us",
+            "p95 us",
+        ],
     );
     for (name, f) in [("A", &r.a), ("B", &r.b)] {
         models.row(vec![
@@ -1752,7 +1796,10 @@ fn compare(cli: &Cli, a: &CompareArgs) -> Result<()> {
             f.latency.p95_us.to_string(),
         ]);
     }
-    let mut agreement = Table::new("agreement", &["rows", "agreement", "max abs score difference"]);
+    let mut agreement = Table::new(
+        "agreement",
+        &["rows", "agreement", "max abs score difference"],
+    );
     agreement.row(vec![
         r.rows.to_string(),
         format!("{:.4}", r.agreement),
@@ -1767,7 +1814,11 @@ fn compare(cli: &Cli, a: &CompareArgs) -> Result<()> {
             format!("{:.6}", l.cosine),
         ]);
     }
-    let mut human = format!("{}\n{}", models.human().trim_end(), agreement.human().trim_end());
+    let mut human = format!(
+        "{}\n{}",
+        models.human().trim_end(),
+        agreement.human().trim_end()
+    );
     let mut tables = vec![models, agreement];
     if !r.layers.is_empty() {
         human.push_str(&format!("\n\n{}", layers.human().trim_end()));
@@ -1793,13 +1844,24 @@ fn runs(cli: &Cli, a: &RunsArgs) -> Result<()> {
                     runs_dir.display()
                 )));
             }
-            let (list, bad) = kiln_report::runs::list_runs(runs_dir)?;
+            let kiln_report::runs::RunListing {
+                runs: list,
+                unreadable: bad,
+            } = kiln_report::runs::list_runs(runs_dir)?;
             for (path, why) in &bad {
                 tracing::warn!(target: "kiln", "skipping {}: {why}", path.display());
             }
             let mut t = Table::new(
                 "runs",
-                &["run", "command", "status", "started", "seconds", "val_accuracy", "test_accuracy"],
+                &[
+                    "run",
+                    "command",
+                    "status",
+                    "started",
+                    "seconds",
+                    "val_accuracy",
+                    "test_accuracy",
+                ],
             );
             for r in &list {
                 let m = &r.record.metrics;
@@ -1809,12 +1871,20 @@ fn runs(cli: &Cli, a: &RunsArgs) -> Result<()> {
                     .map(|v| format!("{v:.4}"))
                     .unwrap_or_default();
                 t.row(vec![
-                    r.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    r.path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     r.record.command.clone(),
                     r.record.status.to_string(),
                     r.record.started.clone(),
-                    r.record.seconds.map(|s| format!("{s:.1}")).unwrap_or_default(),
-                    m.get("val_accuracy").map(|v| format!("{v:.4}")).unwrap_or_default(),
+                    r.record
+                        .seconds
+                        .map(|s| format!("{s:.1}"))
+                        .unwrap_or_default(),
+                    m.get("val_accuracy")
+                        .map(|v| format!("{v:.4}"))
+                        .unwrap_or_default(),
                     test,
                 ]);
             }
@@ -1847,7 +1917,14 @@ fn runs(cli: &Cli, a: &RunsArgs) -> Result<()> {
             let c = kiln_report::runs::compare_runs(&entries, *all)?;
             let mut headers: Vec<&str> = vec!["key"];
             headers.extend(c.runs.iter().map(String::as_str));
-            let mut config = Table::new(if *all { "config" } else { "config (differences)" }, &headers);
+            let mut config = Table::new(
+                if *all {
+                    "config"
+                } else {
+                    "config (differences)"
+                },
+                &headers,
+            );
             for (k, vals) in &c.config {
                 let mut row = vec![k.clone()];
                 row.extend(vals.iter().map(|v| v.clone().unwrap_or_else(|| "-".into())));

@@ -44,14 +44,13 @@ pub fn detect(path: &Path, target: Option<&str>) -> Result<Detected> {
             if i >= SAMPLE_ROWS {
                 break;
             }
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                kiln_data::DataError::Row {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| kiln_data::DataError::Row {
                     path: path.to_path_buf(),
                     row: i,
                     line: i + 1,
                     reason: format!("not a JSON object: {e}"),
-                }
-            })?;
+                })?;
             let obj = v.as_object().ok_or_else(|| kiln_data::DataError::Row {
                 path: path.to_path_buf(),
                 row: i,
@@ -148,9 +147,7 @@ pub fn detect(path: &Path, target: Option<&str>) -> Result<Detected> {
 fn config_path(path: &Path, config_dir: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = std::path::absolute(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
-    abs.strip_prefix(&dir)
-        .map(Path::to_path_buf)
-        .unwrap_or(abs)
+    abs.strip_prefix(&dir).map(Path::to_path_buf).unwrap_or(abs)
 }
 
 pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
@@ -296,6 +293,7 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -305,21 +303,31 @@ mod tests {
         let p = d.path().join("a.csv");
         std::fs::write(&p, "x,y2,species\n1,2,setosa\n3,4,virginica\n").unwrap();
         let got = detect(&p, None).unwrap();
-        assert_eq!((got.target.as_str(), got.task), ("species", "classification"));
+        assert_eq!(
+            (got.target.as_str(), got.task),
+            ("species", "classification")
+        );
         std::fs::write(&p, "a,b,price\n1,2,3.5\n3,4,7.25\n").unwrap();
         let got = detect(&p, None).unwrap();
         assert_eq!((got.target.as_str(), got.task), ("price", "regression"));
         std::fs::write(&p, "a,b,label\n1,2,0\n3,4,1\n").unwrap();
         assert_eq!(detect(&p, None).unwrap().task, "classification");
         let err = detect(&p, Some("nope")).unwrap_err().to_string();
-        assert!(err.contains("no column \"nope\"") && err.contains("a, b, label"), "{err}");
+        assert!(
+            err.contains("no column \"nope\"") && err.contains("a, b, label"),
+            "{err}"
+        );
     }
 
     #[test]
     fn jsonl_columns_and_one_column_files() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.jsonl");
-        std::fs::write(&p, "{\"f\":1.5,\"target\":\"x\"}\n{\"f\":2,\"target\":\"y\"}\n").unwrap();
+        std::fs::write(
+            &p,
+            "{\"f\":1.5,\"target\":\"x\"}\n{\"f\":2,\"target\":\"y\"}\n",
+        )
+        .unwrap();
         let got = detect(&p, None).unwrap();
         assert_eq!(got.columns, ["f", "target"]);
         assert_eq!(got.task, "classification");

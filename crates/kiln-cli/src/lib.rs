@@ -43,11 +43,12 @@ where
     runstate::mark_start();
     let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let color = logging::color_from_args(&args);
-    let clap_color = if logging::decide_color(color, std::io::IsTerminal::is_terminal(&std::io::stderr())) {
-        clap::ColorChoice::Always
-    } else {
-        clap::ColorChoice::Never
-    };
+    let clap_color =
+        if logging::decide_color(color, std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+            clap::ColorChoice::Always
+        } else {
+            clap::ColorChoice::Never
+        };
     let parsed = <Cli as clap::CommandFactory>::command()
         .color(clap_color)
         .try_get_matches_from(&args)
@@ -67,7 +68,10 @@ where
         Err(err) => classify(err),
     };
     if let Err(err) = &result {
-        let mut lines = vec![format!("{} {err}", logging::paint("error:", logging::error_style()))];
+        let mut lines = vec![format!(
+            "{} {err}",
+            logging::paint("error:", logging::error_style())
+        )];
         // Most messages already quote their cause; print only what adds information.
         let mut shown = err.to_string();
         for cause in err.chain().skip(1) {
@@ -83,9 +87,10 @@ where
         for l in &lines {
             eprintln!("{l}");
         }
-        // A backtrace only when asked for (RUST_BACKTRACE=1 captures one in anyhow errors).
-        if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
-            eprintln!("{}", err.backtrace());
+        // A backtrace only when asked for with -vv or KILN_BACKTRACE=1 (it is captured when
+        // RUST_BACKTRACE or RUST_LIB_BACKTRACE is set), never for a user's mistake by default.
+        if cli.verbose >= 2 || std::env::var("KILN_BACKTRACE").is_ok_and(|v| v != "0") {
+            eprintln!("backtrace:\n{}", err.backtrace());
         }
         logging::file_only(&format!("error: {err:#}"));
     }
@@ -118,10 +123,19 @@ fn classify(err: &anyhow::Error) -> i32 {
             _ => None,
         }
     }
+    // A named input (model, data, config) that does not exist is bad input, whichever stage
+    // noticed it.
+    if err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    }) {
+        return EXIT_DATA;
+    }
     for cause in err.chain() {
         if cause.downcast_ref::<kiln_data::DataError>().is_some() {
             return EXIT_DATA;
         }
+
         if cause.downcast_ref::<commands::UsageError>().is_some() {
             return EXIT_USAGE;
         }

@@ -235,6 +235,7 @@ impl<'a> MakeWriter<'a> for FileSink {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::ffi::OsString;

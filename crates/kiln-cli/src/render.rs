@@ -285,6 +285,7 @@ pub fn print_tables(format: Format, tables: &[Table], to_stderr: bool) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -316,7 +317,10 @@ mod tests {
     fn human_aligns_columns() {
         let h = sample().human();
         let lines: Vec<&str> = h.lines().collect();
-        assert_eq!(lines[1].find("1200").map(|i| i + 4), lines[2].find("980.5").map(|i| i + 5));
+        assert_eq!(
+            lines[1].find("1200").map(|i| i + 4),
+            lines[2].find("980.5").map(|i| i + 5)
+        );
     }
 
     #[test]

@@ -79,10 +79,7 @@ pub fn set_metrics(metrics: BTreeMap<String, f64>) {
     if let Ok(mut g) = CURRENT.lock()
         && let Some((_, r)) = g.as_mut()
     {
-        r.metrics = metrics
-            .into_iter()
-            .filter(|(_, v)| v.is_finite())
-            .collect();
+        r.metrics = metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
     }
 }
 
@@ -125,6 +122,9 @@ pub fn finish(exit_code: i32, error: Option<String>) {
     record.error = error;
     record.resources = Some(resources());
     if let Err(e) = record.save(&dir) {
-        eprintln!("warning: could not update {}: {e}", dir.join("run.json").display());
+        eprintln!(
+            "warning: could not update {}: {e}",
+            dir.join("run.json").display()
+        );
     }
 }

@@ -40,11 +40,7 @@ pub enum CoreError {
 
 impl CoreError {
     /// An I/O error while doing `action` on `path`.
-    pub fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             action,
             path: path.into(),

@@ -153,6 +153,7 @@ impl ClassificationReport {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -170,12 +171,19 @@ mod tests {
         ];
         let r = ClassificationReport::from_pairs(pairs, &[]);
         assert_eq!(r.classes, ["a", "b", "c"]);
-        assert_eq!(r.confusion, vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]);
+        assert_eq!(
+            r.confusion,
+            vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]]
+        );
         assert!((r.accuracy - 4.0 / 6.0).abs() < 1e-12);
         // a: p 2/2 r 2/3; b: p 1/2 r 1/2; c: p 1/2 r 1/1
         let f1 = |p: f64, r: f64| 2.0 * p * r / (p + r);
         let expect = (f1(1.0, 2.0 / 3.0) + f1(0.5, 0.5) + f1(0.5, 1.0)) / 3.0;
-        assert!((r.macro_f1 - expect).abs() < 1e-12, "{} vs {expect}", r.macro_f1);
+        assert!(
+            (r.macro_f1 - expect).abs() < 1e-12,
+            "{} vs {expect}",
+            r.macro_f1
+        );
         assert!((r.macro_precision - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(r.per_class[0].support, 3);
     }

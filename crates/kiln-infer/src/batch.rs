@@ -209,13 +209,21 @@ pub fn infer_file(
             .thread_name(|i| format!("kiln-infer-{i}"))
             .build()
             .map_err(|e| InferError::Input(format!("cannot start {workers} workers: {e}")))?;
-        let r = pool.install(|| batches.par_iter().map_init(Vec::new, run).collect());
-        events.emit(Event::Progress {
-            stage: "infer".into(),
-            done: total as u64,
-            total: Some(total as u64),
-            unit: "row".into(),
-        });
+        // Rounds of a few batches per worker, so that progress is reported while they run.
+        let mut r = Vec::with_capacity(batches.len());
+        let mut done = 0u64;
+        for round in batches.chunks(workers * 4) {
+            let part: Vec<(Vec<RowOutcome>, std::time::Duration)> =
+                pool.install(|| round.par_iter().map_init(Vec::new, run).collect());
+            done += round.iter().map(|b| b.len() as u64).sum::<u64>();
+            r.extend(part);
+            events.emit(Event::Progress {
+                stage: "infer".into(),
+                done,
+                total: Some(total as u64),
+                unit: "row".into(),
+            });
+        }
         r
     };
     let mut latency = crate::LatencyRecorder::new();

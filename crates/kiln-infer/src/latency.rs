@@ -114,6 +114,7 @@ impl LatencyRecorder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

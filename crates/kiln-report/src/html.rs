@@ -116,6 +116,7 @@ impl Report {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -142,6 +143,9 @@ mod tests {
         assert!(h.contains("<title>run &lt;1&gt;</title>"));
         assert!(h.contains("<h2>a &amp; b</h2>") && h.contains("<p>x &lt; y</p>"));
         assert!(h.contains("<svg><rect/></svg>") && !h.contains("<?xml"));
-        assert!(!h.contains("<script") && !h.contains("src="), "self-contained");
+        assert!(
+            !h.contains("<script") && !h.contains("src="),
+            "self-contained"
+        );
     }
 }

@@ -112,7 +112,9 @@ impl Plot {
                     return bad("no loss values");
                 }
                 if !finite(loss) || !finite(accuracy) {
-                    return bad("a loss or accuracy value is NaN or infinite (did training diverge?)");
+                    return bad(
+                        "a loss or accuracy value is NaN or infinite (did training diverge?)",
+                    );
                 }
             }
             Plot::Confusion {
@@ -223,10 +225,7 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-fn draw<DB: DrawingBackend>(
-    plot: &Plot,
-    root: &DrawingArea<DB, Shift>,
-) -> Result<(), ReportError> {
+fn draw<DB: DrawingBackend>(plot: &Plot, root: &DrawingArea<DB, Shift>) -> Result<(), ReportError> {
     let e = |err: DrawingAreaErrorKind<DB::ErrorType>| draw_err(plot, err);
     root.fill(&WHITE).map_err(e)?;
     match plot {
@@ -245,7 +244,9 @@ fn draw<DB: DrawingBackend>(
             matrix,
         } => confusion(root, title, classes, matrix).map_err(e)?,
         Plot::LatencyHistogram { title, buckets } => histogram(root, title, buckets).map_err(e)?,
-        Plot::AccuracyVsSpeed { title, candidates } => scatter(root, title, candidates).map_err(e)?,
+        Plot::AccuracyVsSpeed { title, candidates } => {
+            scatter(root, title, candidates).map_err(e)?
+        }
     }
     Ok(())
 }
@@ -278,7 +279,7 @@ fn line_panel<DB: DrawingBackend>(
     }
     let (x0, x1) = padded(x0, x1);
     let (y0, y1) = if unit_range {
-        (y0.min(0.0).max(0.0), 1.02)
+        (0.0, 1.02)
     } else {
         padded(y0.min(0.0), y1)
     };
@@ -298,14 +299,15 @@ fn line_panel<DB: DrawingBackend>(
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))?
             .label(s.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(
-            s.points
-                .iter()
-                .map(|&p| Circle::new(p, 3, color.filled())),
-        )?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
     chart
         .configure_series_labels()
@@ -427,7 +429,10 @@ fn scatter<DB: DrawingBackend>(
         xs.fold(f64::MIN, f64::max) * 1.25,
     );
     let ys = candidates.iter().map(|c| c.accuracy);
-    let (y0, y1) = padded(ys.clone().fold(f64::MAX, f64::min), ys.fold(f64::MIN, f64::max));
+    let (y0, y1) = padded(
+        ys.clone().fold(f64::MAX, f64::min),
+        ys.fold(f64::MIN, f64::max),
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 20))
         .margin(12)
@@ -448,13 +453,18 @@ fn scatter<DB: DrawingBackend>(
         chart.draw_series(std::iter::once(
             EmptyElement::at(p)
                 + Circle::new((0, 0), 6, color.filled())
-                + Text::new(c.label.clone(), (10, -7), (FAMILY, 14).into_font().color(&color)),
+                + Text::new(
+                    c.label.clone(),
+                    (10, -7),
+                    (FAMILY, 14).into_font().color(&color),
+                ),
         ))?;
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -498,7 +508,11 @@ mod tests {
     fn every_plot_renders_to_svg_and_png() {
         for plot in all_plots() {
             let svg = render_svg(&plot).unwrap();
-            assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", plot.name());
+            assert!(
+                svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+                "{}",
+                plot.name()
+            );
             let png = render_png(&plot).unwrap();
             assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
             // A decodable image of the right size that is not blank.

@@ -68,9 +68,11 @@ pub struct RunRecord {
     pub kiln_version: String,
 }
 
-/// Now, RFC 3339 UTC to the second.
+/// Now, RFC 3339 UTC to the millisecond (so runs started within one second still sort).
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// The directory name of a new run: `<YYYYmmdd-HHMMSS>-<name>`, the name reduced to letters,
@@ -118,7 +120,10 @@ impl RunRecord {
 
     /// Reads `<dir>/run.json`.
     pub fn load(dir: &Path) -> Result<Self, ReportError> {
-        Ok(kiln_core::fsutil::read_json(&dir.join(RUN_FILE), "kiln run record")?)
+        Ok(kiln_core::fsutil::read_json(
+            &dir.join(RUN_FILE),
+            "kiln run record",
+        )?)
     }
 }
 
@@ -131,9 +136,17 @@ pub struct RunEntry {
     pub record: RunRecord,
 }
 
+/// The runs found in a directory.
+#[derive(Debug, Clone, Default)]
+pub struct RunListing {
+    /// Readable runs, newest first.
+    pub runs: Vec<RunEntry>,
+    /// Directories whose `run.json` cannot be read, with the reason.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
 /// Every run directory directly under `dir` (those with a `run.json`), newest first.
-/// Directories whose `run.json` cannot be read are returned in the second list with the reason.
-pub fn list_runs(dir: &Path) -> Result<(Vec<RunEntry>, Vec<(PathBuf, String)>), ReportError> {
+pub fn list_runs(dir: &Path) -> Result<RunListing, ReportError> {
     let read = std::fs::read_dir(dir).map_err(|e| kiln_core::CoreError::io("listing", dir, e))?;
     let mut runs = Vec::new();
     let mut bad = Vec::new();
@@ -153,7 +166,10 @@ pub fn list_runs(dir: &Path) -> Result<(Vec<RunEntry>, Vec<(PathBuf, String)>), 
             .cmp(&a.record.started)
             .then_with(|| b.path.cmp(&a.path))
     });
-    Ok((runs, bad))
+    Ok(RunListing {
+        runs,
+        unreadable: bad,
+    })
 }
 
 /// Finds a run given as a path or as a name under `runs_dir`.
@@ -234,12 +250,16 @@ pub fn compare_runs(runs: &[RunEntry], all: bool) -> Result<RunComparison, Repor
         .map(|k| {
             (
                 k.clone(),
-                configs.iter().map(|c| c.get(k).cloned()).collect::<Vec<_>>(),
+                configs
+                    .iter()
+                    .map(|c| c.get(k).cloned())
+                    .collect::<Vec<_>>(),
             )
         })
         .filter(|(_, vals)| all || vals.iter().any(|v| v != &vals[0]))
         .collect();
-    let metric_keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.record.metrics.keys()).collect();
+    let metric_keys: BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.record.metrics.keys()).collect();
     let metrics = metric_keys
         .into_iter()
         .map(|k| {
@@ -291,6 +311,7 @@ pub fn compare_runs(runs: &[RunEntry], all: bool) -> Result<RunComparison, Repor
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -318,7 +339,10 @@ mod tests {
         std::fs::create_dir_all(d.path().join("broken")).unwrap();
         std::fs::write(d.path().join("broken").join(RUN_FILE), b"{").unwrap();
         std::fs::create_dir_all(d.path().join("not-a-run")).unwrap();
-        let (runs, bad) = list_runs(d.path()).unwrap();
+        let RunListing {
+            runs,
+            unreadable: bad,
+        } = list_runs(d.path()).unwrap();
         let names: Vec<&str> = runs.iter().map(|r| r.record.name.as_str()).collect();
         assert_eq!(names, ["b", "a"]);
         assert_eq!(bad.len(), 1);
@@ -344,7 +368,10 @@ mod tests {
     fn run_names_are_safe_directory_names() {
         let n = run_dir_name("../my run/é");
         assert!(n.ends_with("-my-run"), "{n}");
-        assert!(!n.contains('/') && !n.contains(' ') && !n.contains(".."), "{n}");
+        assert!(
+            !n.contains('/') && !n.contains(' ') && !n.contains(".."),
+            "{n}"
+        );
         assert!(run_dir_name("").ends_with("-run"));
     }
 }

@@ -1,0 +1,537 @@
+//! The CLI as users meet it: output formats, colour, quiet/verbose and non-TTY logs, run
+//! directories with their plots and records, `kiln runs`, `kiln init`.
+
+use crate::util::{Kiln, synthetic_splits, trained_and_exported};
+use std::path::Path;
+
+/// Parses an SVG file as XML and checks its root element.
+fn assert_svg(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(!text.is_empty(), "{} is empty", path.display());
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut root = None;
+    let mut elements = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)) => {
+                elements += 1;
+                if root.is_none() {
+                    root = Some(e.local_name().into_inner().to_string());
+                }
+            }
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{} is not well-formed XML: {e}", path.display()),
+        }
+    }
+    assert_eq!(root.as_deref(), Some("svg"), "{}", path.display());
+    assert!(
+        elements > 10,
+        "{} has only {elements} elements",
+        path.display()
+    );
+}
+
+/// Decodes a PNG file and checks that it is a non-blank image.
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder
+        .read_info()
+        .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()));
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("decode PNG");
+    assert!(
+        info.width >= 400 && info.height >= 300,
+        "{}",
+        path.display()
+    );
+    assert!(buf.iter().any(|&b| b < 200), "{} is blank", path.display());
+}
+
+#[test]
+fn result_tables_print_as_csv_markdown_and_json() {
+    let k = Kiln::new();
+    let (_, _, test) = trained_and_exported(&k, 51, "3");
+    let bench = [
+        "bench",
+        "m.onnx",
+        "--engines",
+        "tract",
+        "--batch-sizes",
+        "1,8",
+        "--seconds",
+        "0.05",
+        "-q",
+    ];
+    // CSV: one table, parseable, one row per configuration.
+    let out = k.ok(&[&bench[..], &["--format", "csv"]].concat());
+    let mut r = csv::Reader::from_reader(out.stdout.as_slice());
+    let headers: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(headers[..3], ["engine", "batch", "workers"]);
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[1][3].parse::<f64>().unwrap() > 0.0, "rows/s");
+    // Markdown: a heading and a table.
+    let out = k.ok(&[&bench[..], &["--format", "markdown"]].concat());
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.starts_with("### bench\n\n| engine | batch |"), "{md}");
+    // JSON: one object on stdout, logs on stderr, resource use included.
+    let v = k.json(&bench);
+    assert_eq!(v["command"], "bench");
+    assert!(
+        v["resources"]["peak_rss_bytes"].as_f64().unwrap() > 1e6,
+        "{v:#}"
+    );
+    assert!(v["resources"]["cpu_seconds"].as_f64().is_some());
+    // Several tables in CSV: titled sections (per-class metrics and the confusion matrix).
+    let out = k.ok(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "p.csv",
+        "--format",
+        "csv",
+    ]);
+    // Predictions go to the file; the tables to stderr would be wrong, they are on stdout.
+    let text = String::from_utf8(out.stdout).unwrap();
+    let titles: Vec<&str> = text.lines().filter(|l| l.starts_with("# ")).collect();
+    assert_eq!(
+        titles,
+        ["# infer", "# infer: per class", "# infer: confusion matrix"],
+        "{text}"
+    );
+    let confusion = text.split("# infer: confusion matrix\n").nth(1).unwrap();
+    let mut r = csv::Reader::from_reader(confusion.as_bytes());
+    let total: u64 = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            rec.iter()
+                .skip(1)
+                .map(|c| c.parse::<u64>().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(total, 100, "every test row is in the confusion matrix");
+    // Commands without a dedicated table print their result as key/value rows.
+    let out = k.ok(&["inspect", "m.onnx", "--format", "csv"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("key,value\n") && text.contains("\nnodes,"),
+        "{text}"
+    );
+}
+
+#[test]
+fn colour_follows_the_flag_and_the_environment() {
+    let k = Kiln::new();
+    let err_of = |args: &[&str], env: &[(&str, &str)]| {
+        let out = k.run_env(args, env);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "a missing input file is an input error"
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let missing = ["infer", "--model", "missing.onnx", "--data", "x.csv"];
+    let clean: &[(&str, &str)] = &[("NO_COLOR", ""), ("CLICOLOR_FORCE", "")];
+    // A pipe gets no colour by default.
+    let plain = err_of(&missing, clean);
+    assert!(
+        plain.starts_with("error: ") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    let forced = err_of(&[&missing[..], &["--color", "always"]].concat(), clean);
+    assert!(
+        forced.contains("\x1b[") && forced.contains("error:"),
+        "{forced:?}"
+    );
+    let never = err_of(
+        &[&missing[..], &["--color", "never"]].concat(),
+        &[("CLICOLOR_FORCE", "1")],
+    );
+    assert!(!never.contains('\x1b'), "{never:?}");
+    let env_forced = err_of(&missing, &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "")]);
+    assert!(env_forced.contains("\x1b["), "{env_forced:?}");
+    let no_color = err_of(&missing, &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+    assert!(
+        !no_color.contains('\x1b'),
+        "NO_COLOR wins over CLICOLOR_FORCE"
+    );
+    // clap's own usage errors follow the same choice.
+    let usage = k.run_env(&["train", "--bogus", "--color", "always"], clean);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains('\x1b'));
+    let usage = k.run_env(&["train", "--bogus"], clean);
+    assert!(!String::from_utf8_lossy(&usage.stderr).contains('\x1b'));
+}
+
+#[test]
+fn quiet_verbose_and_rust_log_choose_what_is_logged() {
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 52);
+    let train_args = |out: &str| {
+        vec![
+            "train".to_string(),
+            "--data".into(),
+            train.to_str().unwrap().into(),
+            "--val-data".into(),
+            val.to_str().unwrap().into(),
+            "--epochs".into(),
+            "2".into(),
+            "--out".into(),
+            out.into(),
+        ]
+    };
+    let run = |args: Vec<String>, env: &[(&str, &str)]| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = k.run_env(&a, env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Default: one plain line per stage and epoch, no control codes off a terminal.
+    let (stdout, stderr) = run(train_args("a"), &[]);
+    assert!(
+        stderr.contains("epoch   1/2") && stderr.contains("[train] finished"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("resources: wall"), "{stderr}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "{stderr:?}"
+    );
+    assert!(stdout.contains("trained model:"), "{stdout}");
+    // Quiet: only the result.
+    let mut q = train_args("b");
+    q.push("-q".into());
+    let (stdout, stderr) = run(q, &[]);
+    assert!(stderr.is_empty(), "quiet printed {stderr:?}");
+    assert!(stdout.contains("trained model:"));
+    // RUST_LOG replaces the filter.
+    let (_, stderr) = run(train_args("c"), &[("RUST_LOG", "error")]);
+    assert!(stderr.is_empty(), "RUST_LOG=error printed {stderr:?}");
+    // Verbose: per-batch detail from inference.
+    k.ok(&["export", "--model", "a/model", "--output", "m.onnx", "-q"]);
+    let infer = |extra: &str| {
+        let mut v = vec![
+            "infer".to_string(),
+            "--model".into(),
+            "m.onnx".into(),
+            "--data".into(),
+            test.to_str().unwrap().into(),
+            "--batch-size".into(),
+            "4".into(),
+            "--output".into(),
+            "p.csv".into(),
+            "--force".into(),
+        ];
+        if !extra.is_empty() {
+            v.push(extra.into());
+        }
+        v
+    };
+    let (_, normal) = run(infer(""), &[]);
+    let (_, verbose) = run(infer("-v"), &[]);
+    let batch_lines = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains("[infer]") && l.contains(" rows"))
+            .count()
+    };
+    assert_eq!(batch_lines(&normal), 0, "{normal}");
+    assert!(
+        batch_lines(&verbose) >= 2,
+        "-v adds per-batch lines:\n{verbose}"
+    );
+    assert!(verbose.contains("debug: "), "{verbose}");
+}
+
+#[test]
+fn runs_get_timestamped_directories_that_list_and_compare() {
+    let k = Kiln::new();
+    let (train, val, test) = synthetic_splits(&k, 53);
+    let go = |lr: &str| {
+        k.json(&[
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--val-data",
+            val.to_str().unwrap(),
+            "--test-data",
+            test.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--lr",
+            lr,
+            "--name",
+            "synth",
+            "--runs-dir",
+            "myruns",
+        ])
+    };
+    let a = go("0.01");
+    // Two runs in the same second still need distinct directories.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = go("0.002");
+    let dir_a = k.path(a["run_dir"].as_str().unwrap());
+    let dir_b = k.path(b["run_dir"].as_str().unwrap());
+    assert_ne!(dir_a, dir_b);
+    let name = dir_a.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.len() == "20261126-101500-synth".len() && name.ends_with("-synth"),
+        "{name}"
+    );
+    for f in [
+        "config.toml",
+        "metrics.json",
+        "summary.json",
+        "run.json",
+        "kiln.log",
+    ] {
+        assert!(
+            dir_a.join(f).is_file(),
+            "{f} missing from {}",
+            dir_a.display()
+        );
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir_a.join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["status"], "ok");
+    assert_eq!(record["exit_code"], 0);
+    assert!(
+        record["metrics"]["test_accuracy"].as_f64().unwrap() > 0.5,
+        "{record:#}"
+    );
+    assert!(record["resources"]["peak_rss_bytes"].as_f64().unwrap() > 0.0);
+    let log = std::fs::read_to_string(dir_a.join("kiln.log")).unwrap();
+    assert!(log.contains("epoch   3/3") && log.contains("INFO"), "{log}");
+    // Plots: training curves and the test confusion matrix, as SVG and PNG.
+    for stem in ["training", "confusion"] {
+        assert_svg(&dir_a.join(format!("plots/{stem}.svg")));
+        assert_png(&dir_a.join(format!("plots/{stem}.png")));
+    }
+    assert_eq!(a["evaluation_set"], "test");
+    let conf = a["evaluation"]["confusion"].as_array().unwrap();
+    let total: u64 = conf
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 100);
+
+    // A failed run is recorded as failed, with its error.
+    std::fs::write(k.path("bad.csv"), "a,b,label\n1,x,0\n").unwrap();
+    let err = k.fails(
+        &[
+            "train",
+            "--data",
+            "bad.csv",
+            "--name",
+            "broken",
+            "--runs-dir",
+            "myruns",
+        ],
+        3,
+    );
+    assert!(err.contains("bad.csv"), "{err}");
+    let list = k.json(&["runs", "list", "--runs-dir", "myruns"]);
+    let runs = list["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{list:#}");
+    let statuses: Vec<&str> = runs
+        .iter()
+        .map(|r| r["record"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["failed", "ok", "ok"], "newest first");
+    assert!(
+        runs[0]["record"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad.csv")
+    );
+    assert_eq!(runs[0]["record"]["exit_code"], 3);
+
+    // Human list and comparison by name.
+    let out = k.ok(&["runs", "list", "--runs-dir", "myruns"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().next().unwrap().starts_with("run "), "{text}");
+    assert_eq!(text.lines().count(), 4);
+    let name_b = dir_b.file_name().unwrap().to_str().unwrap().to_string();
+    let cmp = k.json(&["runs", "compare", &name, &name_b, "--runs-dir", "myruns"]);
+    let config = cmp["comparison"]["config"].as_array().unwrap();
+    let keys: Vec<&str> = config.iter().map(|c| c[0].as_str().unwrap()).collect();
+    // The run directories differ too (`out`), the data files do not.
+    assert_eq!(
+        keys,
+        ["out", "train.lr"],
+        "only the differing keys: {cmp:#}"
+    );
+    assert_eq!(config[1][1][0], "0.01");
+    let metrics = cmp["comparison"]["metrics"].as_array().unwrap();
+    assert!(metrics.iter().any(|m| m[0] == "val_accuracy"));
+    let md = k.ok(&[
+        "runs",
+        "compare",
+        &name,
+        &name_b,
+        "--runs-dir",
+        "myruns",
+        "--all",
+        "--format",
+        "markdown",
+    ]);
+    let md = String::from_utf8(md.stdout).unwrap();
+    assert!(
+        md.contains("### config\n") && md.contains("### timings\n"),
+        "{md}"
+    );
+    assert!(md.contains("| train.epochs | 3 | 3 |"), "{md}");
+    // A name that is not a run is a usage error naming it.
+    let err = k.fails(
+        &["runs", "compare", &name, "nope", "--runs-dir", "myruns"],
+        2,
+    );
+    assert!(
+        err.contains("nope") && err.contains("kiln runs list"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pipeline_writes_a_self_contained_report() {
+    let k = Kiln::new();
+    let v = k.json(&["pipeline", "--demo", "--out", "demo", "--epochs", "4", "-q"]);
+    let report = std::fs::read_to_string(k.path("demo/report.html")).unwrap();
+    assert!(report.starts_with("<!DOCTYPE html>"));
+    assert!(
+        report.matches("<svg").count() >= 5,
+        "every plot is embedded"
+    );
+    assert!(
+        !report.contains("<script") && !report.contains(" src="),
+        "self-contained"
+    );
+    assert!(report.contains("candidates (batch 64)") && report.contains("confusion matrix"));
+    for stem in [
+        "training",
+        "confusion",
+        "confusion_test",
+        "accuracy_vs_speed",
+        "latency",
+    ] {
+        assert_svg(&k.path(&format!("demo/plots/{stem}.svg")));
+        assert_png(&k.path(&format!("demo/plots/{stem}.png")));
+    }
+    let candidates = v["candidates"].as_array().unwrap();
+    assert!(candidates.len() >= 2, "{v:#}");
+    for c in candidates {
+        assert!(c["rows_per_second"].as_f64().unwrap() > 0.0);
+        assert!(c["accuracy"].as_f64().unwrap() > 0.5);
+    }
+}
+
+#[test]
+fn bench_writes_latency_histograms() {
+    let k = Kiln::new();
+    trained_and_exported(&k, 54, "2");
+    let v = k.json(&[
+        "bench",
+        "m.onnx",
+        "--engines",
+        "tract",
+        "--batch-sizes",
+        "1,4",
+        "--seconds",
+        "0.05",
+        "--plots",
+        "plots",
+        "-q",
+    ]);
+    assert_eq!(v["plots"].as_array().unwrap().len(), 2);
+    for b in ["1", "4"] {
+        let stem = format!("plots/latency-tract-b{b}-w1");
+        assert_svg(&k.path(&format!("{stem}.svg")));
+        assert_png(&k.path(&format!("{stem}.png")));
+    }
+    let hist = v["report"]["results"][0]["latency"]["histogram"]
+        .as_array()
+        .unwrap();
+    let count: u64 = hist.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(
+        count,
+        v["report"]["results"][0]["latency"]["count"]
+            .as_u64()
+            .unwrap()
+    );
+}
+
+#[test]
+fn init_writes_a_config_and_never_waits_without_a_terminal() {
+    let k = Kiln::new();
+    let (train, _, _) = synthetic_splits(&k, 55);
+    // No terminal (stdin is /dev/null): a missing answer is an error at once.
+    let err = k.fails(&["init"], 2);
+    assert!(err.contains("missing --data"), "{err}");
+    let err = k.fails(&["init", "--data", train.to_str().unwrap()], 2);
+    assert!(
+        err.contains("missing --target") && err.contains("`label`"),
+        "{err}"
+    );
+    let err = k.fails(&["init", "--data", "nope.csv", "--yes"], 3);
+    assert!(err.contains("nope.csv"), "{err}");
+    // --yes accepts the detected target and task.
+    let v = k.json(&["init", "--data", train.to_str().unwrap(), "--yes"]);
+    assert_eq!(
+        (v["target"].as_str(), v["task"].as_str()),
+        (Some("label"), Some("classification"))
+    );
+    let text = std::fs::read_to_string(k.path("kiln.toml")).unwrap();
+    assert!(
+        text.contains("data = \"train.csv\""),
+        "relative to the config: {text}"
+    );
+    // The written config trains.
+    let t = k.json(&[
+        "train",
+        "--config",
+        "kiln.toml",
+        "--epochs",
+        "2",
+        "--out",
+        "r",
+        "-q",
+    ]);
+    assert_eq!(t["epochs"], 2);
+    // An existing config is kept without --force.
+    let err = k.fails(&["init", "--data", train.to_str().unwrap(), "--yes"], 2);
+    assert!(err.contains("--force"), "{err}");
+    // Regression detected from a real-valued target; flags override detection.
+    k.write("reg.csv", "a,b,price\n1,2,3.25\n2,3,4.5\n3,1,2.75\n");
+    let v = k.json(&["init", "--data", "reg.csv", "--yes", "--output", "reg.toml"]);
+    assert_eq!(
+        (v["target"].as_str(), v["task"].as_str()),
+        (Some("price"), Some("regression"))
+    );
+    let v = k.json(&[
+        "init",
+        "--data",
+        "reg.csv",
+        "--target",
+        "a",
+        "--task",
+        "classification",
+        "--output",
+        "c.toml",
+    ]);
+    assert_eq!(v["target"], "a");
+}
