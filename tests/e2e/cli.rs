@@ -535,3 +535,61 @@ fn init_writes_a_config_and_never_waits_without_a_terminal() {
     ]);
     assert_eq!(v["target"], "a");
 }
+
+/// Runs `kiln ARGS` on a pseudo-terminal (util-linux `script`), typing `keys` one step at a
+/// time, and returns what the terminal showed.
+fn on_terminal(k: &Kiln, args: &str, keys: &[&str]) -> String {
+    use std::io::Write;
+    let bin = env!("CARGO_BIN_EXE_kiln");
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &format!("{bin} {args}"), "/dev/null"])
+        .current_dir(k.path(""))
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs commands on a pseudo-terminal");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for key in keys {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        stdin.write_all(key.as_bytes()).expect("type");
+        stdin.flush().expect("flush");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    drop(stdin);
+    let out = child.wait_with_output().expect("script");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kiln {args} on a terminal failed:\n{text}"
+    );
+    text
+}
+
+#[test]
+fn on_a_terminal_init_asks_and_training_shows_a_progress_bar() {
+    let k = Kiln::new();
+    synthetic_splits(&k, 56);
+    // Type the data file, move up from the detected `label` to the last feature column, accept
+    // the task detected for it (regression: real values), and give no validation file.
+    let screen = on_terminal(&k, "init", &["train.csv\r", "\x1b[A\r", "\r", "\r"]);
+    assert!(screen.contains("target column"), "{screen}");
+    let text = std::fs::read_to_string(k.path("kiln.toml")).expect("kiln.toml written");
+    assert!(text.contains("target = \"f5\""), "{text}");
+    assert!(text.contains("task = \"regression\""), "{text}");
+    // The same training run shows a bar with an ETA on a terminal, plain lines off it.
+    let screen = on_terminal(
+        &k,
+        "train --data train.csv --epochs 3 --batch-size 8 --out tty --color never",
+        &[],
+    );
+    assert!(
+        screen.contains("[train] [") && screen.contains("ETA"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("epoch 2/3 loss"),
+        "the bar shows the loss: {screen}"
+    );
+}

@@ -58,14 +58,14 @@ impl EventSink for Reporter {
                             b.set_style(style.progress_chars("=> "));
                         }
                         b.set_prefix(format!("[{stage}]"));
-                        b.set_message(format!("{unit}s"));
+                        b.set_message(plural(&unit));
                         crate::logging::set_bar(Some(b.clone()));
                         b
                     });
                     bar.set_position(done);
                 } else {
                     let of = total.map(|t| format!("/{t}")).unwrap_or_default();
-                    tracing::debug!(target: "kiln", "[{stage}] {done}{of} {unit}s");
+                    tracing::debug!(target: "kiln", "[{stage}] {done}{of} {}", plural(&unit));
                 }
             }
             Event::Epoch {
@@ -89,6 +89,14 @@ impl EventSink for Reporter {
                     s.push_str(&format!("  val_acc {a:.4}"));
                 }
                 s.push_str(&format!("  lr {lr:.2e}  {seconds:.2}s"));
+                // The bar carries the latest epoch's loss and accuracy beside its ETA.
+                if let Some(b) = &self.bar {
+                    let mut m = format!("batches, epoch {epoch}/{epochs} loss {train_loss:.4}");
+                    if let Some(a) = val_accuracy.or(train_accuracy) {
+                        m.push_str(&format!(" acc {a:.4}"));
+                    }
+                    b.set_message(m);
+                }
                 tracing::info!(target: "kiln", "{s}");
             }
             Event::Message { level, text } => match level {
@@ -97,6 +105,15 @@ impl EventSink for Reporter {
                 Level::Debug => tracing::debug!(target: "kiln", "{text}"),
             },
         }
+    }
+}
+
+/// "rows", "batches", "engines".
+fn plural(unit: &str) -> String {
+    if unit.ends_with("ch") || unit.ends_with('s') {
+        format!("{unit}es")
+    } else {
+        format!("{unit}s")
     }
 }
 

@@ -253,7 +253,15 @@ impl OnnxExporter {
                 Some(n) => vec![n],
                 None => vec![1, 7, 64],
             };
+            let progress = |done| Event::Progress {
+                stage: "verify".into(),
+                done,
+                total: Some(2),
+                unit: "engine".into(),
+            };
+            events.emit(progress(0));
             let report = verify_against_reference(&bytes, reference, output, &batch_sizes)?;
+            events.emit(progress(1));
             events.emit(Event::Message {
                 level: kiln_core::Level::Info,
                 text: format!(
@@ -271,7 +279,9 @@ impl OnnxExporter {
             verification = Some(report);
             // ONNX Runtime too, when its library is here: two independent engines must both
             // reproduce burn.
-            match verify_in_onnx_runtime(&bytes, reference, output, &batch_sizes)? {
+            let ort = verify_in_onnx_runtime(&bytes, reference, output, &batch_sizes)?;
+            events.emit(progress(2));
+            match ort {
                 Some(r) => {
                     events.emit(Event::Message {
                         level: kiln_core::Level::Info,

@@ -316,6 +316,7 @@ impl GraphOptimizer {
                     &features,
                     rows,
                     self.options.calibration,
+                    events,
                 )?)
             }
             _ => None,

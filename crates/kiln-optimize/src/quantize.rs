@@ -313,12 +313,13 @@ fn static_targets(g: &kiln_onnx::proto::GraphProto) -> Vec<(usize, Candidate)> {
 }
 
 /// Runs the model on calibration rows and returns the (min, max) range of every tensor that
-/// feeds a quantizable MatMul/Gemm.
+/// feeds a quantizable MatMul/Gemm. Progress is reported per chunk of 256 rows.
 pub fn calibrate(
     model: &ModelProto,
     features: &[f32],
     rows: usize,
     method: Calibration,
+    events: &mut dyn kiln_core::EventSink,
 ) -> Result<std::collections::HashMap<String, (f32, f32)>, OptimizeError> {
     use kiln_core::{InferenceEngine, Tensor};
     use kiln_onnx::proto::{TypeProto, ValueInfoProto, type_proto};
@@ -384,6 +385,12 @@ pub fn calibrate(
             shape: vec![end - start, width],
             data: features[start * width..end * width].to_vec(),
         }])?;
+        events.emit(kiln_core::Event::Progress {
+            stage: "calibrate".into(),
+            done: end as u64,
+            total: Some(rows as u64),
+            unit: "row".into(),
+        });
         for (i, t) in outs.iter().enumerate() {
             let name = &out_names[i];
             if !names.contains(name) {
