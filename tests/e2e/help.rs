@@ -90,3 +90,53 @@ fn no_arguments_or_a_wrong_flag_say_what_to_do_next() {
     let err = k.fails(&["train", "--epoch", "3"], 2);
     assert!(err.contains("--epochs"), "a close flag is suggested: {err}");
 }
+
+/// Error messages are part of the interface too: each case's exit code and stderr, with the
+/// temporary directory replaced by `<tmp>`, must match `snapshots/errors.txt`.
+#[test]
+fn error_messages_match_the_snapshot() {
+    let k = Kiln::new();
+    k.write("header-only.csv", "a,b,label\n");
+    k.write("bad-cell.csv", "a,b,label\n1,2,x\n3,oops,y\n");
+    let cases: &[&[&str]] = &[
+        &["frobnicate"],
+        &["train"],
+        &["train", "--epochs", "many"],
+        &["train", "--data", "nope.csv", "--out", "r"],
+        &["train", "--data", "header-only.csv", "--out", "r"],
+        &["train", "--data", "bad-cell.csv", "--out", "r"],
+        &["train", "--data", "bad-cell.csv", "--task", "clustering"],
+        &["doctor", "-q", "-v"],
+        &["infer", "--model", "m.onnx"],
+        &["infer", "--model", "missing.onnx", "--data", "bad-cell.csv"],
+        &["runs", "list", "--runs-dir", "nowhere"],
+        &["init"],
+        &["bench", "m.onnx", "--batch-sizes", "0"],
+    ];
+    let tmp = k
+        .path("")
+        .to_string_lossy()
+        .trim_end_matches('/')
+        .to_string();
+    let mut text = String::new();
+    for args in cases {
+        let out = k.run_env(args, &[("NO_COLOR", "1"), ("KILN_BACKTRACE", "")]);
+        let stderr = String::from_utf8_lossy(&out.stderr).replace(&tmp, "<tmp>");
+        text.push_str(&format!(
+            "$ kiln {}\nexit {}\n{}\n",
+            args.join(" "),
+            out.status.code().unwrap_or(-1),
+            stderr.trim_end()
+        ));
+    }
+    let path = repo().join("tests/e2e/snapshots/errors.txt");
+    if std::env::var_os("KILN_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &text).expect("write snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        want == text,
+        "error messages changed; review and refresh with KILN_UPDATE_SNAPSHOTS=1 cargo nextest run -E 'test(/error_messages/)'\n--- now\n{text}"
+    );
+}

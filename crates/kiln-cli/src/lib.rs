@@ -49,10 +49,16 @@ where
         } else {
             clap::ColorChoice::Never
         };
+    let mut command_name = String::from("<command>");
     let parsed = <Cli as clap::CommandFactory>::command()
         .color(clap_color)
         .try_get_matches_from(&args)
-        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+        .and_then(|m| {
+            if let Some(name) = m.subcommand_name() {
+                command_name = name.to_string();
+            }
+            <Cli as clap::FromArgMatches>::from_arg_matches(&m)
+        });
     let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
@@ -81,7 +87,7 @@ where
                 shown.push_str(&text);
             }
         }
-        if let Some(hint) = hint_for(code) {
+        if let Some(hint) = hint_for(code, &command_name) {
             lines.push(format!("  hint: {hint}"));
         }
         for l in &lines {
@@ -89,7 +95,9 @@ where
         }
         // A backtrace only when asked for with -vv or KILN_BACKTRACE=1 (it is captured when
         // RUST_BACKTRACE or RUST_LIB_BACKTRACE is set), never for a user's mistake by default.
-        if cli.verbose >= 2 || std::env::var("KILN_BACKTRACE").is_ok_and(|v| v != "0") {
+        if cli.verbose >= 2
+            || std::env::var("KILN_BACKTRACE").is_ok_and(|v| !v.is_empty() && v != "0")
+        {
             eprintln!("backtrace:\n{}", err.backtrace());
         }
         logging::file_only(&format!("error: {err:#}"));
@@ -99,12 +107,12 @@ where
 }
 
 /// A next step for each kind of failure, shown under the error.
-fn hint_for(code: i32) -> Option<&'static str> {
+fn hint_for(code: i32, command: &str) -> Option<String> {
     match code {
-        EXIT_USAGE => Some("check the flags with `kiln <command> --help`"),
-        EXIT_DATA => Some("fix the named file, row and column, then run the command again"),
+        EXIT_USAGE => Some(format!("check the flags with `kiln {command} --help`")),
+        EXIT_DATA => Some("fix the named file (and the row and column, when given), then run the command again".into()),
         EXIT_ACCURACY_GATE => Some(
-            "the optimized model was refused and not written; try --quantization static with --calibration-data, or lower --min-accuracy-ratio knowingly",
+            "the optimized model was refused and not written; try --quantization static with --calibration-data, or lower --min-accuracy-ratio knowingly".into(),
         ),
         _ => None,
     }
