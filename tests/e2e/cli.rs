@@ -593,3 +593,130 @@ fn on_a_terminal_init_asks_and_training_shows_a_progress_bar() {
         "the bar shows the loss: {screen}"
     );
 }
+
+/// `kiln optimize --engine auto` measures every form × engine × threads, keeps the fastest
+/// candidate that passes the accuracy gate, records the choice in the model, and infer/serve
+/// reuse it; an unavailable provider is loud, or an error with --strict-provider.
+#[test]
+fn optimize_engine_auto_chooses_records_and_is_reused() {
+    let k = Kiln::new();
+    let (train, val, test) = trained_and_exported(&k, 57, "6");
+    let lib = crate::conformance::ort_lib();
+    let mut args = vec![
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--output",
+        "m.auto.onnx",
+        "--engine",
+        "auto",
+        "--validate-data",
+        val.to_str().unwrap(),
+        "--calibration-data",
+        train.to_str().unwrap(),
+        "--plots",
+        "plots",
+        "--provider",
+        "cpu",
+    ];
+    let lib_str = lib.as_ref().map(|p| p.to_string_lossy().to_string());
+    if let Some(l) = &lib_str {
+        args.extend(["--ort-lib", l.as_str()]);
+    }
+    let v = k.json(&args);
+    let cands = v["auto"]["candidates"].as_array().unwrap();
+    let forms: std::collections::BTreeSet<&str> = cands
+        .iter()
+        .map(|c| c["quantization"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        forms.into_iter().collect::<Vec<_>>(),
+        ["dynamic", "none", "static"],
+        "{v:#}"
+    );
+    let engines: std::collections::BTreeSet<&str> = cands
+        .iter()
+        .map(|c| c["engine"].as_str().unwrap())
+        .collect();
+    if lib.is_some() {
+        assert!(
+            engines.contains("ort") && engines.contains("tract"),
+            "{v:#}"
+        );
+    }
+    // The chosen one is the fastest among those that pass the gate.
+    let chosen = &cands[v["auto"]["chosen"].as_u64().unwrap() as usize];
+    assert_eq!(chosen["passes_gate"], true);
+    let best = cands
+        .iter()
+        .filter(|c| c["passes_gate"] == true)
+        .map(|c| c["rows_per_second"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(chosen["rows_per_second"].as_f64().unwrap(), best);
+    assert_svg(&k.path("plots/accuracy_vs_speed.svg"));
+    assert_png(&k.path("plots/accuracy_vs_speed.png"));
+    // Recorded in the model's metadata …
+    let meta = k.json(&["inspect", "m.auto.onnx"]);
+    assert_eq!(
+        meta["metadata"]["kiln.auto.engine"], chosen["engine"],
+        "{meta:#}"
+    );
+    assert_eq!(meta["metadata"]["kiln.auto.batch_size"], "64");
+    // … and reused by infer without measuring again.
+    let mut infer = vec![
+        "infer",
+        "--model",
+        "m.auto.onnx",
+        "--engine",
+        "auto",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "p.csv",
+    ];
+    if let Some(l) = &lib_str {
+        infer.extend(["--ort-lib", l.as_str()]);
+    }
+    let r = k.json(&infer);
+    assert_eq!(r["engine"], chosen["engine"], "{r:#}");
+    assert!(
+        r["auto"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("recorded in the model"),
+        "{r:#}"
+    );
+    assert!(
+        r["auto"]["candidates"].as_array().unwrap().is_empty(),
+        "no re-measuring"
+    );
+    // A GPU provider on a machine without one: a loud warning, or an error when strict.
+    let mut gpu = args.clone();
+    let at = gpu.iter().position(|a| *a == "cpu").unwrap();
+    gpu[at] = "cpu,cuda:0";
+    gpu[4] = "m.gpu.onnx";
+    let out = k.run(&gpu);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert!(
+            stderr.contains("warning:") && stderr.contains("cuda:0"),
+            "{stderr}"
+        );
+    }
+    gpu.push("--strict-provider");
+    gpu[4] = "m.gpu2.onnx";
+    let err = k.fails(&gpu, 2);
+    assert!(err.contains("cuda") && err.contains("strict"), "{err}");
+    assert!(
+        !k.path("m.gpu2.onnx").exists(),
+        "nothing written when refused"
+    );
+    // Without validation data there is nothing to gate on.
+    let err = k.fails(
+        &[
+            "optimize", "--model", "m.onnx", "--output", "x.onnx", "--engine", "auto",
+        ],
+        2,
+    );
+    assert!(err.contains("--validate-data"), "{err}");
+}

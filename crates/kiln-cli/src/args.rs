@@ -56,7 +56,7 @@ pub enum Command {
     Export(ExportArgs),
     /// Optimize an ONNX model: graph clean-up and int8 quantization.
     #[command(
-        after_help = "Examples:\n  kiln optimize --model iris.onnx --output iris.int8.onnx --quantization dynamic --validate-data val.csv\n  kiln optimize --model model.onnx --output clean.onnx"
+        after_help = "Examples:\n  kiln optimize --model iris.onnx --output iris.int8.onnx --quantization dynamic --validate-data val.csv\n  kiln optimize --model model.onnx --output clean.onnx\n  kiln optimize --model m.onnx --output m.auto.onnx --engine auto --validate-data val.csv --calibration-data train.csv --plots plots/"
     )]
     Optimize(OptimizeArgs),
     /// Run an ONNX model over a CSV/JSONL file, one output row per input row.
@@ -364,6 +364,28 @@ pub struct OptimizeArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// auto: build every quantized form (float, dynamic, static with --calibration-data),
+    /// measure each in every engine and provider that loads here, and keep the fastest that
+    /// passes the accuracy gate, recording the choice in the model (needs --validate-data;
+    /// --quantization is then ignored).
+    #[arg(long, requires = "validate_data")]
+    pub engine: Option<String>,
+    /// With --engine auto: ONNX Runtime execution providers to try: auto (every one that
+    /// registers here), or a list such as cpu,cuda:0. An unavailable one is a loud warning.
+    #[arg(long, default_value = "auto", requires = "engine")]
+    pub provider: String,
+    /// With --engine auto: an unavailable requested provider is an error, not a warning.
+    #[arg(long, requires = "engine")]
+    pub strict_provider: bool,
+    /// With --engine auto: the batch size to measure speed at.
+    #[arg(long, default_value_t = 64, requires = "engine")]
+    pub batch_size: usize,
+    /// With --engine auto: write the accuracy-vs-speed chart of the candidates (SVG, PNG) here.
+    #[arg(long, requires = "engine")]
+    pub plots: Option<PathBuf>,
+    /// Path of libonnxruntime.so [default: $ORT_DYLIB_PATH, then .ort/lib].
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
 }
 
 /// `kiln infer`.
@@ -399,7 +421,9 @@ pub struct InferArgs {
     /// Rows per engine call.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Inference engine: tract (pure Rust) or ort (ONNX Runtime, loaded at run time).
+    /// Inference engine: tract (pure Rust), ort (ONNX Runtime, loaded at run time), or auto
+    /// (the choice `kiln optimize --engine auto` recorded in the model, else the faster of the
+    /// two measured here).
     #[arg(long, default_value = "tract")]
     pub engine: String,
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
@@ -504,7 +528,8 @@ pub struct ServeArgs {
     /// Warm-up calls at batch 1 and --max-batch before the server reports ready.
     #[arg(long, default_value_t = 20)]
     pub warmup_iterations: usize,
-    /// Inference engine: tract or ort [default: the bundle's, else tract].
+    /// Inference engine: tract, ort, or auto (the choice recorded by `kiln optimize --engine
+    /// auto`, else measured at --max-batch) [default: the bundle's, else tract].
     #[arg(long)]
     pub engine: Option<String>,
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].

@@ -842,6 +842,142 @@ struct OptimizeFlags<'a> {
     force: bool,
 }
 
+/// `kiln optimize --engine auto`.
+fn optimize_auto(
+    cli: &Cli,
+    a: &OptimizeArgs,
+    base: OptimizeOptions,
+    rep: &mut Reporter,
+) -> Result<()> {
+    use kiln_optimize::auto::{AutoOptions, optimize_auto};
+    let mut providers = vec![Provider::Cpu];
+    if a.provider == "auto" {
+        // Every GPU provider this build knows, probed with errors on; unavailable ones are
+        // skipped quietly since nobody asked for them.
+        for p in ["cuda:0", "tensorrt:0"] {
+            if let Ok(p) = Provider::parse(p) {
+                let probe = EngineConfig {
+                    kind: EngineKind::Ort,
+                    ort_lib: a.ort_lib.clone(),
+                    threads: Some(1),
+                    provider: p,
+                    concurrency: 1,
+                };
+                if Model::load(&a.model, probe).is_ok() {
+                    providers.push(p);
+                }
+            }
+        }
+    } else {
+        providers.clear();
+        for name in a.provider.split(',') {
+            providers.push(Provider::parse(name.trim()).map_err(|e| usage(e.to_string()))?);
+        }
+    }
+    let mut engines = vec![EngineKind::Tract];
+    if ort_available(a.ort_lib.as_deref()) {
+        engines.push(EngineKind::Ort);
+    } else {
+        tracing::warn!(target: "kiln", "ONNX Runtime is not available (scripts/fetch-onnxruntime.sh or --ort-lib), so only tract is measured");
+        if a.strict_provider && providers.iter().any(|p| *p != Provider::Cpu) {
+            return Err(usage(
+                "--strict-provider: the requested providers need ONNX Runtime, which is not available",
+            ));
+        }
+    }
+    let opts = AutoOptions {
+        base,
+        engines,
+        providers,
+        strict_provider: a.strict_provider,
+        batch_size: a.batch_size,
+        ort_lib: a.ort_lib.clone(),
+        ..AutoOptions::default()
+    };
+    let r = optimize_auto(&a.model, &a.output, &opts, rep)?;
+    let mut table = Table::new(
+        format!("candidates (batch {})", r.batch_size),
+        &[
+            "form", "engine", "provider", "threads", "accuracy", "gate", "rows/s", "p50 us",
+            "bytes",
+        ],
+    );
+    for (i, c) in r.candidates.iter().enumerate() {
+        table.row(vec![
+            format!(
+                "{}{}",
+                if i == r.chosen { "* " } else { "" },
+                kiln_optimize::auto::form_name(c.quantization)
+            ),
+            c.engine.to_string(),
+            c.provider.clone(),
+            c.threads.map(|t| t.to_string()).unwrap_or_default(),
+            c.accuracy
+                .map(|x| format!("{x:.4}"))
+                .or(c.rmse.map(|x| format!("rmse {x:.4}")))
+                .unwrap_or_default(),
+            if c.passes_gate { "pass" } else { "fail" }.into(),
+            format!("{:.0}", c.rows_per_second),
+            c.p50_us.to_string(),
+            c.bytes.to_string(),
+        ]);
+    }
+    let mut plots = Vec::new();
+    if let Some(dir) = &a.plots {
+        let scored: Vec<kiln_report::Candidate> = r
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                Some(kiln_report::Candidate {
+                    label: format!(
+                        "{} / {}{}",
+                        kiln_optimize::auto::form_name(c.quantization),
+                        c.engine,
+                        c.threads.map(|t| format!(" x{t}")).unwrap_or_default()
+                    ),
+                    rows_per_second: c.rows_per_second,
+                    accuracy: c.accuracy?,
+                })
+            })
+            .collect();
+        if scored.is_empty() {
+            tracing::warn!(target: "kiln", "no accuracy to plot (a regression model); see the table");
+        } else {
+            plots.push(kiln_report::write_plot(
+                &kiln_report::Plot::AccuracyVsSpeed {
+                    title: format!("candidates at batch {}", r.batch_size),
+                    candidates: scored,
+                },
+                dir,
+                "accuracy_vs_speed",
+            )?);
+        }
+    }
+    let c = r.choice();
+    let mut human = table.human();
+    human.push_str(&format!(
+        "chosen: {} form in {}{}{} ({:.0} rows/s at batch {}), written to {} with the choice in its metadata",
+        kiln_optimize::auto::form_name(c.quantization),
+        c.engine,
+        if c.engine == "ort" { format!(" on {}", c.provider) } else { String::new() },
+        c.threads.map(|t| format!(" with {t} threads")).unwrap_or_default(),
+        c.rows_per_second,
+        r.batch_size,
+        a.output.display()
+    ));
+    for s in &r.skipped {
+        human.push_str(&format!("\nnot measured: {} ({})", s.what, s.reason));
+    }
+    summary_tables(
+        cli,
+        &human,
+        json!({ "command": "optimize", "auto": r, "plots": plots }),
+        vec![table],
+        false,
+    );
+    Ok(())
+}
+
 fn optimize_opts(f: OptimizeFlags<'_>) -> Result<OptimizeOptions> {
     if f.quantization == "static" && f.calibration.is_none() {
         return Err(usage(
@@ -879,6 +1015,15 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
         target: &a.target,
         force: a.force,
     })?;
+    match a.engine.as_deref() {
+        None => {}
+        Some("auto") => return optimize_auto(cli, a, opts, rep),
+        Some(other) => {
+            return Err(usage(format!(
+                "unknown --engine {other:?} for optimize; use auto (or leave it out to keep the form --quantization names)"
+            )));
+        }
+    }
     let r = GraphOptimizer::new(opts).run(&a.model, &a.output, rep)?;
     let mut human = format!(
         "optimized {} -> {}\nsize {} -> {} bytes ({:.1}%), nodes {} -> {}\n{}",

@@ -103,24 +103,37 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
         .clone()
         .or(bundle_engine)
         .unwrap_or_else(|| "tract".into());
-    if engine_name == "auto" {
-        return Err(usage(
-            "kiln serve needs a definite engine (tract or ort); run `kiln bench` to choose one",
-        ));
-    }
-    let kind = EngineKind::parse(&engine_name).map_err(|e| usage(e.to_string()))?;
-    if a.threads.is_some() && kind == EngineKind::Tract {
-        return Err(usage(
-            "--threads sets ONNX Runtime's intra-op threads; tract runs each call on one thread, so use --workers with tract",
-        ));
-    }
     let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
-    let engine = EngineConfig {
-        kind,
-        ort_lib: a.ort_lib.clone(),
-        threads: a.threads,
-        provider,
-        concurrency: a.workers,
+    let engine = if engine_name == "auto" {
+        // The choice recorded by `kiln optimize --engine auto`, else a measurement at the
+        // largest batch the server forms.
+        let base = EngineConfig {
+            ort_lib: a.ort_lib.clone(),
+            threads: a.threads,
+            provider,
+            concurrency: a.workers,
+            ..EngineConfig::default()
+        };
+        let (cfg, choice) = kiln_infer::choose_engine(&model_path, a.max_batch, &base)?;
+        tracing::info!(target: "kiln", "engine auto: {} ({})", choice.engine, choice.reason);
+        EngineConfig {
+            concurrency: a.workers,
+            ..cfg
+        }
+    } else {
+        let kind = EngineKind::parse(&engine_name).map_err(|e| usage(e.to_string()))?;
+        if a.threads.is_some() && kind == EngineKind::Tract {
+            return Err(usage(
+                "--threads sets ONNX Runtime's intra-op threads; tract runs each call on one thread, so use --workers with tract",
+            ));
+        }
+        EngineConfig {
+            kind,
+            ort_lib: a.ort_lib.clone(),
+            threads: a.threads,
+            provider,
+            concurrency: a.workers,
+        }
     };
     let model = Model::load(&model_path, engine)?;
     let name = a.name.clone().unwrap_or(default_name);

@@ -279,10 +279,85 @@ pub struct AutoChoice {
     pub reason: String,
 }
 
-/// Picks the faster engine for this model at `batch_size` by measuring both on synthetic rows;
-/// ONNX Runtime is a candidate only when its library loads and its outputs agree with tract's
-/// (within 1e-4, or 5e-2 for models with integer operators, where kernels round differently).
+/// Metadata key of the engine chosen by `kiln optimize --engine auto`.
+pub const AUTO_ENGINE_KEY: &str = "kiln.auto.engine";
+/// Metadata key of the chosen execution provider (`cpu`, `cuda:0`, …).
+pub const AUTO_PROVIDER_KEY: &str = "kiln.auto.provider";
+/// Metadata key of the chosen ONNX Runtime intra-op threads.
+pub const AUTO_THREADS_KEY: &str = "kiln.auto.threads";
+/// Metadata key of the batch size the choice was measured at.
+pub const AUTO_BATCH_KEY: &str = "kiln.auto.batch_size";
+
+/// The engine configuration `kiln optimize --engine auto` recorded in the model, if any, and
+/// whether it loads here. `Err` carries why a recorded choice cannot be used.
+pub fn recorded_engine(
+    path: &std::path::Path,
+    base: &EngineConfig,
+) -> Option<Result<(EngineConfig, AutoChoice), String>> {
+    let model = kiln_onnx::load(path).ok()?;
+    let engine = kiln_onnx::metadata_value(&model, AUTO_ENGINE_KEY)?.to_string();
+    let parse = || -> Result<EngineConfig, InferError> {
+        let kind = crate::EngineKind::parse(&engine)?;
+        let provider = match kiln_onnx::metadata_value(&model, AUTO_PROVIDER_KEY) {
+            Some(p) => crate::Provider::parse(p)?,
+            None => crate::Provider::Cpu,
+        };
+        let threads = kiln_onnx::metadata_value(&model, AUTO_THREADS_KEY)
+            .and_then(|t| t.parse::<usize>().ok());
+        Ok(EngineConfig {
+            kind,
+            provider,
+            threads: base.threads.or(threads),
+            ..base.clone()
+        })
+    };
+    let batch = kiln_onnx::metadata_value(&model, AUTO_BATCH_KEY).unwrap_or("?");
+    Some(
+        parse()
+            .and_then(|cfg| Model::load(path, cfg.clone()).map(|_| cfg))
+            .map(|cfg| {
+                (
+                    cfg,
+                    AutoChoice {
+                        engine: if engine == "ort" { "ort" } else { "tract" },
+                        candidates: Vec::new(),
+                        max_abs_diff: 0.0,
+                        reason: format!(
+                            "recorded in the model by `kiln optimize --engine auto` (measured at batch {batch})"
+                        ),
+                    },
+                )
+            })
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// Picks the faster engine for this model at `batch_size`. A choice recorded in the model by
+/// `kiln optimize --engine auto` is used as it is when it loads here; otherwise both engines
+/// are measured on synthetic rows, and ONNX Runtime is a candidate only when its library loads
+/// and its outputs agree with tract's (within 1e-4, or 5e-2 for models with integer operators,
+/// where kernels round differently).
 pub fn choose_engine(
+    path: &std::path::Path,
+    batch_size: usize,
+    base: &EngineConfig,
+) -> Result<(EngineConfig, AutoChoice), InferError> {
+    match recorded_engine(path, base) {
+        Some(Ok(choice)) => Ok(choice),
+        Some(Err(why)) => {
+            let (cfg, mut choice) = measure_engine(path, batch_size, base)?;
+            choice.reason = format!(
+                "the engine recorded in the model cannot be used here ({why}), so both were measured: {}",
+                choice.reason
+            );
+            Ok((cfg, choice))
+        }
+        None => measure_engine(path, batch_size, base),
+    }
+}
+
+/// Measures tract and, when it loads and agrees, ONNX Runtime on synthetic rows.
+fn measure_engine(
     path: &std::path::Path,
     batch_size: usize,
     base: &EngineConfig,

@@ -42,8 +42,9 @@ pub use batch::{
     regression_metrics, write_predictions,
 };
 pub use bench::{
-    AutoChoice, BenchOptions, BenchReport, BenchResult, LeakCheck, bench, choose_engine,
-    leak_check, synthetic_rows,
+    AUTO_BATCH_KEY, AUTO_ENGINE_KEY, AUTO_PROVIDER_KEY, AUTO_THREADS_KEY, AutoChoice, BenchOptions,
+    BenchReport, BenchResult, LeakCheck, bench, choose_engine, leak_check, recorded_engine,
+    synthetic_rows,
 };
 pub use error::InferError;
 pub use latency::{LatencyBucket, LatencyRecorder, LatencySummary};

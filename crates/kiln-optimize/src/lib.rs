@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auto;
 pub mod compare;
 mod error;
 mod fold;
