@@ -5,11 +5,13 @@
 // Test fixtures have UTF-8 paths; a panic is the right failure for a broken fixture.
 #![allow(clippy::unwrap_used)]
 
+mod catalogue;
 mod cli;
 mod cnn;
 mod conformance;
 mod crash;
 mod crosscheck;
+mod diskfull;
 mod errors;
 mod help;
 mod pipeline;

@@ -547,6 +547,59 @@ fn package_and_verify_bundles() {
         err.contains("model.onnx") && err.contains("changed or corrupted"),
         "{err}"
     );
+    // One-file bundles: .tar.gz out, verified after a safe unpack; a tampered archive fails.
+    let t = k.json(&["package", "m.onnx", "--out", "bundle.tar.gz"]);
+    assert_eq!(
+        t["manifest"]["files"].as_object().unwrap().len(),
+        3,
+        "{t:#}"
+    );
+    let v = k.json(&["package", "--verify", "bundle.tar.gz"]);
+    assert_eq!(v["check"]["files_ok"], 3);
+    let listing = std::process::Command::new("tar")
+        .args(["-tzf", "bundle.tar.gz"])
+        .current_dir(k.path(""))
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["README.md", "manifest.json", "model.onnx", "sample.json"],
+        "flat, plain files"
+    );
+    // Rebuild the archive with the other model inside: the hashes catch it.
+    std::fs::create_dir_all(k.path("unpacked")).unwrap();
+    let tar = |args: &[&str]| {
+        let st = std::process::Command::new("tar")
+            .args(args)
+            .current_dir(k.path(""))
+            .status()
+            .expect("tar");
+        assert!(st.success());
+    };
+    tar(&["-xzf", "bundle.tar.gz", "-C", "unpacked"]);
+    std::fs::copy(k.path("q.onnx"), k.path("unpacked/model.onnx")).unwrap();
+    tar(&["-czf", "tampered.tar.gz", "-C", "unpacked", "."]);
+    let err = k.fails(&["package", "--verify", "tampered.tar.gz"], 1);
+    assert!(
+        err.contains("tampered.tar.gz") && err.contains("model.onnx"),
+        "{err}"
+    );
+    // An archive with a path that escapes is refused before anything is written.
+    std::fs::write(k.path("unpacked/evil.txt"), "x").unwrap();
+    tar(&[
+        "-P",
+        "-czf",
+        "escape.tar.gz",
+        "-C",
+        "unpacked",
+        "--transform",
+        "s,^\\./evil,../../evil,",
+        ".",
+    ]);
+    let err = k.fails(&["package", "--verify", "escape.tar.gz"], 1);
+    assert!(err.contains("outside the target directory"), "{err}");
+    assert!(!k.path("../evil.txt").exists());
 }
 
 /// `--task regression`: an MLP regressor (MSE, standardised target) through all four stages;

@@ -82,7 +82,7 @@ pub enum Command {
     Compare(CompareArgs),
     /// Build a deployment bundle (model, manifest with hashes, sample, model card), or verify one.
     #[command(
-        after_help = "Examples:\n  kiln package runs/demo/model.int8.onnx --out bundle/ --validate-data runs/demo/data/val.csv\n  kiln package --verify bundle/"
+        after_help = "Examples:\n  kiln package runs/demo/model.int8.onnx --out bundle/ --validate-data runs/demo/data/val.csv\n  kiln package runs/demo/model.onnx --out model-bundle.tar.gz\n  kiln package --verify bundle/   (or a .tar.gz, unpacked safely first)"
     )]
     Package(PackageArgs),
     /// Profile a model in tract: time per node (slowest first), FLOPs, GFLOP/s against this
@@ -698,7 +698,7 @@ pub struct CompareArgs {
 pub struct PackageArgs {
     /// The model to package, or with --verify the bundle directory to check.
     pub path: PathBuf,
-    /// Output bundle directory.
+    /// Output bundle: a directory, or one archive when the name ends in .tar.gz or .tgz.
     #[arg(long, required_unless_present = "verify")]
     pub out: Option<PathBuf>,
     /// Re-check a bundle's hashes and re-run its sample instead of building one.

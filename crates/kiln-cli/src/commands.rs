@@ -95,13 +95,7 @@ pub(crate) fn summary_tables(
         o.entry("resources")
             .or_insert_with(crate::runstate::resources);
     }
-    let emit = |text: &str| {
-        if to_stderr {
-            eprintln!("{text}");
-        } else {
-            println!("{text}");
-        }
-    };
+    let emit = |text: &str| crate::render::write_out(&format!("{text}\n"), to_stderr);
     match cli.output_format() {
         Format::Json => emit(&serde_json::to_string_pretty(&value).unwrap_or_default()),
         Format::Human => {
@@ -271,7 +265,19 @@ pub(crate) struct ConfigFile {
 fn load_config(path: &Path) -> Result<ConfigFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut cfg: ConfigFile = toml::from_str(&text).map_err(|e| {
+    parse_config(&text, path)
+}
+
+/// Parses and validates a config file's text as `kiln train --config` would (for the fuzz
+/// target and tools that check configs): the TOML, the keys, and the training settings.
+pub fn check_config(text: &str) -> Result<()> {
+    let file = parse_config(text, Path::new("kiln.toml"))?;
+    train_config(&TrainFlags::default(), &file)?;
+    Ok(())
+}
+
+fn parse_config(text: &str, path: &Path) -> Result<ConfigFile> {
+    let mut cfg: ConfigFile = toml::from_str(text).map_err(|e| {
         let msg = e.to_string();
         let hint = suggest_key(&msg)
             .map(|k| format!("; did you mean `{k}`?"))
@@ -2158,7 +2164,7 @@ fn package(cli: &Cli, a: &PackageArgs, rep: &mut Reporter) -> Result<()> {
         }
         None => None,
     };
-    let m = kiln_optimize::package::package(&a.path, &out, validation, a.force)?;
+    let m = kiln_optimize::package::package_to(&a.path, &out, validation, a.force)?;
     let human = format!(
         "bundle written to {} ({} files hashed in manifest.json)",
         out.display(),

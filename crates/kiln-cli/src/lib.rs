@@ -10,6 +10,8 @@
 //! std::process::exit(kiln_cli::main_with_args(["kiln", "pipeline", "--demo", "--out", "runs/demo"]));
 //! ```
 
+use std::io::Write;
+
 mod args;
 mod commands;
 mod init;
@@ -19,6 +21,7 @@ mod runstate;
 mod serve;
 
 pub use args::Cli;
+pub use commands::check_config;
 
 use std::process::ExitCode;
 
@@ -69,6 +72,14 @@ where
     };
     logging::init(cli.quiet, cli.verbose, cli.color);
     let result = commands::run(&cli);
+    // A reader that closed our stdout (`kiln infer … | head`) got what it wanted.
+    let broken_pipe = result.as_ref().err().is_some_and(|e| {
+        e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        })
+    });
+    let result = if broken_pipe { Ok(()) } else { result };
     let code = match &result {
         Ok(()) => 0,
         Err(err) => classify(err),
@@ -90,15 +101,17 @@ where
         if let Some(hint) = hint_for(code, &command_name) {
             lines.push(format!("  hint: {hint}"));
         }
+        // Not eprintln!: a closed stderr must not turn an error into a panic.
+        let mut stderr = std::io::stderr().lock();
         for l in &lines {
-            eprintln!("{l}");
+            let _ = writeln!(stderr, "{l}");
         }
         // A backtrace only when asked for with -vv or KILN_BACKTRACE=1 (it is captured when
         // RUST_BACKTRACE or RUST_LIB_BACKTRACE is set), never for a user's mistake by default.
         if cli.verbose >= 2
             || std::env::var("KILN_BACKTRACE").is_ok_and(|v| !v.is_empty() && v != "0")
         {
-            eprintln!("backtrace:\n{}", err.backtrace());
+            let _ = writeln!(stderr, "backtrace:\n{}", err.backtrace());
         }
         logging::file_only(&format!("error: {err:#}"));
     }
@@ -133,10 +146,24 @@ fn classify(err: &anyhow::Error) -> i32 {
     }
     // A named input (model, data, config) that does not exist is bad input, whichever stage
     // noticed it.
-    if err.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-    }) {
+    // Writing an output (creating its directory, a temporary file, renaming) that fails is a
+    // failure of the run, not bad input, whatever the OS error.
+    let writing = err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<kiln_core::CoreError>(),
+            Some(kiln_core::CoreError::Io { action, .. }) if !action.starts_with("read")
+        )
+    });
+    if !writing
+        && err.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                )
+            })
+        })
+    {
         return EXIT_DATA;
     }
     for cause in err.chain() {

@@ -294,10 +294,23 @@ pub fn print_tables(format: Format, tables: &[Table], to_stderr: bool) {
             }
         }
     }
-    if to_stderr {
-        eprint!("{out}");
+    write_out(&out, to_stderr);
+}
+
+/// Writes a result to stdout (or stderr). A closed pipe (`kiln … | head`) is not an error: the
+/// reader has what it wanted, so the rest is dropped quietly instead of panicking.
+pub fn write_out(text: &str, to_stderr: bool) {
+    use std::io::Write;
+    let result = if to_stderr {
+        std::io::stderr().lock().write_all(text.as_bytes())
     } else {
-        print!("{out}");
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes()).and_then(|()| out.flush())
+    };
+    if let Err(e) = result
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tracing::warn!(target: "kiln", "could not print the result: {e}");
     }
 }
 

@@ -22,14 +22,37 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Resolves a model file or bundle directory to (model file, default name, bundle engine).
-fn resolve_model(path: &Path) -> Result<(PathBuf, String, Option<String>)> {
+/// Resolves a model file, bundle directory or `.tar.gz` bundle to (model file, default name,
+/// bundle engine, the directory a `.tar.gz` was unpacked into).
+type Resolved = (PathBuf, String, Option<String>, Option<tempfile::TempDir>);
+
+fn resolve_model(path: &Path) -> Result<Resolved> {
     let stem = |p: &Path| {
         p.file_name()
             .and_then(|n| n.to_str())
             .map(|n| n.strip_suffix(".onnx").unwrap_or(n).to_string())
             .unwrap_or_else(|| "model".into())
     };
+    if path.is_file() && kiln_optimize::archive::is_archive(path) {
+        // A .tar.gz bundle: unpacked safely into a directory that lives as long as the server.
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-serve-bundle-")
+            .tempdir()
+            .context("creating a directory to unpack the bundle into")?;
+        kiln_optimize::archive::extract_archive(path, dir.path())?;
+        let (model, _, engine, _) =
+            resolve_model(dir.path()).with_context(|| format!("bundle {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .map(|n| {
+                n.trim_end_matches(".tar.gz")
+                    .trim_end_matches(".tgz")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "model".into());
+        return Ok((model, name, engine, Some(dir)));
+    }
     if path.is_dir() {
         if !path.join("manifest.json").is_file() {
             return Err(usage(format!(
@@ -50,9 +73,9 @@ fn resolve_model(path: &Path) -> Result<(PathBuf, String, Option<String>)> {
         let model = path.join(&manifest.model);
         let name = stem(&model);
         let engine = Some(manifest.engine).filter(|e| e == "tract" || e == "ort");
-        return Ok((model, name, engine));
+        return Ok((model, name, engine, None));
     }
-    Ok((path.to_path_buf(), stem(path), None))
+    Ok((path.to_path_buf(), stem(path), None, None))
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -97,7 +120,8 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     if a.timeout_ms == 0 || a.max_body_bytes == 0 {
         return Err(usage("--timeout-ms and --max-body-bytes must be positive"));
     }
-    let (model_path, default_name, bundle_engine) = resolve_model(&a.model)?;
+    // `_unpacked` keeps a .tar.gz bundle's directory until the server stops.
+    let (model_path, default_name, bundle_engine, _unpacked) = resolve_model(&a.model)?;
     let engine_name = a
         .engine
         .clone()

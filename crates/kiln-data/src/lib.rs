@@ -26,8 +26,8 @@ mod write;
 
 pub use error::DataError;
 pub use read::{
-    Format, RowError, RowParser, RowRecord, RowTable, load_dataset, load_regression_dataset,
-    read_rows, read_rows_with,
+    Format, MAX_ROW_BYTES, RowError, RowParser, RowRecord, RowTable, load_dataset,
+    load_regression_dataset, read_rows, read_rows_with,
 };
 pub use write::write_csv;
 

@@ -30,6 +30,16 @@ impl Format {
     }
 }
 
+/// The longest row (or header) kiln reads, in bytes: far beyond any real row of features, and
+/// small enough that a corrupt or hostile file cannot make one row cost gigabytes.
+pub const MAX_ROW_BYTES: usize = 1 << 20;
+
+fn too_long(len: usize) -> String {
+    format!(
+        "the row is {len} bytes long, more than the {MAX_ROW_BYTES} bytes a row may have (a corrupt file, or a missing line break?)"
+    )
+}
+
 /// A row-level problem: which column (if one) and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowError {
@@ -114,6 +124,12 @@ fn read_csv_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
                 reason: format!("cannot read the header: {e}"),
             });
         }
+        Some(Ok(h)) if h.as_slice().len() > MAX_ROW_BYTES => {
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+                reason: format!("header: {}", too_long(h.as_slice().len())),
+            });
+        }
         Some(Ok(h)) => h
             .iter()
             .enumerate()
@@ -127,6 +143,22 @@ fn read_csv_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    // One column whose name holds another common separator: the file is not comma-separated.
+    if let [only] = header.as_slice()
+        && let Some(sep) = [';', '\t', '|'].into_iter().find(|c| only.contains(*c))
+    {
+        let shown = if sep == '\t' {
+            "\\t".to_string()
+        } else {
+            sep.to_string()
+        };
+        return Err(DataError::Schema {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the header is one column {only:?}: kiln reads comma-separated files and this one looks separated by '{shown}'; convert it (e.g. tr '{shown}' ',' < file > file.csv)"
+            ),
+        });
+    }
     let mut rows = Vec::new();
     for rec in records {
         match rec {
@@ -137,6 +169,10 @@ fn read_csv_raw(path: &Path, bytes: &[u8]) -> Result<RawTable, DataError> {
                     && r.get(0)
                         .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
                 {
+                    continue;
+                }
+                if r.as_slice().len() > MAX_ROW_BYTES {
+                    rows.push((line, Err(too_long(r.as_slice().len()))));
                     continue;
                 }
                 let fields: Result<Vec<String>, String> = r
@@ -175,6 +211,10 @@ fn read_jsonl_raw(path: &Path, bytes: &[u8], target: &str) -> Result<RawTable, D
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
+            continue;
+        }
+        if line.len() > MAX_ROW_BYTES {
+            rows.push((i + 1, Err(too_long(line.len()))));
             continue;
         }
         let parsed: Result<serde_json::Map<String, serde_json::Value>, String> =
@@ -343,6 +383,12 @@ impl RowParser {
 
     /// Parses one CSV line (without its newline).
     pub fn parse_csv_line(&self, line: &str) -> Result<(Vec<f32>, Option<String>), RowError> {
+        if line.len() > MAX_ROW_BYTES {
+            return Err(RowError {
+                column: None,
+                reason: too_long(line.len()),
+            });
+        }
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
@@ -364,6 +410,12 @@ impl RowParser {
 
     /// Parses one JSONL line: an object keyed by column name. A missing target is allowed.
     pub fn parse_json_line(&self, line: &str) -> Result<(Vec<f32>, Option<String>), RowError> {
+        if line.len() > MAX_ROW_BYTES {
+            return Err(RowError {
+                column: None,
+                reason: too_long(line.len()),
+            });
+        }
         let obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(line).map_err(|e| RowError {
                 column: None,

@@ -302,6 +302,27 @@ pub fn infer_file(
         let known = model.info().class_names.clone().unwrap_or_default();
         kiln_core::metrics::ClassificationReport::from_pairs(label_pairs, &known)
     });
+    // Labels the model was never trained on can only ever be wrong: say so.
+    if let (Some(c), Some(known)) = (&classification, &model.info().class_names) {
+        let unseen: Vec<(&String, u64)> = c
+            .per_class
+            .iter()
+            .filter(|m| !known.contains(&m.class) && m.support > 0)
+            .map(|m| (&m.class, m.support))
+            .collect();
+        if !unseen.is_empty() {
+            let rows: u64 = unseen.iter().map(|u| u.1).sum();
+            let names: Vec<&str> = unseen.iter().take(5).map(|u| u.0.as_str()).collect();
+            events.emit(Event::Message {
+                level: kiln_core::Level::Warn,
+                text: format!(
+                    "{rows} labelled row(s) have label(s) the model was never trained on ({}{}); they count as wrong in the accuracy",
+                    names.join(", "),
+                    if unseen.len() > 5 { ", …" } else { "" }
+                ),
+            });
+        }
+    }
     if let Some(r) = &regression {
         labelled = r.labelled;
     }

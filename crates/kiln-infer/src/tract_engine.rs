@@ -19,10 +19,23 @@ impl std::fmt::Debug for TractEngine {
 impl TractEngine {
     /// Loads a model from serialized ONNX bytes. `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self, InferError> {
-        let load = |reason: String| InferError::Load {
-            path: origin.to_path_buf(),
-            engine: "tract",
-            reason,
+        let load = |reason: String| {
+            // tract says `Unimplemented(Op)`: name the operator and the way out.
+            let reason = match reason
+                .split("Unimplemented(")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+            {
+                Some(op) => format!(
+                    "the model uses operator {op:?}, which tract does not implement; run it with --engine ort, or re-export it without that operator ({reason})"
+                ),
+                None => reason,
+            };
+            InferError::Load {
+                path: origin.to_path_buf(),
+                engine: "tract",
+                reason,
+            }
         };
         // Inline model-local functions (tract does not run them) and rewrite patterns tract
         // would simplify incorrectly (see `compat`); other models are handed to tract byte for

@@ -79,9 +79,12 @@ pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
         source: e,
     })?;
     if meta.is_dir() {
-        return Err(OnnxError::Decode {
-            path: Some(path.to_path_buf()),
-            reason: "this is a directory; pass an .onnx file".into(),
+        return Err(OnnxError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "this is a directory; pass an .onnx file",
+            ),
         });
     }
     if meta.len() > PROTOBUF_LIMIT {
@@ -112,7 +115,28 @@ pub fn load(path: &Path) -> Result<ModelProto, OnnxError> {
             reason: "the model has no graph; is this really an ONNX model file?".into(),
         });
     }
+    check_opset(&model).map_err(|reason| OnnxError::Decode {
+        path: Some(path.to_path_buf()),
+        reason,
+    })?;
     Ok(model)
+}
+
+/// The newest default-domain opset kiln accepts: ONNX's newest released opset when this kiln
+/// was written. Newer models may use operator versions no engine here implements.
+pub const MAX_OPSET: i64 = 23;
+
+/// Refuses a model whose default-domain opset is newer than [`MAX_OPSET`] (or not positive).
+pub fn check_opset(model: &ModelProto) -> Result<(), String> {
+    match default_opset(model) {
+        Some(v) if v > MAX_OPSET => Err(format!(
+            "the model uses ONNX opset {v}, newer than the opsets this kiln knows (1 to {MAX_OPSET}); re-export it with an older opset (e.g. torch.onnx.export(..., opset_version=17))"
+        )),
+        Some(v) if v < 1 => Err(format!(
+            "the model declares ONNX opset {v}, which does not exist"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes an ONNX file atomically (temporary file + rename).

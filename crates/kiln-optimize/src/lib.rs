@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod auto;
 pub mod compare;
 mod error;

@@ -149,16 +149,60 @@ pub struct BundleCheck {
     pub sample_max_abs_diff: f32,
 }
 
+/// [`package`], or, when `out` ends in `.tar.gz`/`.tgz`, the same bundle packed into one
+/// archive (built in a temporary directory beside it and written atomically).
+pub fn package_to(
+    model: &Path,
+    out: &Path,
+    validation: Option<serde_json::Value>,
+    force: bool,
+) -> Result<Manifest, OptimizeError> {
+    if !crate::archive::is_archive(out) {
+        return package(model, out, validation, force);
+    }
+    if out.exists() && !force {
+        return Err(OptimizeError::Exists {
+            path: out.to_path_buf(),
+        });
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| kiln_core::CoreError::io("creating", parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-tmp-bundle-")
+        .tempdir_in(parent)
+        .map_err(|e| kiln_core::CoreError::io("creating a temporary directory in", parent, e))?;
+    let dir = tmp.path().join("bundle");
+    let manifest = package(model, &dir, validation, true)?;
+    crate::archive::write_archive(&dir, out)?;
+    Ok(manifest)
+}
+
 /// Re-checks every file's sha256 and re-runs the sample. Any mismatch is an error naming the
-/// file or the row.
+/// file or the row. A `.tar.gz` bundle is first unpacked (safely, see [`crate::archive`]) into
+/// a temporary directory.
 pub fn verify_bundle(dir: &Path) -> Result<BundleCheck, OptimizeError> {
+    if dir.is_file() && crate::archive::is_archive(dir) {
+        let tmp = tempfile::tempdir()
+            .map_err(|e| kiln_core::CoreError::io("creating a temporary directory for", dir, e))?;
+        crate::archive::extract_archive(dir, tmp.path())?;
+        return verify_bundle(tmp.path()).map_err(|e| match e {
+            OptimizeError::Bundle { reason, .. } => OptimizeError::Bundle {
+                path: dir.to_path_buf(),
+                reason,
+            },
+            other => other,
+        });
+    }
     let bad = |reason: String| OptimizeError::Bundle {
         path: dir.to_path_buf(),
         reason,
     };
     if !dir.is_dir() {
         return Err(bad(
-            "not a directory; pass the folder written by `kiln package`".into(),
+            "not a bundle; pass the folder or .tar.gz written by `kiln package`".into(),
         ));
     }
     let manifest: Manifest =

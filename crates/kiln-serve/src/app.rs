@@ -2,7 +2,7 @@
 
 use crate::metrics::Metrics;
 use crate::protocol::{
-    self, FlatData, HEADER_LENGTH, InferRequest, InferResponse, OutputData, ResponseOutput,
+    self, HEADER_LENGTH, InferRequest, InferResponse, OutputData, ResponseOutput,
 };
 use crate::{MODEL_VERSION, ServeConfig};
 use axum::Router;
@@ -394,85 +394,8 @@ fn decode_input(
     binary: &[u8],
 ) -> Result<(Vec<f32>, usize), ApiError> {
     let info = st.model.info();
-    let expected = &info.input_name;
-    let width = info.input_width.unwrap_or(0);
-    let [input] = req.inputs.as_slice() else {
-        return Err(ApiError::bad(format!(
-            "the model takes one input '{expected}', the request has {} ({})",
-            req.inputs.len(),
-            req.inputs
-                .iter()
-                .map(|i| format!("'{}'", i.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    };
-    if &input.name != expected {
-        return Err(ApiError::bad(format!(
-            "unknown input '{}'; the model's input is '{expected}'",
-            input.name
-        )));
-    }
-    if input.datatype != "FP32" {
-        return Err(ApiError::bad(format!(
-            "input '{}' has datatype {}, the model takes FP32",
-            input.name, input.datatype
-        )));
-    }
-    let shape_ok = input.shape.len() == 2 && input.shape[0] >= 1 && input.shape[1] == width as i64;
-    if !shape_ok {
-        return Err(ApiError::bad(format!(
-            "input '{}' has shape {:?}, the model takes [-1, {width}] (rows of {width} features)",
-            input.name, input.shape
-        )));
-    }
-    let rows = input.shape[0] as usize;
-    let want = rows * width;
-    let values: Vec<f32> = match protocol::u64_param(input.parameters.as_ref(), "binary_data_size")
-    {
-        Some(size) => {
-            let size = size as usize;
-            if size != binary.len() || size != want * 4 {
-                return Err(ApiError::bad(format!(
-                    "input '{}' declares {size} binary bytes; shape {:?} of FP32 needs {} and the body carries {}",
-                    input.name,
-                    input.shape,
-                    want * 4,
-                    binary.len()
-                )));
-            }
-            binary
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        }
-        None => {
-            let Some(FlatData(data)) = &input.data else {
-                return Err(ApiError::bad(format!(
-                    "input '{}' has neither data nor binary_data_size",
-                    input.name
-                )));
-            };
-            if data.len() != want {
-                return Err(ApiError::bad(format!(
-                    "input '{}' has {} values; shape {:?} needs {want}",
-                    input.name,
-                    data.len(),
-                    input.shape
-                )));
-            }
-            data.iter().map(|&v| v as f32).collect()
-        }
-    };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(ApiError::bad(format!(
-            "input '{}' value {i} (row {}, column {}) is not a finite FP32 number",
-            input.name,
-            i / width.max(1),
-            i % width.max(1)
-        )));
-    }
-    Ok((values, rows))
+    protocol::decode_rows(req, binary, &info.input_name, info.input_width.unwrap_or(0))
+        .map_err(ApiError::bad)
 }
 
 /// The outputs to return, with whether each travels as binary.

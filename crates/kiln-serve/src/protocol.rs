@@ -179,7 +179,99 @@ pub fn u64_param(params: Option<&Map<String, Value>>, key: &str) -> Option<u64> 
     params?.get(key)?.as_u64()
 }
 
+/// The FP32 rows of a request for a model with one input `expected` of `width` features:
+/// checks the input's name, datatype and shape `[rows, width]`, takes the values from JSON
+/// `data` or from the binary tensor bytes (`binary_data_size`), and refuses non-finite values.
+/// The message names the tensor and what is wrong; it is the body of a 400 answer.
+pub fn decode_rows(
+    req: &InferRequest,
+    binary: &[u8],
+    expected: &str,
+    width: usize,
+) -> Result<(Vec<f32>, usize), String> {
+    let [input] = req.inputs.as_slice() else {
+        return Err(format!(
+            "the model takes one input '{expected}', the request has {} ({})",
+            req.inputs.len(),
+            req.inputs
+                .iter()
+                .map(|i| format!("'{}'", i.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    if input.name != expected {
+        return Err(format!(
+            "unknown input '{}'; the model's input is '{expected}'",
+            input.name
+        ));
+    }
+    if input.datatype != "FP32" {
+        return Err(format!(
+            "input '{}' has datatype {}, the model takes FP32",
+            input.name, input.datatype
+        ));
+    }
+    let shape_ok = input.shape.len() == 2 && input.shape[0] >= 1 && input.shape[1] == width as i64;
+    // rows × width values of 4 bytes must fit in memory arithmetic; a huge declared shape is a
+    // bad request, not an overflow.
+    let rows = usize::try_from(input.shape.first().copied().unwrap_or(0)).unwrap_or(0);
+    let want = rows
+        .checked_mul(width)
+        .filter(|w| w.checked_mul(4).is_some());
+    let (true, Some(want)) = (shape_ok, want) else {
+        return Err(format!(
+            "input '{}' has shape {:?}, the model takes [-1, {width}] (rows of {width} features)",
+            input.name, input.shape
+        ));
+    };
+    let values: Vec<f32> = match u64_param(input.parameters.as_ref(), "binary_data_size") {
+        Some(size) => {
+            if usize::try_from(size).ok() != Some(binary.len()) || binary.len() != want * 4 {
+                return Err(format!(
+                    "input '{}' declares {size} binary bytes; shape {:?} of FP32 needs {} and the body carries {}",
+                    input.name,
+                    input.shape,
+                    want * 4,
+                    binary.len()
+                ));
+            }
+            binary
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        None => {
+            let Some(FlatData(data)) = &input.data else {
+                return Err(format!(
+                    "input '{}' has neither data nor binary_data_size",
+                    input.name
+                ));
+            };
+            if data.len() != want {
+                return Err(format!(
+                    "input '{}' has {} values; shape {:?} needs {want}",
+                    input.name,
+                    data.len(),
+                    input.shape
+                ));
+            }
+            data.iter().map(|&v| v as f32).collect()
+        }
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "input '{}' value {i} (row {}, column {}) is not a finite FP32 number",
+            input.name,
+            i / width.max(1),
+            i % width.max(1)
+        ));
+    }
+    Ok((values, rows))
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -214,5 +306,23 @@ mod tests {
             1.0f32.to_le_bytes().to_vec()
         );
         assert_eq!(OutputData::I64(vec![2, 3]).to_le_bytes().len(), 16);
+    }
+
+    #[test]
+    fn a_huge_declared_shape_is_a_bad_request_not_an_overflow() {
+        let req: InferRequest = serde_json::from_str(
+            r#"{"inputs":[{"name":"x","shape":[4611686018427387904,4],"datatype":"FP32","data":[1]}]}"#,
+        )
+        .unwrap();
+        let err = decode_rows(&req, &[], "x", 4).unwrap_err();
+        assert!(err.contains("has shape"), "{err}");
+        let req: InferRequest = serde_json::from_str(
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            decode_rows(&req, &[], "x", 2).unwrap(),
+            (vec![1.0, 2.0, 3.0, 4.0], 2)
+        );
     }
 }
