@@ -304,3 +304,48 @@ fn a_closed_pipe_is_not_a_crash() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+/// Static quantization with each calibration method keeps accuracy on real rows (entropy is
+/// the KL-divergence threshold); an unknown method is a usage error naming the choices.
+#[test]
+fn every_calibration_method_passes_the_accuracy_gate() {
+    let k = Kiln::new();
+    let (train, val, _) = trained_and_exported(&k, 62, "4");
+    for method in ["minmax", "percentile", "entropy"] {
+        let out = format!("{method}.onnx");
+        let v = k.json(&[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            &out,
+            "--quantization",
+            "static",
+            "--calibration-method",
+            method,
+            "--calibration-data",
+            train.to_str().unwrap(),
+            "--validate-data",
+            val.to_str().unwrap(),
+        ]);
+        let ratio = v["accuracy_ratio"].as_f64().unwrap();
+        assert!(ratio >= 0.99, "{method}: accuracy ratio {ratio}");
+    }
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            "x.onnx",
+            "--quantization",
+            "static",
+            "--calibration-method",
+            "magic",
+            "--calibration-data",
+            train.to_str().unwrap(),
+        ],
+        2,
+    );
+    assert!(err.contains("minmax, percentile or entropy"), "{err}");
+}

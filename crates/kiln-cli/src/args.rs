@@ -338,7 +338,8 @@ pub struct OptimizeArgs {
     /// Quantization: none, dynamic (int8 weights) or static (calibrated QDQ).
     #[arg(long, default_value = "none")]
     pub quantization: String,
-    /// Calibration method for static quantization: minmax or percentile.
+    /// Calibration method for static quantization: minmax, percentile (99.99 %) or entropy
+    /// (the KL-divergence clipping threshold).
     #[arg(long, default_value = "minmax")]
     pub calibration_method: String,
     /// Refuse an output whose validation accuracy is below this fraction of the input's.

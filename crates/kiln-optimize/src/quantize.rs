@@ -253,6 +253,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn entropy_clips_rare_outliers_but_keeps_the_bulk() {
+        // A peaked (Laplace-like, scale 0.1) bulk of 20 000 values and five far outliers.
+        let mut v: Vec<f32> = (1..=20_000)
+            .map(|i| {
+                let u = i as f32 / 20_001.0;
+                let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+                sign * -u.ln() * 0.1
+            })
+            .collect();
+        let bulk_max = v.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        v.extend([50.0, -50.0, 49.0, 48.0, -47.0]);
+        let t = entropy_threshold(&v);
+        assert!(t < 25.0, "the outliers are clipped: threshold {t}");
+        assert!(
+            t > 0.3,
+            "the bulk is kept: threshold {t} (bulk max {bulk_max})"
+        );
+        assert_eq!(entropy_threshold(&[]), 0.0);
+        assert_eq!(Calibration::parse("entropy").unwrap(), Calibration::Entropy);
+    }
+
     proptest! {
         /// Dequantized weights are within half a step of the originals, per column.
         #[test]
@@ -286,19 +308,90 @@ pub enum Calibration {
     MinMax,
     /// The given lower/upper percentiles (e.g. 0.01 and 99.99), which ignore rare outliers.
     Percentile(f32),
+    /// The clipping threshold that minimises the KL divergence between the activations'
+    /// histogram and its 128-level quantized form (TensorRT's entropy calibration), applied to
+    /// both signs and never wider than the values seen.
+    Entropy,
 }
 
 impl Calibration {
-    /// Parses `minmax` or `percentile` (99.99 %).
+    /// Parses `minmax`, `percentile` (99.99 %) or `entropy`.
     pub fn parse(s: &str) -> Result<Self, OptimizeError> {
         match s {
             "minmax" => Ok(Self::MinMax),
             "percentile" => Ok(Self::Percentile(99.99)),
+            "entropy" => Ok(Self::Entropy),
             other => Err(OptimizeError::Options(format!(
-                "unknown calibration method {other:?}; use minmax or percentile"
+                "unknown calibration method {other:?}; use minmax, percentile or entropy"
             ))),
         }
     }
+
+    fn keeps_samples(self) -> bool {
+        !matches!(self, Self::MinMax)
+    }
+}
+
+/// The entropy (KL-divergence) clipping threshold of `samples`' magnitudes: a 2048-bin
+/// histogram of |x| is cut at every candidate bin `i` (outliers folded into the last kept bin),
+/// merged into 128 quantization levels and expanded back, and the cut with the smallest
+/// KL(P ‖ Q) wins. Returns the largest magnitude when there are too few distinct values.
+pub fn entropy_threshold(samples: &[f32]) -> f32 {
+    const BINS: usize = 2048;
+    const LEVELS: usize = 128;
+    let amax = samples
+        .iter()
+        .map(|v| v.abs())
+        .filter(|v| v.is_finite())
+        .fold(0f32, f32::max);
+    if amax <= 0.0 || samples.len() < LEVELS {
+        return amax;
+    }
+    let width = amax / BINS as f32;
+    let mut hist = vec![0f64; BINS];
+    for v in samples.iter().filter(|v| v.is_finite()) {
+        let b = ((v.abs() / width) as usize).min(BINS - 1);
+        hist[b] += 1.0;
+    }
+    let mut best = (f64::INFINITY, BINS);
+    for cut in (LEVELS..=BINS).step_by(16) {
+        // P: the first `cut` bins, with everything beyond folded into the last one.
+        let mut p: Vec<f64> = hist[..cut].to_vec();
+        p[cut - 1] += hist[cut..].iter().sum::<f64>();
+        // Q: the kept bins (without the folded outliers, as TensorRT does) merged into LEVELS
+        // chunks, each chunk's mass spread over its non-empty bins.
+        let mut q = vec![0f64; cut];
+        for level in 0..LEVELS {
+            let (a, b) = (
+                level * cut / LEVELS,
+                ((level + 1) * cut / LEVELS).max(level * cut / LEVELS + 1),
+            );
+            let mass: f64 = hist[a..b].iter().sum();
+            let nonzero = hist[a..b].iter().filter(|&&h| h > 0.0).count();
+            if nonzero > 0 {
+                for (j, qj) in q[a..b].iter_mut().enumerate() {
+                    if hist[a + j] > 0.0 {
+                        *qj = mass / nonzero as f64;
+                    }
+                }
+            }
+        }
+        let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
+        if ps <= 0.0 || qs <= 0.0 {
+            continue;
+        }
+        let mut kl = 0.0;
+        for (pi, qi) in p.iter().zip(&q) {
+            if *pi > 0.0 {
+                let (pn, qn) = (pi / ps, (qi / qs).max(1e-12));
+                kl += pn * (pn / qn).ln();
+            }
+        }
+        if kl < best.0 {
+            best = (kl, cut);
+        }
+    }
+    (best.1 as f32 + 0.5) * width
 }
 
 /// The activation inputs of the MatMul/Gemm nodes static quantization will rewrite.
@@ -375,7 +468,7 @@ pub fn calibrate(
                 (lo.min(v), hi.max(v))
             });
         ranges.insert(name.clone(), r);
-        if let Calibration::Percentile(_) = method {
+        if method.keeps_samples() {
             samples.insert(name.clone(), finite.collect());
         }
     }
@@ -404,7 +497,7 @@ pub fn calibrate(
                     r.0 = r.0.min(v);
                     r.1 = r.1.max(v);
                 }
-                if let Calibration::Percentile(_) = method {
+                if method.keeps_samples() {
                     samples
                         .entry(name.clone())
                         .or_default()
@@ -413,15 +506,29 @@ pub fn calibrate(
             }
         }
     }
-    if let Calibration::Percentile(p) = method {
-        for (name, mut v) in samples {
-            if v.is_empty() {
-                continue;
+    match method {
+        Calibration::Percentile(p) => {
+            for (name, mut v) in samples {
+                if v.is_empty() {
+                    continue;
+                }
+                v.sort_by(f32::total_cmp);
+                let at = |q: f32| v[(((v.len() - 1) as f32) * q).round() as usize];
+                ranges.insert(name, (at(1.0 - p / 100.0), at(p / 100.0)));
             }
-            v.sort_by(f32::total_cmp);
-            let at = |q: f32| v[(((v.len() - 1) as f32) * q).round() as usize];
-            ranges.insert(name, (at(1.0 - p / 100.0), at(p / 100.0)));
         }
+        Calibration::Entropy => {
+            for (name, v) in samples {
+                let t = entropy_threshold(&v);
+                if let Some(r) = ranges.get_mut(&name) {
+                    let clipped = (r.0.max(-t), r.1.min(t));
+                    if clipped.0 < clipped.1 {
+                        *r = clipped;
+                    }
+                }
+            }
+        }
+        Calibration::MinMax => {}
     }
     Ok(ranges)
 }
