@@ -272,7 +272,7 @@ mod tests {
             "the bulk is kept: threshold {t} (bulk max {bulk_max})"
         );
         assert_eq!(entropy_threshold(&[]), 0.0);
-        assert_eq!(Calibration::parse("entropy").unwrap(), Calibration::Entropy);
+        assert_eq!(Calibration::parse("entropy").expect("entropy parses"), Calibration::Entropy);
     }
 
     proptest! {
