@@ -331,6 +331,59 @@ fn every_calibration_method_passes_the_accuracy_gate() {
         let ratio = v["accuracy_ratio"].as_f64().unwrap();
         assert!(ratio >= 0.99, "{method}: accuracy ratio {ratio}");
     }
+    // Symmetric int8 activations and per-tensor weights: still within the gate, and the
+    // graph says what it holds; ONNX Runtime runs it too.
+    let v = k.json(&[
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--output",
+        "sym.onnx",
+        "--quantization",
+        "static",
+        "--symmetric-activations",
+        "--per-tensor-weights",
+        "--calibration-data",
+        train.to_str().unwrap(),
+        "--validate-data",
+        val.to_str().unwrap(),
+    ]);
+    assert!(v["accuracy_ratio"].as_f64().unwrap() >= 0.99, "{v:#}");
+    let details = v["report"]["passes"].to_string();
+    assert!(
+        details.contains("symmetric int8") && details.contains("per-tensor"),
+        "{details}"
+    );
+    let m = kiln::onnx::load(&k.path("sym.onnx")).unwrap();
+    let g = m.graph.unwrap();
+    let zp = g
+        .initializer
+        .iter()
+        .find(|t| t.name().ends_with(".act_zero_point"))
+        .unwrap();
+    assert_eq!(zp.data_type(), kiln::onnx::proto::data_type::INT8);
+    let ws = g
+        .initializer
+        .iter()
+        .find(|t| t.name().ends_with(".weight_scale"))
+        .unwrap();
+    assert!(ws.dims.is_empty(), "one scale per matrix");
+    if let Some(lib) = crate::conformance::ort_lib() {
+        let lib = lib.to_string_lossy().to_string();
+        k.ok(&[
+            "infer",
+            "--model",
+            "sym.onnx",
+            "--data",
+            val.to_str().unwrap(),
+            "--engine",
+            "ort",
+            "--ort-lib",
+            &lib,
+            "--output",
+            "sym-ort.csv",
+        ]);
+    }
     let err = k.fails(
         &[
             "optimize",

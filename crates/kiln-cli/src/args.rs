@@ -356,6 +356,13 @@ pub struct OptimizeArgs {
     /// Calibration data (needed by static quantization).
     #[arg(long)]
     pub calibration_data: Option<PathBuf>,
+    /// Static quantization: activations as symmetric int8 (zero point 0) instead of asymmetric
+    /// uint8 over the calibrated range.
+    #[arg(long)]
+    pub symmetric_activations: bool,
+    /// Static quantization: one scale per weight matrix instead of one per output column.
+    #[arg(long)]
+    pub per_tensor_weights: bool,
     /// Labelled data to report accuracy before and after.
     #[arg(long)]
     pub validate_data: Option<PathBuf>,

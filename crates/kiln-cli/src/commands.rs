@@ -846,6 +846,7 @@ struct OptimizeFlags<'a> {
     min_accuracy_ratio: f64,
     target: &'a str,
     force: bool,
+    qdq: kiln_optimize::quantize::QdqOptions,
 }
 
 /// `kiln optimize --engine auto`.
@@ -1006,6 +1007,7 @@ fn optimize_opts(f: OptimizeFlags<'_>) -> Result<OptimizeOptions> {
         min_accuracy_ratio: f.min_accuracy_ratio,
         target: f.target.to_string(),
         force: f.force,
+        qdq: f.qdq,
     })
 }
 
@@ -1020,6 +1022,10 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
         min_accuracy_ratio: a.min_accuracy_ratio,
         target: &a.target,
         force: a.force,
+        qdq: kiln_optimize::quantize::QdqOptions {
+            symmetric_activations: a.symmetric_activations,
+            per_channel_weights: !a.per_tensor_weights,
+        },
     })?;
     match a.engine.as_deref() {
         None => {}
@@ -1315,6 +1321,7 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         min_accuracy_ratio: a.min_accuracy_ratio,
         target: &cfg.target,
         force: true,
+        qdq: kiln_optimize::quantize::QdqOptions::default(),
     })?;
     let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
     let mut test_results = serde_json::Map::new();

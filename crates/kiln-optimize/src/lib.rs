@@ -187,6 +187,8 @@ pub struct OptimizeOptions {
     pub target: String,
     /// Overwrite an existing output.
     pub force: bool,
+    /// Activation and weight schemes of static QDQ quantization.
+    pub qdq: quantize::QdqOptions,
 }
 
 impl Default for OptimizeOptions {
@@ -201,6 +203,7 @@ impl Default for OptimizeOptions {
             min_accuracy_ratio: 0.99,
             target: kiln_data::DEFAULT_TARGET.into(),
             force: false,
+            qdq: quantize::QdqOptions::default(),
         }
     }
 }
@@ -330,9 +333,12 @@ impl GraphOptimizer {
             let mut m = float_model.clone();
             let r = match (self.options.quantization, &ranges) {
                 (Quantization::Dynamic, _) => Some(quantize::dynamic_int8_except(&mut m, keep)?),
-                (Quantization::Static, Some(r)) => {
-                    Some(quantize::static_qdq_except(&mut m, r, keep)?)
-                }
+                (Quantization::Static, Some(r)) => Some(quantize::static_qdq_with(
+                    &mut m,
+                    r,
+                    keep,
+                    self.options.qdq,
+                )?),
                 (Quantization::WeightOnly, _) => Some(quantize::weight_only_int8(&mut m, keep)?),
                 _ => None,
             };

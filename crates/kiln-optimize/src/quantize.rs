@@ -16,7 +16,7 @@
 
 use crate::{OptimizeError, PassReport};
 use kiln_onnx::proto::{ModelProto, NodeProto, data_type};
-use kiln_onnx::{TensorValue, attr_int, graph, tensor_f32, tensor_u8};
+use kiln_onnx::{TensorValue, attr_int, graph, tensor_f32, tensor_i8, tensor_u8};
 
 /// Per-column asymmetric uint8 quantization of a `[k, n]` row-major matrix. Returns the
 /// quantized values, one scale and one zero point per column. The range always contains 0, so
@@ -272,7 +272,10 @@ mod tests {
             "the bulk is kept: threshold {t} (bulk max {bulk_max})"
         );
         assert_eq!(entropy_threshold(&[]), 0.0);
-        assert_eq!(Calibration::parse("entropy").expect("entropy parses"), Calibration::Entropy);
+        assert_eq!(
+            Calibration::parse("entropy").expect("entropy parses"),
+            Calibration::Entropy
+        );
     }
 
     proptest! {
@@ -551,6 +554,35 @@ pub fn static_qdq_except(
     ranges: &std::collections::HashMap<String, (f32, f32)>,
     keep_float: &std::collections::HashSet<String>,
 ) -> Result<PassReport, OptimizeError> {
+    static_qdq_with(model, ranges, keep_float, QdqOptions::default())
+}
+
+/// How static QDQ quantizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct QdqOptions {
+    /// Activations as symmetric int8 (zero point 0, range ±max|x|) instead of asymmetric
+    /// uint8 over the calibrated [min, max].
+    pub symmetric_activations: bool,
+    /// One scale and zero point per weight column (the default) or one for the whole matrix.
+    pub per_channel_weights: bool,
+}
+
+impl Default for QdqOptions {
+    fn default() -> Self {
+        Self {
+            symmetric_activations: false,
+            per_channel_weights: true,
+        }
+    }
+}
+
+/// [`static_qdq_except`] with the activation and weight schemes chosen by `opts`.
+pub fn static_qdq_with(
+    model: &mut ModelProto,
+    ranges: &std::collections::HashMap<String, (f32, f32)>,
+    keep_float: &std::collections::HashSet<String>,
+    opts: QdqOptions,
+) -> Result<PassReport, OptimizeError> {
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
         pass: "quantize-static",
         reason: "the model has no graph".into(),
@@ -582,16 +614,25 @@ pub fn static_qdq_except(
         let a_dq = match dq_of.get(&c.a) {
             Some(n) => n.clone(),
             None => {
-                let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-                let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-                let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
                 let (s_name, z_name) = (
                     format!("{}.act_scale", c.a),
                     format!("{}.act_zero_point", c.a),
                 );
-                g.initializer.push(tensor_f32(&s_name, &[], &[scale]));
-                g.initializer.push(tensor_u8(&z_name, &[], &[zp]));
-                let (q, dq) = (format!("{}.act_u8", c.a), format!("{}.act_dq", c.a));
+                let q = if opts.symmetric_activations {
+                    let m = lo.abs().max(hi.abs());
+                    let scale = if m > 0.0 { m / 127.0 } else { 1.0 };
+                    g.initializer.push(tensor_f32(&s_name, &[], &[scale]));
+                    g.initializer.push(tensor_i8(&z_name, &[], &[0]));
+                    format!("{}.act_i8", c.a)
+                } else {
+                    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+                    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+                    let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+                    g.initializer.push(tensor_f32(&s_name, &[], &[scale]));
+                    g.initializer.push(tensor_u8(&z_name, &[], &[zp]));
+                    format!("{}.act_u8", c.a)
+                };
+                let dq = format!("{}.act_dq", c.a);
                 before.push(NodeProto {
                     name: Some(format!("QuantizeLinear/{q}")),
                     op_type: Some("QuantizeLinear".into()),
@@ -610,22 +651,32 @@ pub fn static_qdq_except(
                 dq
             }
         };
-        let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k, c.n);
         let (wq, ws, wz, wdq) = (
             format!("{stem}.weight_u8"),
             format!("{stem}.weight_scale"),
             format!("{stem}.weight_zero_point"),
             format!("{stem}.weight_dq"),
         );
-        g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
-        g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
-        g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
+        let axis = if opts.per_channel_weights {
+            let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k, c.n);
+            g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
+            g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
+            g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
+            vec![attr_int("axis", 1)]
+        } else {
+            // One column of k·n values is the per-tensor quantization of the whole matrix.
+            let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k * c.n, 1);
+            g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
+            g.initializer.push(tensor_f32(&ws, &[], &scales));
+            g.initializer.push(tensor_u8(&wz, &[], &zps));
+            Vec::new()
+        };
         before.push(NodeProto {
             name: Some(format!("DequantizeLinear/{wdq}")),
             op_type: Some("DequantizeLinear".into()),
             input: vec![wq, ws, wz],
             output: vec![wdq.clone()],
-            attribute: vec![attr_int("axis", 1)],
+            attribute: axis,
             ..Default::default()
         });
         let node = &mut g.node[idx];
@@ -637,7 +688,13 @@ pub fn static_qdq_except(
         }
         new_nodes.push((idx, before));
         changes += 1;
-        details.push(format!("quantized {stem:?} (activation range [{lo:.4}, {hi:.4}], [{}, {}] per-column uint8 weights)", c.k, c.n));
+        details.push(format!(
+            "quantized {stem:?} ({} activations over [{lo:.4}, {hi:.4}], [{}, {}] {} uint8 weights)",
+            if opts.symmetric_activations { "symmetric int8" } else { "uint8" },
+            c.k,
+            c.n,
+            if opts.per_channel_weights { "per-column" } else { "per-tensor" }
+        ));
     }
     for (idx, nodes) in new_nodes.into_iter().rev() {
         g.node.splice(idx..idx, nodes);
