@@ -75,7 +75,14 @@ impl TensorValue {
                 "data is stored externally; kiln reads inline tensors only".into(),
             ));
         }
-        let numel: usize = t.dims.iter().map(|&d| d.max(0) as usize).product();
+        // Dims come from the file: negative or overflowing ones are malformed, not a panic.
+        let numel = t
+            .dims
+            .iter()
+            .try_fold(1usize, |acc, &d| {
+                usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+            })
+            .ok_or_else(|| err(format!("dims {:?} are negative or too large", t.dims)))?;
         let raw = t.raw_data.as_deref();
         let v = match t.data_type() {
             data_type::FLOAT => TensorValue::F32(match raw {

@@ -6,6 +6,9 @@ use kiln_onnx::proto::{GraphProto, NodeProto, TensorProto};
 use kiln_onnx::{TensorValue, graph, tensor_f32, tensor_i64};
 use std::collections::HashMap;
 
+/// Largest tensor the folding pass computes (16 M values, 64 MiB of f32).
+const MAX_FOLDED_ELEMENTS: usize = 1 << 24;
+
 #[derive(Debug, Clone)]
 struct Const {
     dims: Vec<usize>,
@@ -61,7 +64,11 @@ fn binary(op: &str, a: &Const, b: &Const) -> Option<Const> {
         return None;
     };
     let dims = broadcast_shape(&a.dims, &b.dims)?;
-    let n: usize = dims.iter().product();
+    // A broadcast can multiply sizes: leave huge (or overflowing) results unfolded.
+    let n = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_FOLDED_ELEMENTS)?;
     let f: fn(f32, f32) -> f32 = match op {
         "Add" => |p, q| p + q,
         "Sub" => |p, q| p - q,
@@ -157,12 +164,16 @@ fn eval(node: &NodeProto, inputs: &[Const]) -> Option<Const> {
                     }
                 })
                 .collect();
-            let known: i64 = dims.iter().filter(|&&d| d != -1).product();
+            let known = dims
+                .iter()
+                .filter(|&&d| d != -1)
+                .try_fold(1i64, |acc, &d| acc.checked_mul(d))?;
             if let Some(p) = dims.iter().position(|&d| d == -1) {
                 dims[p] = if known == 0 { 0 } else { total as i64 / known };
             }
             let dims: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
-            (dims.iter().product::<usize>() == total).then(|| Const {
+            let numel = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+            (numel == total).then(|| Const {
                 dims,
                 value: inputs[0].value.clone(),
             })
