@@ -84,6 +84,9 @@ fn result_tables_print_as_csv_markdown_and_json() {
         "{v:#}"
     );
     assert!(v["resources"]["cpu_seconds"].as_f64().is_some());
+    // Hardware utilisation per configuration: cores kept busy while measuring.
+    let busy = v["report"]["results"][0]["cores_busy"].as_f64().unwrap();
+    assert!(busy > 0.0 && busy < 64.0, "{v:#}");
     // Several tables in CSV: titled sections (per-class metrics and the confusion matrix).
     let out = k.ok(&[
         "infer",

@@ -1835,26 +1835,17 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     if a.workers.is_empty() || a.workers.contains(&0) {
         return Err(usage("--workers needs positive counts, e.g. 1,2"));
     }
-    let mut human = format!(
-        "{:<8} {:>6} {:>8} {:>14} {:>10} {:>10} {:>10}\n",
-        "engine", "batch", "workers", "rows/s", "p50 us", "p95 us", "p99 us"
-    );
-    for x in &r.results {
-        human.push_str(&format!(
-            "{:<8} {:>6} {:>8} {:>14.0} {:>10} {:>10} {:>10}\n",
-            x.engine,
-            x.batch_size,
-            x.workers,
-            x.rows_per_second,
-            x.latency.p50_us,
-            x.latency.p95_us,
-            x.latency.p99_us
-        ));
-    }
     let mut table = Table::new(
         "bench",
         &[
-            "engine", "batch", "workers", "rows/s", "p50 us", "p95 us", "p99 us",
+            "engine",
+            "batch",
+            "workers",
+            "rows/s",
+            "p50 us",
+            "p95 us",
+            "p99 us",
+            "cores busy",
         ],
     );
     for x in &r.results {
@@ -1866,8 +1857,10 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             x.latency.p50_us.to_string(),
             x.latency.p95_us.to_string(),
             x.latency.p99_us.to_string(),
+            x.cores_busy.map(|c| format!("{c:.2}")).unwrap_or_default(),
         ]);
     }
+    let mut human = table.human();
     let mut plots = Vec::new();
     if let Some(dir) = &a.plots {
         for x in &r.results {

@@ -82,6 +82,15 @@ pub struct BenchResult {
     pub rows_per_second: f64,
     /// Per-call latency.
     pub latency: LatencySummary,
+    /// CPU cores kept busy on average while measuring (process CPU time / wall time), when
+    /// the OS reports CPU time.
+    pub cores_busy: Option<f64>,
+}
+
+/// User + system CPU seconds of this process so far.
+fn process_cpu_seconds() -> Option<f64> {
+    let u = kiln_core::resources::usage();
+    Some(u.user_cpu_seconds? + u.system_cpu_seconds?)
 }
 
 /// A whole sweep with its recommendation.
@@ -121,7 +130,14 @@ pub fn bench(
                 model.predict(x, b)?;
             }
             for &w in opts.workers.iter().filter(|&&w| w > 0) {
+                let cpu_before = process_cpu_seconds();
                 let (n, secs, rec) = measure(&model, x, b, w, opts)?;
+                // Hardware utilisation: CPU seconds the process spent per wall second, i.e.
+                // the cores kept busy (engine threads and workers together).
+                let cores_busy = match (cpu_before, process_cpu_seconds()) {
+                    (Some(a), Some(z)) if secs > 0.0 => Some((z - a) / secs),
+                    _ => None,
+                };
                 results.push(BenchResult {
                     engine: model.engine_name(),
                     // tract runs each call on one thread whatever was asked.
@@ -135,6 +151,7 @@ pub fn bench(
                     iterations: n,
                     rows_per_second: (n * b) as f64 / secs.max(1e-12),
                     latency: rec.summary(),
+                    cores_busy,
                 });
                 events.emit(Event::Progress {
                     stage: "bench".into(),
