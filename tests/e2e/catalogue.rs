@@ -384,6 +384,22 @@ fn every_calibration_method_passes_the_accuracy_gate() {
             "sym-ort.csv",
         ]);
     }
+    // Static-only options without static quantization are refused, not ignored.
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            "x.onnx",
+            "--quantization",
+            "dynamic",
+            "--symmetric-activations",
+        ],
+        2,
+    );
+    assert!(err.contains("--quantization static"), "{err}");
+    assert!(!k.path("x.onnx").exists());
     let err = k.fails(
         &[
             "optimize",

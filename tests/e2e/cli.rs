@@ -714,6 +714,24 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
         !k.path("m.gpu2.onnx").exists(),
         "nothing written when refused"
     );
+    // --engine auto chooses the form itself: a --quantization beside it is refused.
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            "y.onnx",
+            "--engine",
+            "auto",
+            "--validate-data",
+            val.to_str().unwrap(),
+            "--quantization",
+            "dynamic",
+        ],
+        2,
+    );
+    assert!(err.contains("drop --quantization"), "{err}");
     // Without validation data there is nothing to gate on.
     let err = k.fails(
         &[

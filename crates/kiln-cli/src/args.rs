@@ -375,7 +375,7 @@ pub struct OptimizeArgs {
     /// auto: build every quantized form (float, dynamic, static with --calibration-data),
     /// measure each in every engine and provider that loads here, and keep the fastest that
     /// passes the accuracy gate, recording the choice in the model (needs --validate-data;
-    /// --quantization is then ignored).
+    /// not combined with --quantization).
     #[arg(long, requires = "validate_data")]
     pub engine: Option<String>,
     /// With --engine auto: ONNX Runtime execution providers to try: auto (every one that

@@ -1027,6 +1027,21 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
             per_channel_weights: !a.per_tensor_weights,
         },
     })?;
+    // Flags that would otherwise be parsed and silently ignored.
+    if (a.symmetric_activations || a.per_tensor_weights)
+        && a.quantization != "static"
+        && a.engine.is_none()
+    {
+        return Err(usage(
+            "--symmetric-activations and --per-tensor-weights shape static quantization; add --quantization static (with --calibration-data)",
+        ));
+    }
+    if a.engine.as_deref() == Some("auto") && a.quantization != "none" {
+        return Err(usage(format!(
+            "--engine auto tries every quantized form itself; drop --quantization {}",
+            a.quantization
+        )));
+    }
     match a.engine.as_deref() {
         None => {}
         Some("auto") => return optimize_auto(cli, a, opts, rep),
@@ -1380,7 +1395,6 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
     let eval_data = test.clone().or(val.clone());
     let candidates = match &eval_data {
         Some(d) => speed_candidates(
-            rep,
             &[
                 ("f32", &onnx),
                 (
@@ -1526,9 +1540,9 @@ struct SpeedCandidate {
     latency: kiln_infer::LatencySummary,
 }
 
-/// Accuracy on `data` and throughput at batch 64 of each model on each available engine.
+/// Accuracy on `data` and throughput at batch 64 of each model on each available engine
+/// (`kiln_optimize::auto::measure`, shared with `optimize --engine auto`).
 fn speed_candidates(
-    rep: &mut Reporter,
     models: &[(&str, &Path)],
     data: &Path,
     target: &str,
@@ -1542,48 +1556,24 @@ fn speed_candidates(
         for kind in &kinds {
             let config = EngineConfig {
                 kind: *kind,
-                ort_lib: None,
-                threads: None,
-                provider: Provider::Cpu,
                 concurrency: 1,
+                ..EngineConfig::default()
             };
-            let model = match Model::load(path, config.clone()) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(target: "kiln", "{name} model does not load in {kind:?}: {e}");
-                    continue;
-                }
-            };
-            let report = kiln_infer::infer_file(
-                &model,
-                data,
-                &BatchOptions {
-                    target: target.to_string(),
-                    ..BatchOptions::default()
-                },
-                &mut kiln_core::NullSink,
-            )?;
-            let b = kiln_infer::bench(
-                path,
-                &kiln_infer::BenchOptions {
-                    engines: vec![config],
-                    batch_sizes: vec![64],
-                    workers: vec![1],
-                    min_seconds: 0.3,
-                    min_iterations: 20,
-                    warmup: 5,
-                },
-                rep,
-            )?;
-            if let Some(r) = b.results.first() {
-                out.push(SpeedCandidate {
-                    label: format!("{name} / {}", r.engine),
+            match kiln_optimize::auto::measure(path, &config, data, target, 64, 0.3) {
+                Ok(m) => out.push(SpeedCandidate {
+                    label: format!("{name} / {}", m.engine),
                     model: path.to_path_buf(),
-                    engine: r.engine,
-                    accuracy: report.accuracy,
-                    rows_per_second: r.rows_per_second,
-                    latency: r.latency.clone(),
-                });
+                    engine: m.engine,
+                    accuracy: m.accuracy,
+                    rows_per_second: m.rows_per_second,
+                    latency: m.latency,
+                }),
+                Err(kiln_optimize::OptimizeError::Infer(e))
+                    if kiln_optimize::auto::unloadable(&e) =>
+                {
+                    tracing::warn!(target: "kiln", "{name} model does not load in {kind:?}: {e}");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -143,6 +143,79 @@ pub fn form_name(q: Quantization) -> &'static str {
     }
 }
 
+/// Quality and speed of one model in one engine configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The engine that ran (`tract`, `ort`).
+    pub engine: &'static str,
+    /// Accuracy on the labelled rows (classifiers).
+    pub accuracy: Option<f64>,
+    /// RMSE on the labelled rows (regressors).
+    pub rmse: Option<f64>,
+    /// Rows per second at the batch size, one caller.
+    pub rows_per_second: f64,
+    /// Latency per call.
+    pub latency: kiln_infer::LatencySummary,
+}
+
+/// Whether an inference error means "this model does not load in this configuration" (a
+/// candidate to skip) rather than a failure of the run.
+pub fn unloadable(e: &kiln_infer::InferError) -> bool {
+    matches!(
+        e,
+        kiln_infer::InferError::Load { .. } | kiln_infer::InferError::EngineUnavailable { .. }
+    )
+}
+
+/// Measures the model at `path` in `config`: accuracy (or RMSE) on the labelled rows of
+/// `data`, then throughput and latency at `batch_size` for at least `seconds`. A model that
+/// does not load in this configuration is `OptimizeError::Infer` with an error for which
+/// [`unloadable`] holds. Used by `--engine auto` and by `kiln pipeline`'s candidates.
+pub fn measure(
+    path: &Path,
+    config: &EngineConfig,
+    data: &Path,
+    target: &str,
+    batch_size: usize,
+    seconds: f64,
+) -> Result<Measurement, OptimizeError> {
+    let model = Model::load(path, config.clone())?;
+    let r = kiln_infer::infer_file(
+        &model,
+        data,
+        &BatchOptions {
+            target: target.to_string(),
+            ..BatchOptions::default()
+        },
+        &mut NullSink,
+    )?;
+    drop(model);
+    let b = kiln_infer::bench(
+        path,
+        &kiln_infer::BenchOptions {
+            engines: vec![config.clone()],
+            batch_sizes: vec![batch_size],
+            workers: vec![1],
+            min_seconds: seconds,
+            min_iterations: 20,
+            warmup: 5,
+        },
+        &mut NullSink,
+    )?;
+    let m = b
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| OptimizeError::Options("the benchmark measured nothing".into()))?;
+    Ok(Measurement {
+        engine: m.engine,
+        accuracy: r.accuracy,
+        rmse: r.regression.map(|x| x.rmse),
+        rows_per_second: m.rows_per_second,
+        latency: m.latency,
+    })
+}
+
 /// Builds every form, measures every candidate, and writes the fastest one that passes the
 /// accuracy gate to `output` with the choice in its metadata.
 pub fn optimize_auto(
@@ -258,11 +331,21 @@ pub fn optimize_auto(
                 config.threads.map_or("default".into(), |t| t.to_string())
             ),
         };
-        // The float model in this configuration: the accuracy baseline, and the probe of
-        // whether the configuration loads at all.
-        let float_model = match Model::load(&float_path, config.clone()) {
+        let measure_in = |path: &Path| {
+            measure(
+                path,
+                config,
+                &validate,
+                &opts.base.target,
+                opts.batch_size,
+                opts.seconds,
+            )
+        };
+        // The float form first: its accuracy in this configuration is the gate's baseline, and
+        // whether it loads says whether the configuration is available at all.
+        let baseline = match measure_in(&float_path) {
             Ok(m) => m,
-            Err(e) => {
+            Err(OptimizeError::Infer(e)) if unloadable(&e) => {
                 if opts.strict_provider && config.provider != Provider::Cpu {
                     return Err(OptimizeError::Options(format!(
                         "--strict-provider: {} is not available: {e}",
@@ -285,55 +368,33 @@ pub fn optimize_auto(
                 done += forms.len() as u64;
                 continue;
             }
+            Err(e) => return Err(e),
         };
-        let quality = |m: &Model| -> Result<(Option<f64>, Option<f64>), OptimizeError> {
-            let r = kiln_infer::infer_file(
-                m,
-                &validate,
-                &BatchOptions {
-                    target: opts.base.target.clone(),
-                    ..BatchOptions::default()
-                },
-                &mut NullSink,
-            )?;
-            Ok((r.accuracy, r.regression.map(|x| x.rmse)))
-        };
-        let (float_acc, float_rmse) = quality(&float_model)?;
-        drop(float_model);
         for (form, path, report) in &forms {
             done += 1;
             let what = format!("{} / {label}", form_name(*form));
-            let model = match Model::load(path, config.clone()) {
-                Ok(m) => m,
-                Err(e) => {
-                    skipped.push(AutoSkipped {
-                        what,
-                        reason: e.to_string(),
-                    });
-                    continue;
+            let m = if *form == Quantization::None {
+                baseline.clone()
+            } else {
+                match measure_in(path) {
+                    Ok(m) => m,
+                    Err(OptimizeError::Infer(e)) if unloadable(&e) => {
+                        skipped.push(AutoSkipped {
+                            what,
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
             };
-            let (accuracy, rmse) = quality(&model)?;
-            drop(model);
+            let (accuracy, rmse) = (m.accuracy, m.rmse);
             let ratio = opts.base.min_accuracy_ratio;
-            let passes_gate = match (accuracy, float_acc, rmse, float_rmse) {
+            let passes_gate = match (accuracy, baseline.accuracy, rmse, baseline.rmse) {
                 (Some(a), Some(f), ..) => a >= ratio * f,
                 (_, _, Some(r), Some(f)) => r * ratio <= f + 1e-12,
                 _ => true,
             };
-            let b = kiln_infer::bench(
-                path,
-                &kiln_infer::BenchOptions {
-                    engines: vec![config.clone()],
-                    batch_sizes: vec![opts.batch_size],
-                    workers: vec![1],
-                    min_seconds: opts.seconds,
-                    min_iterations: 20,
-                    warmup: 5,
-                },
-                &mut NullSink,
-            )?;
-            let Some(m) = b.results.first() else { continue };
             events.emit(Event::Message {
                 level: Level::Info,
                 text: format!(
