@@ -14,6 +14,7 @@ mod crosscheck;
 mod diskfull;
 mod errors;
 mod help;
+mod int8;
 mod pipeline;
 mod resume;
 mod serve;

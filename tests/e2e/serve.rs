@@ -263,8 +263,6 @@ fn serve_refuses_bad_setups_with_clear_errors() {
     assert!(err.contains("--host"), "{err}");
     let err = k.fails(&["serve", "m.onnx", "--max-batch", "0"], 2);
     assert!(err.contains("--max-batch"), "{err}");
-    let err = k.fails(&["serve", "m.onnx", "--threads", "2"], 2);
-    assert!(err.contains("--threads"), "{err}");
     // A port in use is an error naming it.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();

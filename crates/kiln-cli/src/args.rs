@@ -372,12 +372,19 @@ pub struct OptimizeArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
-    /// auto: build every quantized form (float, dynamic, static with --calibration-data),
-    /// measure each in every engine and provider that loads here, and keep the fastest that
-    /// passes the accuracy gate, recording the choice in the model (needs --validate-data;
-    /// not combined with --quantization).
-    #[arg(long, requires = "validate_data")]
+    /// The engine the model is for. tract or ort: choose the default --onnx-form for it.
+    /// auto: build every quantized form (float, dynamic in kiln and integer form, static with
+    /// --calibration-data), measure each in every engine and provider that loads here, and keep
+    /// the fastest that passes the accuracy gate, recording the choice in the model (needs
+    /// --validate-data; not combined with --quantization).
+    #[arg(long)]
     pub engine: Option<String>,
+    /// ONNX form of the quantized model: kiln (kiln's Int8Linear op, fast in kiln's tract
+    /// engine; dynamic only), integer (DynamicQuantizeLinear + MatMulInteger, ONNX Runtime's
+    /// dynamic form), qdq (Quantize/DequantizeLinear pairs), or auto: kiln for dynamic unless
+    /// --engine ort (then integer), qdq for static and weight-only.
+    #[arg(long, default_value = "auto")]
+    pub onnx_form: String,
     /// With --engine auto: ONNX Runtime execution providers to try: auto (every one that
     /// registers here), or a list such as cpu,cuda:0. An unavailable one is a loud warning.
     #[arg(long, default_value = "auto", requires = "engine")]
@@ -437,8 +444,9 @@ pub struct InferArgs {
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
-    /// Intra-op threads of ONNX Runtime (--engine ort or auto) [default: its choice]; tract runs
-    /// each call on one thread, so use --workers for it.
+    /// Intra-op threads: ONNX Runtime's (--engine ort or auto) [default: its choice], or in
+    /// tract those of kiln's int8 op (models from `kiln optimize --quantization dynamic`);
+    /// tract's own operators run each call on one thread, so use --workers for them.
     #[arg(long)]
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N]. A provider that cannot
@@ -543,7 +551,7 @@ pub struct ServeArgs {
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
-    /// Intra-op threads of ONNX Runtime.
+    /// Intra-op threads: ONNX Runtime's, or those of kiln's int8 op in tract.
     #[arg(long)]
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N].
@@ -594,7 +602,7 @@ pub struct BenchArgs {
     /// Unmeasured warm-up calls per configuration.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Intra-op threads for ort.
+    /// Intra-op threads: ort's, or those of kiln's int8 op in tract.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Path of libonnxruntime.so.

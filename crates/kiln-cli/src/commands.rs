@@ -847,6 +847,8 @@ struct OptimizeFlags<'a> {
     target: &'a str,
     force: bool,
     qdq: kiln_optimize::quantize::QdqOptions,
+    form: &'a str,
+    engine: Option<&'a str>,
 }
 
 /// `kiln optimize --engine auto`.
@@ -914,7 +916,7 @@ fn optimize_auto(
             format!(
                 "{}{}",
                 if i == r.chosen { "* " } else { "" },
-                kiln_optimize::auto::form_name(c.quantization)
+                kiln_optimize::auto::variant_name(c.quantization, c.form)
             ),
             c.engine.to_string(),
             c.provider.clone(),
@@ -938,7 +940,7 @@ fn optimize_auto(
                 Some(kiln_report::Candidate {
                     label: format!(
                         "{} / {}{}",
-                        kiln_optimize::auto::form_name(c.quantization),
+                        kiln_optimize::auto::variant_name(c.quantization, c.form),
                         c.engine,
                         c.threads.map(|t| format!(" x{t}")).unwrap_or_default()
                     ),
@@ -964,7 +966,7 @@ fn optimize_auto(
     let mut human = table.human();
     human.push_str(&format!(
         "chosen: {} form in {}{}{} ({:.0} rows/s at batch {}), written to {} with the choice in its metadata",
-        kiln_optimize::auto::form_name(c.quantization),
+        kiln_optimize::auto::variant_name(c.quantization, c.form),
         c.engine,
         if c.engine == "ort" { format!(" on {}", c.provider) } else { String::new() },
         c.threads.map(|t| format!(" with {t} threads")).unwrap_or_default(),
@@ -1008,6 +1010,17 @@ fn optimize_opts(f: OptimizeFlags<'_>) -> Result<OptimizeOptions> {
         target: f.target.to_string(),
         force: f.force,
         qdq: f.qdq,
+        form: match kiln_optimize::OnnxForm::parse(f.form).map_err(|e| usage(e.to_string()))? {
+            kiln_optimize::OnnxForm::Auto => match f.engine {
+                Some(engine @ ("tract" | "ort")) => {
+                    let q =
+                        Quantization::parse(f.quantization).map_err(|e| usage(e.to_string()))?;
+                    kiln_optimize::OnnxForm::for_engine(q, engine)
+                }
+                _ => kiln_optimize::OnnxForm::Auto,
+            },
+            form => form,
+        },
     })
 }
 
@@ -1026,6 +1039,8 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
             symmetric_activations: a.symmetric_activations,
             per_channel_weights: !a.per_tensor_weights,
         },
+        form: &a.onnx_form,
+        engine: a.engine.as_deref(),
     })?;
     // Flags that would otherwise be parsed and silently ignored.
     if (a.symmetric_activations || a.per_tensor_weights)
@@ -1042,12 +1057,18 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
             a.quantization
         )));
     }
+    if a.engine.as_deref() == Some("auto") && a.onnx_form != "auto" {
+        return Err(usage(format!(
+            "--engine auto tries every ONNX form itself; drop --onnx-form {}",
+            a.onnx_form
+        )));
+    }
     match a.engine.as_deref() {
-        None => {}
+        None | Some("tract" | "ort") => {}
         Some("auto") => return optimize_auto(cli, a, opts, rep),
         Some(other) => {
             return Err(usage(format!(
-                "unknown --engine {other:?} for optimize; use auto (or leave it out to keep the form --quantization names)"
+                "unknown --engine {other:?} for optimize; use tract or ort (the engine the model is for), or auto (measure and choose)"
             )));
         }
     }
@@ -1092,11 +1113,6 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         return Err(usage("--batch-size must be at least 1"));
     }
     let kind = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
-    if a.threads.is_some() && a.engine == "tract" {
-        return Err(usage(
-            "--threads sets ONNX Runtime's intra-op threads; tract runs each call on one thread, so use --workers with --engine tract",
-        ));
-    }
     let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
     let workers = match (a.workers, kind) {
         (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -1337,6 +1353,8 @@ fn pipeline(cli: &Cli, a: &PipelineArgs, rep: &mut Reporter) -> Result<()> {
         target: &cfg.target,
         force: true,
         qdq: kiln_optimize::quantize::QdqOptions::default(),
+        form: "auto",
+        engine: None,
     })?;
     let opt = GraphOptimizer::new(opts).run(&onnx, &optimized_path, rep)?;
     let mut test_results = serde_json::Map::new();

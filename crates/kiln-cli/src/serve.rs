@@ -146,11 +146,6 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
         }
     } else {
         let kind = EngineKind::parse(&engine_name).map_err(|e| usage(e.to_string()))?;
-        if a.threads.is_some() && kind == EngineKind::Tract {
-            return Err(usage(
-                "--threads sets ONNX Runtime's intra-op threads; tract runs each call on one thread, so use --workers with tract",
-            ));
-        }
         EngineConfig {
             kind,
             ort_lib: a.ort_lib.clone(),

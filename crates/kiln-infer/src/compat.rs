@@ -119,7 +119,51 @@ pub fn tract_compat(model: &mut ModelProto) -> usize {
         g.node.splice(qi..=qi, nodes);
         rewritten += 1;
     }
-    rewritten
+    rewritten + dynamic_dequantize(g)
+}
+
+/// tract only loads `DequantizeLinear` with constant scales; the QDQ form of dynamic
+/// quantization feeds it `DynamicQuantizeLinear`'s run-time scale. Such per-tensor
+/// dequantizations become `(Cast<float>(x) − Cast<float>(zp)) · scale`: the same arithmetic,
+/// exact (the difference of two 8-bit integers is exact in f32).
+fn dynamic_dequantize(g: &mut kiln_onnx::proto::GraphProto) -> usize {
+    let constant = |g: &kiln_onnx::proto::GraphProto, name: &str| {
+        graph::initializer(g, name).is_some()
+            || g.node
+                .iter()
+                .any(|n| n.op_type() == "Constant" && n.output.iter().any(|o| o == name))
+    };
+    let targets: Vec<usize> = g
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            n.op_type() == "DequantizeLinear"
+                && n.domain().is_empty()
+                && n.input.len() >= 2
+                && graph::attr(n, "axis").is_none()
+                && !constant(g, &n.input[1])
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for &i in targets.iter().rev() {
+        let d = g.node[i].clone();
+        let stem = d.output[0].clone();
+        let v = |s: &str| format!("{stem}/kiln_dq/{s}");
+        let to_float = vec![attr_int("to", data_type::FLOAT as i64)];
+        let mut nodes = vec![node("Cast", &[&d.input[0]], &v("x"), to_float.clone())];
+        let centred = match d.input.get(2).filter(|z| !z.is_empty()) {
+            Some(z) => {
+                nodes.push(node("Cast", &[z], &v("zp"), to_float));
+                nodes.push(node("Sub", &[&v("x"), &v("zp")], &v("centred"), vec![]));
+                v("centred")
+            }
+            None => v("x"),
+        };
+        nodes.push(node("Mul", &[&centred, &d.input[1]], &stem, vec![]));
+        g.node.splice(i..=i, nodes);
+    }
+    targets.len()
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod batcher;
 mod bench;
 pub mod compat;
 mod error;
+pub mod int8_op;
 mod latency;
 mod model;
 #[cfg(feature = "ort")]

@@ -105,7 +105,8 @@ pub struct EngineConfig {
     pub kind: EngineKind,
     /// Path of `libonnxruntime.so` for the ort engine.
     pub ort_lib: Option<std::path::PathBuf>,
-    /// Intra-op threads for engines that take them.
+    /// Intra-op threads: ONNX Runtime's, or in tract those of kiln's int8 op (tract's own
+    /// operators run each call on one thread). `None`: ONNX Runtime's default, one in tract.
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider (tract runs on the CPU only).
     pub provider: Provider,
@@ -333,7 +334,11 @@ impl Model {
             });
         }
         let engine: Box<dyn InferenceEngine<Error = InferError>> = match config.kind {
-            EngineKind::Tract => Box::new(TractEngine::from_bytes(bytes, origin)?),
+            EngineKind::Tract => Box::new(TractEngine::from_bytes_with_threads(
+                bytes,
+                origin,
+                config.threads.unwrap_or(1),
+            )?),
             #[cfg(feature = "ort")]
             EngineKind::Ort => {
                 let opts = crate::ort_engine::OrtOptions {

@@ -123,11 +123,12 @@ fn inner_dims(proto: &kiln_onnx::proto::ModelProto) -> std::collections::HashMap
     let Some(g) = proto.graph.as_ref() else {
         return map;
     };
-    for n in g
-        .node
-        .iter()
-        .filter(|n| matches!(n.op_type(), "Gemm" | "MatMul" | "MatMulInteger"))
-    {
+    for n in g.node.iter().filter(|n| {
+        matches!(
+            n.op_type(),
+            "Gemm" | "MatMul" | "MatMulInteger" | "Int8Linear" | "Int8LinearRelu"
+        )
+    }) {
         if let Some(w) = n
             .input
             .get(1)
@@ -159,7 +160,12 @@ fn product_flops(proto: &kiln_onnx::proto::ModelProto, batch: usize) -> u64 {
     };
     g.node
         .iter()
-        .filter(|n| matches!(n.op_type(), "Gemm" | "MatMul" | "MatMulInteger"))
+        .filter(|n| {
+            matches!(
+                n.op_type(),
+                "Gemm" | "MatMul" | "MatMulInteger" | "Int8Linear" | "Int8LinearRelu"
+            )
+        })
         .filter_map(|n| {
             n.input
                 .get(1)
@@ -174,9 +180,11 @@ fn product_flops(proto: &kiln_onnx::proto::ModelProto, batch: usize) -> u64 {
 fn flops(op: &str, outputs: &[TValue], inner: &std::collections::HashMap<usize, usize>) -> u64 {
     let out: u64 = outputs.iter().map(|o| o.len() as u64).sum();
     let lower = op.to_lowercase();
-    let is_product =
-        (lower.contains("matmul") || lower.contains("gemm") || lower.contains("einsum"))
-            && !lower.contains("pack");
+    let is_product = (lower.contains("matmul")
+        || lower.contains("gemm")
+        || lower.contains("einsum")
+        || lower.contains("int8linear"))
+        && !lower.contains("pack");
     match outputs
         .first()
         .and_then(|o| o.shape().last())
@@ -201,7 +209,7 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
     };
     let mut proto = kiln_onnx::load(path)?;
     let info = ModelInfo::from_proto(&proto)?;
-    crate::compat::tract_compat(&mut proto);
+    crate::tract_engine::prepare(&mut proto);
     let inner = inner_dims(&proto);
     let weights_bytes: u64 = proto
         .graph
@@ -214,7 +222,7 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
         })
         .sum();
     let bytes = kiln_onnx::encode(&proto);
-    let plan = tract_onnx::onnx()
+    let plan = crate::tract_engine::framework(1)
         .model_for_read(&mut &bytes[..])
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())

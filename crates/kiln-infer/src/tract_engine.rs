@@ -4,6 +4,22 @@ use std::path::Path;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 
+/// Rewrites a model for tract: inlines model-local functions (tract does not run them) except
+/// kiln's int8 op, which [`framework`] runs natively, and rewrites patterns tract would
+/// simplify incorrectly (see `compat`). Returns the number of changes.
+pub(crate) fn prepare(m: &mut kiln_onnx::proto::ModelProto) -> usize {
+    let inlined = kiln_onnx::inline::inline_functions_keeping(m, &kiln_onnx::int8::OPS);
+    inlined + crate::compat::tract_compat(m)
+}
+
+/// tract's ONNX framework with kiln's ops registered; kiln's int8 op splits large calls over
+/// `threads` threads.
+pub(crate) fn framework(threads: usize) -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    crate::int8_op::register(&mut onnx, threads);
+    onnx
+}
+
 /// The tract engine: parses the ONNX bytes, optimizes the graph once for a symbolic batch
 /// dimension, and runs any batch size through the same plan.
 pub struct TractEngine {
@@ -19,6 +35,16 @@ impl std::fmt::Debug for TractEngine {
 impl TractEngine {
     /// Loads a model from serialized ONNX bytes. `origin` names it in errors.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self, InferError> {
+        Self::from_bytes_with_threads(bytes, origin, 1)
+    }
+
+    /// [`TractEngine::from_bytes`], letting kiln's int8 op (`ai.kiln.Int8Linear`) split each
+    /// call over `threads` threads; tract's own operators run each call on one thread.
+    pub fn from_bytes_with_threads(
+        bytes: &[u8],
+        origin: &Path,
+        threads: usize,
+    ) -> Result<Self, InferError> {
         let load = |reason: String| {
             // tract says `Unimplemented(Op)`: name the operator and the way out.
             let reason = match reason
@@ -40,13 +66,11 @@ impl TractEngine {
         // Inline model-local functions (tract does not run them) and rewrite patterns tract
         // would simplify incorrectly (see `compat`); other models are handed to tract byte for
         // byte.
-        let patched = kiln_onnx::decode(bytes).ok().and_then(|mut m| {
-            let inlined = kiln_onnx::inline::inline_functions(&mut m);
-            let rewritten = crate::compat::tract_compat(&mut m);
-            (inlined + rewritten > 0).then(|| kiln_onnx::encode(&m))
-        });
+        let patched = kiln_onnx::decode(bytes)
+            .ok()
+            .and_then(|mut m| (prepare(&mut m) > 0).then(|| kiln_onnx::encode(&m)));
         let bytes = patched.as_deref().unwrap_or(bytes);
-        let model = tract_onnx::onnx()
+        let model = framework(threads)
             .model_for_read(&mut &bytes[..])
             .map_err(|e| load(format!("{e:#}")))?;
         let plan = model

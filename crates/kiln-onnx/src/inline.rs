@@ -24,14 +24,25 @@ fn key(domain: &str, name: &str, overload: &str) -> (String, String, String) {
 /// drops the functions that are no longer called and merges the functions' operator-set
 /// imports into the model's. Returns the number of calls inlined.
 pub fn inline_functions(model: &mut ModelProto) -> usize {
+    inline_functions_keeping(model, &[])
+}
+
+/// [`inline_functions`], except calls to the functions named in `keep` as `(domain, name)`:
+/// a runtime that implements those natively (kiln's tract engine runs
+/// [`crate::int8::OP`] with its own kernel) keeps the node and the function definition.
+pub fn inline_functions_keeping(model: &mut ModelProto, keep: &[(&str, &str)]) -> usize {
     if model.functions.is_empty() {
         return 0;
     }
     let functions: HashMap<(String, String, String), FunctionProto> = model
         .functions
         .iter()
+        .filter(|f| !keep.contains(&(f.domain(), f.name())))
         .map(|f| (key(f.domain(), f.name(), f.overload()), f.clone()))
         .collect();
+    if functions.is_empty() {
+        return 0;
+    }
     let mut counter = 0usize;
     let mut inlined = 0usize;
     if let Some(g) = model.graph.as_mut() {

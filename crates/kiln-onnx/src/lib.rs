@@ -27,6 +27,7 @@ mod builder;
 mod error;
 pub mod graph;
 pub mod inline;
+pub mod int8;
 pub mod proto;
 mod tensor;
 

@@ -6,7 +6,9 @@
 //! (`kiln.auto.*`), so `kiln infer --engine auto` and `kiln serve --engine auto` reuse it
 //! without measuring again.
 
-use crate::{GraphOptimizer, OptimizeError, OptimizeOptions, OptimizeReport, Quantization};
+use crate::{
+    GraphOptimizer, OnnxForm, OptimizeError, OptimizeOptions, OptimizeReport, Quantization,
+};
 use kiln_core::{Event, EventSink, Level, NullSink};
 use kiln_infer::{BatchOptions, EngineConfig, EngineKind, Model, Provider};
 use serde::Serialize;
@@ -23,8 +25,9 @@ pub struct AutoOptions {
     /// Graph level/passes, calibration data and method, validation data (required), the
     /// accuracy ratio and the target column.
     pub base: OptimizeOptions,
-    /// Quantized forms to try; `Static` is skipped without calibration data.
-    pub forms: Vec<Quantization>,
+    /// Quantized forms to try, each a quantization and its ONNX form; `Static` is skipped
+    /// without calibration data.
+    pub forms: Vec<(Quantization, OnnxForm)>,
     /// Engines to try (ort is skipped, with a note, when its library does not load).
     pub engines: Vec<EngineKind>,
     /// Execution providers for ort; a provider that cannot be registered is reported and
@@ -34,6 +37,9 @@ pub struct AutoOptions {
     pub strict_provider: bool,
     /// ort intra-op thread counts to try (`None`: ONNX Runtime's default).
     pub ort_threads: Vec<Option<usize>>,
+    /// Thread counts of kiln's int8 op to try in tract (tract's own operators run on one
+    /// thread; only models with the op are measured with more than one).
+    pub tract_threads: Vec<Option<usize>>,
     /// Rows per call when measuring speed.
     pub batch_size: usize,
     /// Measured seconds per candidate.
@@ -49,12 +55,19 @@ impl Default for AutoOptions {
         if cores > 1 {
             ort_threads.push(Some(cores));
         }
+        let tract_threads = if cores > 1 {
+            vec![None, Some(cores)]
+        } else {
+            vec![None]
+        };
         Self {
+            tract_threads,
             base: OptimizeOptions::default(),
             forms: vec![
-                Quantization::None,
-                Quantization::Dynamic,
-                Quantization::Static,
+                (Quantization::None, OnnxForm::Auto),
+                (Quantization::Dynamic, OnnxForm::Kiln),
+                (Quantization::Dynamic, OnnxForm::Integer),
+                (Quantization::Static, OnnxForm::Qdq),
             ],
             engines: vec![EngineKind::Tract, EngineKind::Ort],
             providers: vec![Provider::Cpu],
@@ -70,13 +83,16 @@ impl Default for AutoOptions {
 /// One measured configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct AutoCandidate {
-    /// The quantized form.
+    /// The quantization.
     pub quantization: Quantization,
+    /// Its ONNX form.
+    pub form: OnnxForm,
     /// `tract` or `ort`.
     pub engine: &'static str,
     /// The execution provider.
     pub provider: String,
-    /// ort intra-op threads (`None` for tract, which runs each call on one thread).
+    /// Intra-op threads: ort's, or those of kiln's int8 op in tract (`None`: the engine's
+    /// default, one thread in tract).
     pub threads: Option<usize>,
     /// Accuracy on the validation rows (classifiers).
     pub accuracy: Option<f64>,
@@ -140,6 +156,18 @@ pub fn form_name(q: Quantization) -> &'static str {
         Quantization::Dynamic => "dynamic",
         Quantization::Static => "static",
         Quantization::WeightOnly => "weight-only",
+    }
+}
+
+/// The short name of a quantization in a form: `float`, `static`, `weight-only`, and for
+/// dynamic quantization `dynamic-kiln`, `dynamic-integer` or `dynamic-qdq`.
+pub fn variant_name(q: Quantization, f: OnnxForm) -> String {
+    match (q, f) {
+        (Quantization::Dynamic, OnnxForm::Auto) => {
+            format!("dynamic-{}", OnnxForm::for_engine(q, "tract").name())
+        }
+        (Quantization::Dynamic, f) => format!("dynamic-{}", f.name()),
+        _ => form_name(q).to_string(),
     }
 }
 
@@ -252,31 +280,34 @@ pub fn optimize_auto(
     let mut skipped = Vec::new();
 
     // 1. The quantized forms, each through the usual optimize run and its accuracy gate.
-    let mut forms: Vec<(Quantization, PathBuf, OptimizeReport)> = Vec::new();
-    for &form in &opts.forms {
-        if form == Quantization::Static && opts.base.calibration_data.is_none() {
+    let mut forms: Vec<((Quantization, OnnxForm), PathBuf, OptimizeReport)> = Vec::new();
+    for &(quantization, onnx_form) in &opts.forms {
+        let form = (quantization, onnx_form);
+        let name = variant_name(quantization, onnx_form);
+        if quantization == Quantization::Static && opts.base.calibration_data.is_none() {
             skipped.push(AutoSkipped {
                 what: "static".into(),
                 reason: "no --calibration-data".into(),
             });
             continue;
         }
-        let path = work.path().join(format!("{}.onnx", form_name(form)));
+        let path = work.path().join(format!("{name}.onnx"));
         let o = OptimizeOptions {
-            quantization: form,
+            quantization,
+            form: onnx_form,
             force: true,
             ..opts.base.clone()
         };
         match GraphOptimizer::new(o).run(input, &path, &mut NullSink) {
             Ok(r) => forms.push((form, path, r)),
             Err(OptimizeError::AccuracyGate { ratio, .. }) => skipped.push(AutoSkipped {
-                what: form_name(form).into(),
+                what: name.clone(),
                 reason: format!("refused by the accuracy gate (ratio {ratio:.4})"),
             }),
             Err(e) => return Err(e),
         }
     }
-    if !forms.iter().any(|(q, ..)| *q == Quantization::None) {
+    if !forms.iter().any(|((q, _), ..)| *q == Quantization::None) {
         return Err(OptimizeError::Options(
             "--engine auto compares against the float model; keep `none` among the forms".into(),
         ));
@@ -286,13 +317,17 @@ pub fn optimize_auto(
     let mut configs: Vec<EngineConfig> = Vec::new();
     for engine in &opts.engines {
         match engine {
-            EngineKind::Tract => configs.push(EngineConfig {
-                kind: EngineKind::Tract,
-                ort_lib: None,
-                threads: None,
-                provider: Provider::Cpu,
-                concurrency: 1,
-            }),
+            EngineKind::Tract => {
+                for &threads in &opts.tract_threads {
+                    configs.push(EngineConfig {
+                        kind: EngineKind::Tract,
+                        ort_lib: None,
+                        threads,
+                        provider: Provider::Cpu,
+                        concurrency: 1,
+                    });
+                }
+            }
             EngineKind::Ort => {
                 for provider in &opts.providers {
                     for &threads in &opts.ort_threads {
@@ -312,7 +347,7 @@ pub fn optimize_auto(
     // 3. Measure every form × configuration.
     let float_path = forms
         .iter()
-        .find(|(q, ..)| *q == Quantization::None)
+        .find(|((q, _), ..)| *q == Quantization::None)
         .map(|(_, p, _)| p.clone())
         .unwrap_or_default();
     let total = (forms.len() * configs.len()) as u64;
@@ -324,7 +359,10 @@ pub fn optimize_auto(
     let start = std::time::Instant::now();
     for config in &configs {
         let label = match config.kind {
-            EngineKind::Tract => "tract".to_string(),
+            EngineKind::Tract => match config.threads {
+                Some(t) if t > 1 => format!("tract, kiln int8 op on {t} threads"),
+                _ => "tract".to_string(),
+            },
             EngineKind::Ort => format!(
                 "ort {} threads {}",
                 provider_name(&config.provider),
@@ -370,10 +408,16 @@ pub fn optimize_auto(
             }
             Err(e) => return Err(e),
         };
+        let multi_threaded_tract =
+            config.kind == EngineKind::Tract && config.threads.is_some_and(|t| t > 1);
         for (form, path, report) in &forms {
             done += 1;
-            let what = format!("{} / {label}", form_name(*form));
-            let m = if *form == Quantization::None {
+            // Threads only reach kiln's int8 op: other forms would measure the same plan again.
+            if multi_threaded_tract && form.1 != OnnxForm::Kiln {
+                continue;
+            }
+            let what = format!("{} / {label}", variant_name(form.0, form.1));
+            let m = if form.0 == Quantization::None {
                 baseline.clone()
             } else {
                 match measure_in(path) {
@@ -411,10 +455,11 @@ pub fn optimize_auto(
                 ),
             });
             candidates.push(AutoCandidate {
-                quantization: *form,
+                quantization: form.0,
+                form: form.1,
                 engine: m.engine,
                 provider: provider_name(&config.provider),
-                threads: config.threads.filter(|_| config.kind == EngineKind::Ort),
+                threads: config.threads,
                 accuracy,
                 rmse,
                 passes_gate,
@@ -451,7 +496,7 @@ pub fn optimize_auto(
     let c = &candidates[chosen];
     let (_, path, report) = forms
         .iter()
-        .find(|(q, ..)| *q == c.quantization)
+        .find(|((q, f), ..)| *q == c.quantization && *f == c.form)
         .ok_or_else(|| OptimizeError::Options("the chosen form vanished".into()))?;
     let mut model = kiln_onnx::load(path)?;
     kiln_onnx::set_metadata(&mut model, ENGINE_KEY, c.engine);

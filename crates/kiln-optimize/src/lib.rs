@@ -33,6 +33,7 @@ pub mod fusion;
 pub mod package;
 pub mod passes;
 pub mod quantize;
+mod shapes;
 mod validate;
 
 pub use error::OptimizeError;
@@ -62,6 +63,7 @@ pub enum GraphLevel {
 /// Every pass, by name, in the order levels run them.
 pub const PASS_NAMES: &[&str] = &[
     "remove-identities",
+    "fold-shapes",
     "fold-constants",
     "eliminate-common-subexpressions",
     "matmul-add-to-gemm",
@@ -74,6 +76,7 @@ pub const PASS_NAMES: &[&str] = &[
 pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
     Some(match name {
         "remove-identities" => Box::new(passes::RemoveIdentities),
+        "fold-shapes" => Box::new(passes::FoldShapes),
         "fold-constants" => Box::new(passes::FoldConstants),
         "eliminate-common-subexpressions" | "cse" => {
             Box::new(fusion::EliminateCommonSubexpressions)
@@ -119,9 +122,15 @@ impl GraphLevel {
     pub fn passes(self) -> Vec<Box<dyn Pass>> {
         let names: &[&str] = match self {
             GraphLevel::None => &[],
-            GraphLevel::Basic => &["remove-identities", "fold-constants", "eliminate-dead"],
+            GraphLevel::Basic => &[
+                "remove-identities",
+                "fold-shapes",
+                "fold-constants",
+                "eliminate-dead",
+            ],
             GraphLevel::Extended => &[
                 "remove-identities",
+                "fold-shapes",
                 "fold-constants",
                 "eliminate-common-subexpressions",
                 "matmul-add-to-gemm",
@@ -141,7 +150,8 @@ pub enum Quantization {
     /// Keep float weights.
     #[default]
     None,
-    /// int8 weights, activations quantized at run time (`DynamicQuantizeLinear` + `MatMulInteger`).
+    /// int8 weights, activations quantized at run time; written in the [`OnnxForm`] chosen
+    /// (kiln's `Int8Linear`, integer ops or QDQ).
     Dynamic,
     /// QDQ with activation ranges calibrated on `--calibration-data`.
     Static,
@@ -161,6 +171,59 @@ impl Quantization {
             other => Err(OptimizeError::Options(format!(
                 "unknown quantization {other:?}; use none, dynamic, static or weight-only"
             ))),
+        }
+    }
+}
+
+/// The ONNX form a quantized model is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnnxForm {
+    /// The form for the target engine: for kiln's default engine (tract), dynamic quantization
+    /// is written as kiln's `Int8Linear` op and static as QDQ; for ONNX Runtime
+    /// ([`OnnxForm::for_engine`]), dynamic is written in integer-op form.
+    #[default]
+    Auto,
+    /// Integer ops: `DynamicQuantizeLinear` + `MatMulInteger` (dynamic only), the form ONNX
+    /// Runtime's own dynamic quantizer writes.
+    Integer,
+    /// `QuantizeLinear`/`DequantizeLinear` pairs around float ops (dynamic or static).
+    Qdq,
+    /// kiln's `ai.kiln.Int8Linear` op (dynamic only), a local function of standard ops that
+    /// kiln's tract engine runs with its own SIMD int8 kernel.
+    Kiln,
+}
+
+impl OnnxForm {
+    /// Parses `auto`, `integer`, `qdq` or `kiln`.
+    pub fn parse(s: &str) -> Result<Self, OptimizeError> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "integer" => Ok(Self::Integer),
+            "qdq" => Ok(Self::Qdq),
+            "kiln" => Ok(Self::Kiln),
+            other => Err(OptimizeError::Options(format!(
+                "unknown ONNX form {other:?}; use auto, integer, qdq or kiln"
+            ))),
+        }
+    }
+
+    /// The default form of `quantization` for a target engine (`tract` or `ort`).
+    pub fn for_engine(quantization: Quantization, engine: &str) -> Self {
+        match (quantization, engine) {
+            (Quantization::Dynamic, "ort") => Self::Integer,
+            (Quantization::Dynamic, _) => Self::Kiln,
+            _ => Self::Qdq,
+        }
+    }
+
+    /// The short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Integer => "integer",
+            Self::Qdq => "qdq",
+            Self::Kiln => "kiln",
         }
     }
 }
@@ -189,6 +252,8 @@ pub struct OptimizeOptions {
     pub force: bool,
     /// Activation and weight schemes of static QDQ quantization.
     pub qdq: quantize::QdqOptions,
+    /// The ONNX form of the quantized model.
+    pub form: OnnxForm,
 }
 
 impl Default for OptimizeOptions {
@@ -204,6 +269,7 @@ impl Default for OptimizeOptions {
             target: kiln_data::DEFAULT_TARGET.into(),
             force: false,
             qdq: quantize::QdqOptions::default(),
+            form: OnnxForm::Auto,
         }
     }
 }
@@ -300,6 +366,24 @@ impl GraphOptimizer {
             });
             reports.push(r);
         }
+        let form = match (self.options.quantization, self.options.form) {
+            (q, OnnxForm::Auto) => OnnxForm::for_engine(q, "tract"),
+            (Quantization::None, f) => f,
+            (Quantization::Dynamic, f) => f,
+            (Quantization::Static | Quantization::WeightOnly, OnnxForm::Qdq) => OnnxForm::Qdq,
+            (q, f) => {
+                return Err(OptimizeError::Options(format!(
+                    "{} quantization is written in QDQ form, not {}; use --onnx-form qdq (or auto){}",
+                    format!("{q:?}").to_lowercase(),
+                    f.name(),
+                    if f == OnnxForm::Kiln {
+                        ", or --quantization dynamic for kiln's int8 op"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        };
         // Quantization runs on the graph the passes produced; `quantize` can leave chosen layers
         // in float, which the accuracy gate's fallback uses.
         let float_model = model.clone();
@@ -332,7 +416,11 @@ impl GraphOptimizer {
         > {
             let mut m = float_model.clone();
             let r = match (self.options.quantization, &ranges) {
-                (Quantization::Dynamic, _) => Some(quantize::dynamic_int8_except(&mut m, keep)?),
+                (Quantization::Dynamic, _) => Some(match form {
+                    OnnxForm::Kiln => quantize::dynamic_kiln_except(&mut m, keep)?,
+                    OnnxForm::Qdq => quantize::dynamic_qdq_except(&mut m, keep)?,
+                    _ => quantize::dynamic_int8_except(&mut m, keep)?,
+                }),
                 (Quantization::Static, Some(r)) => Some(quantize::static_qdq_with(
                     &mut m,
                     r,
@@ -352,6 +440,9 @@ impl GraphOptimizer {
                 "kiln.optimize.quantization",
                 &format!("{:?}", self.options.quantization).to_lowercase(),
             );
+            if self.options.quantization != Quantization::None {
+                kiln_onnx::set_metadata(&mut m, "kiln.optimize.form", form.name());
+            }
             if !keep.is_empty() {
                 let mut kept: Vec<&String> = keep.iter().collect();
                 kept.sort();

@@ -124,6 +124,27 @@ impl Pass for FoldConstants {
     }
 }
 
+/// Evaluates `Shape` and the int64 shape arithmetic built on it wherever the dimensions are
+/// static (see `shapes`), replacing the results by initializers.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldShapes;
+
+impl Pass for FoldShapes {
+    fn name(&self) -> &'static str {
+        "fold-shapes"
+    }
+
+    fn run(&self, model: &mut ModelProto) -> Result<PassReport, OptimizeError> {
+        let g = graph_mut(model, self.name())?;
+        let (changes, details) = crate::shapes::fold_shapes(g);
+        Ok(PassReport {
+            pass: self.name(),
+            changes,
+            details,
+        })
+    }
+}
+
 /// Removes nodes and initializers that no output depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct EliminateDead;

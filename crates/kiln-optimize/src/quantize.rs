@@ -791,3 +791,281 @@ pub fn weight_only_int8(
         details,
     })
 }
+
+/// Dynamic int8 in kiln's own form: every MatMul/Gemm with a constant 2-D float weight becomes
+/// one `ai.kiln.Int8Linear` node ([`kiln_onnx::int8`]) with per-column symmetric int8 weights;
+/// rows of activations are quantized at run time, each with its own scale. The model carries
+/// the op as a local function of standard operators, so every ONNX runtime runs it; kiln's
+/// tract engine runs it with its SIMD int8 kernel (`kiln-kernels`), which is where the form is
+/// fast.
+pub fn dynamic_kiln_except(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+) -> Result<PassReport, OptimizeError> {
+    let opset = kiln_onnx::default_opset(model).unwrap_or(0);
+    let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
+        pass: "quantize-dynamic-kiln",
+        reason: "the model has no graph".into(),
+    })?;
+    if opset < 13 {
+        return Ok(PassReport {
+            pass: "quantize-dynamic-kiln",
+            changes: 0,
+            details: vec![format!(
+                "kept every layer in float: the kiln int8 op needs opset 13 or newer, the model has {opset}"
+            )],
+        });
+    }
+    let inputs: std::collections::HashSet<String> =
+        g.input.iter().map(|i| i.name().to_string()).collect();
+    let mut details = Vec::new();
+    let mut cands = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        match candidate(g, i, n, &inputs) {
+            Ok(Some(c)) if keep_float.contains(&c.out) => {
+                details.push(format!("kept {:?} in float (accuracy budget)", c.out))
+            }
+            Ok(Some(c)) if c.k > kiln_kernels::MAX_K => details.push(format!(
+                "kept {:?} in float: {} inputs exceed the kernel's exact range ({})",
+                c.out,
+                c.k,
+                kiln_kernels::MAX_K
+            )),
+            Ok(Some(c)) => cands.push(c),
+            Ok(None) => {}
+            Err(why) => details.push(format!(
+                "kept {} {:?} in float: {why}",
+                n.op_type(),
+                n.name()
+            )),
+        }
+    }
+    let changes = cands.len();
+    for c in cands.into_iter().rev() {
+        let base = g.node[c.index].name().to_string();
+        let stem = if base.is_empty() {
+            format!("q{}", c.index)
+        } else {
+            base.clone()
+        };
+        let (q, scales) = kiln_kernels::quantize_weights_i8(&c.weight, c.k, c.n);
+        let (wq, ws) = (format!("{stem}.weight_i8"), format!("{stem}.weight_scale"));
+        g.initializer.push(tensor_i8(&wq, &[c.k, c.n], &q));
+        g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
+        // A constant bias of N values goes into the op; any other bias stays an Add after it.
+        let const_bias = c.bias.as_ref().and_then(|b| {
+            graph::initializer(g, b)
+                .filter(|t| t.data_type() == data_type::FLOAT)
+                .and_then(|t| match TensorValue::from_proto(t) {
+                    Ok(TensorValue::F32(v)) if v.len() == c.n => Some(b.clone()),
+                    _ => None,
+                })
+        });
+        let bias_in = match &const_bias {
+            Some(b) => b.clone(),
+            None => {
+                let zero = format!("{stem}.zero_bias");
+                g.initializer
+                    .push(tensor_f32(&zero, &[c.n], &vec![0.0; c.n]));
+                zero
+            }
+        };
+        let op_out = if c.bias.is_some() && const_bias.is_none() {
+            format!("{stem}.int8_linear")
+        } else {
+            c.out.clone()
+        };
+        let mut nodes = vec![NodeProto {
+            name: Some(format!("Int8Linear/{op_out}")),
+            op_type: Some(kiln_onnx::int8::OP.into()),
+            domain: Some(kiln_onnx::int8::DOMAIN.into()),
+            input: vec![c.a.clone(), wq, ws, bias_in],
+            output: vec![op_out.clone()],
+            ..Default::default()
+        }];
+        if let (Some(b), None) = (&c.bias, &const_bias) {
+            nodes.push(NodeProto {
+                name: Some(format!("Add/{}", c.out)),
+                op_type: Some("Add".into()),
+                input: vec![op_out, b.clone()],
+                output: vec![c.out.clone()],
+                ..Default::default()
+            });
+        }
+        g.node.splice(c.index..=c.index, nodes);
+        details.push(format!(
+            "quantized {base:?} ([{}, {}] weights, per-column int8, kiln Int8Linear)",
+            c.k, c.n
+        ));
+    }
+    let fused = fuse_relu(g);
+    if fused > 0 {
+        details.push(format!(
+            "fused {fused} Relu into the int8 op (Int8LinearRelu)"
+        ));
+    }
+    graph::eliminate_dead(g);
+    if changes > 0 {
+        let used = |name: &str| {
+            model.graph.as_ref().is_some_and(|g| {
+                g.node
+                    .iter()
+                    .any(|n| n.domain() == kiln_onnx::int8::DOMAIN && n.op_type() == name)
+            })
+        };
+        let (plain, relu) = (used(kiln_onnx::int8::OP), used(kiln_onnx::int8::OP_RELU));
+        let have = |model: &ModelProto, name: &str| {
+            model
+                .functions
+                .iter()
+                .any(|f| f.domain() == kiln_onnx::int8::DOMAIN && f.name() == name)
+        };
+        if plain && !have(model, kiln_onnx::int8::OP) {
+            model.functions.push(kiln_onnx::int8::function(opset));
+        }
+        if relu && !have(model, kiln_onnx::int8::OP_RELU) {
+            model.functions.push(kiln_onnx::int8::function_relu(opset));
+        }
+        if !model
+            .opset_import
+            .iter()
+            .any(|o| o.domain() == kiln_onnx::int8::DOMAIN)
+        {
+            model
+                .opset_import
+                .push(kiln_onnx::proto::OperatorSetIdProto {
+                    domain: Some(kiln_onnx::int8::DOMAIN.into()),
+                    version: Some(1),
+                });
+        }
+    }
+    Ok(PassReport {
+        pass: "quantize-dynamic-kiln",
+        changes,
+        details,
+    })
+}
+
+/// Turns `Int8Linear → Relu` into one `Int8LinearRelu` where the Relu is the only consumer and
+/// the linear output is not a graph output. Returns the number fused.
+fn fuse_relu(g: &mut kiln_onnx::proto::GraphProto) -> usize {
+    let outputs = graph::output_names(g);
+    let consumers = graph::consumers(g);
+    let mut fuse: Vec<(usize, usize)> = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        if !(n.domain() == kiln_onnx::int8::DOMAIN && n.op_type() == kiln_onnx::int8::OP) {
+            continue;
+        }
+        let out = &n.output[0];
+        if outputs.contains(out) {
+            continue;
+        }
+        if let Some([c]) = consumers.get(out).map(Vec::as_slice)
+            && g.node[*c].op_type() == "Relu"
+            && g.node[*c].domain().is_empty()
+        {
+            fuse.push((i, *c));
+        }
+    }
+    let mut dead = Vec::new();
+    for &(i, relu) in &fuse {
+        let relu_out = g.node[relu].output[0].clone();
+        let n = &mut g.node[i];
+        n.op_type = Some(kiln_onnx::int8::OP_RELU.into());
+        n.name = Some(format!("{}/{relu_out}", kiln_onnx::int8::OP_RELU));
+        n.output[0] = relu_out;
+        dead.push(relu);
+    }
+    dead.sort_unstable();
+    for idx in dead.into_iter().rev() {
+        g.node.remove(idx);
+    }
+    fuse.len()
+}
+
+/// Dynamic int8 in QDQ form: activations go through `DynamicQuantizeLinear` and back through
+/// `DequantizeLinear`, weights are per-column symmetric int8 behind `DequantizeLinear(axis=1)`,
+/// and the MatMul/Gemm itself stays float. Runtimes that fuse QDQ patterns can run the integer
+/// product; the others compute the same quantized values in float.
+pub fn dynamic_qdq_except(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+) -> Result<PassReport, OptimizeError> {
+    let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
+        pass: "quantize-dynamic-qdq",
+        reason: "the model has no graph".into(),
+    })?;
+    let targets = static_targets(g);
+    let mut details = Vec::new();
+    let mut inserts: Vec<(usize, Vec<NodeProto>)> = Vec::new();
+    for (idx, c) in &targets {
+        if keep_float.contains(&c.out) {
+            details.push(format!("kept {:?} in float (accuracy budget)", c.out));
+            continue;
+        }
+        let stem = if g.node[*idx].name().is_empty() {
+            c.out.clone()
+        } else {
+            g.node[*idx].name().to_string()
+        };
+        let (q, scales) = quantize_columns_i8(&c.weight, c.k, c.n);
+        let v = |s: &str| format!("{stem}.{s}");
+        g.initializer
+            .push(kiln_onnx::tensor_i8(&v("weight_i8"), &[c.k, c.n], &q));
+        g.initializer
+            .push(tensor_f32(&v("weight_scale"), &[c.n], &scales));
+        let mk = |op: &str, ins: Vec<String>, outs: Vec<String>, attrs| NodeProto {
+            name: Some(format!("{op}/{}", outs[0])),
+            op_type: Some(op.into()),
+            input: ins,
+            output: outs,
+            attribute: attrs,
+            ..Default::default()
+        };
+        inserts.push((
+            *idx,
+            vec![
+                mk(
+                    "DynamicQuantizeLinear",
+                    vec![c.a.clone()],
+                    vec![v("a_u8"), v("a_scale"), v("a_zero_point")],
+                    vec![],
+                ),
+                mk(
+                    "DequantizeLinear",
+                    vec![v("a_u8"), v("a_scale"), v("a_zero_point")],
+                    vec![v("a_dq")],
+                    vec![],
+                ),
+                mk(
+                    "DequantizeLinear",
+                    vec![v("weight_i8"), v("weight_scale")],
+                    vec![v("weight_dq")],
+                    vec![attr_int("axis", 1)],
+                ),
+            ],
+        ));
+        let node = &mut g.node[*idx];
+        node.input[0] = v("a_dq");
+        node.input[1] = v("weight_dq");
+        if let Some(t) = node.attribute.iter_mut().find(|a| a.name() == "transB") {
+            t.i = Some(0);
+        }
+        details.push(format!(
+            "quantized {stem:?} ([{}, {}] weights, per-column int8, QDQ)",
+            c.k, c.n
+        ));
+    }
+    for (idx, nodes) in inserts.into_iter().rev() {
+        g.node.splice(idx..idx, nodes);
+    }
+    graph::eliminate_dead(g);
+    Ok(PassReport {
+        pass: "quantize-dynamic-qdq",
+        changes: details
+            .iter()
+            .filter(|d| d.starts_with("quantized"))
+            .count(),
+        details,
+    })
+}

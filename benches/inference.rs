@@ -1,0 +1,267 @@
+//! Inference speed side by side, in one process run: the MLP 784→256→128→10 in f32 and int8,
+//! at batch 1, 8, 64 and 256, in
+//!
+//! - tract f32 and ONNX Runtime f32 (the engines used directly, through kiln's thin engine layer,
+//!   whose overhead `crates/kiln-infer/benches/engine_overhead.rs` bounds);
+//! - ONNX Runtime int8 in its own dynamic form (`MatMulInteger`), one thread and all cores;
+//! - tract int8 with kiln's `Int8Linear` op (kiln's own SIMD kernel), on one thread and with
+//!   the op's calls split over all cores;
+//! - kiln auto: what `kiln optimize --engine auto` chose (form, engine, threads), loaded the way
+//!   `kiln infer --engine auto` loads it.
+//!
+//! After criterion's report it prints, per batch size, each configuration's median and its ratio
+//! to the best direct engine in f32 (`> 1` is faster).
+//!
+//! Run: `cargo bench --no-default-features --features ort --bench inference`
+//! (ONNX Runtime from `scripts/fetch-onnxruntime.sh`, `ORT_DYLIB_PATH` or `KILN_ORT_LIB`;
+//! without it the ort rows are skipped with a message).
+
+use criterion::{BenchmarkId, Criterion};
+use kiln_infer::{EngineConfig, EngineKind, Model};
+use kiln_onnx::proto::data_type::FLOAT;
+use kiln_onnx::{Dim, GraphBuilder, attr_int};
+use kiln_optimize::{GraphOptimizer, OnnxForm, OptimizeOptions, Quantization};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const BATCHES: [usize; 4] = [1, 8, 64, 256];
+
+fn mlp() -> Vec<u8> {
+    let mut g = GraphBuilder::new("mlp");
+    g.input("x", FLOAT, &[Dim::Symbol("N".into()), Dim::Fixed(784)]);
+    let mut x = "x".to_string();
+    let mut state = 12345u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let dims = [784, 256, 128, 10];
+    for (i, w) in dims.windows(2).enumerate() {
+        // He-scaled uniform weights: activations keep their size through the layers.
+        let scale = (6.0 / w[0] as f32).sqrt() * 2.0;
+        let weight: Vec<f32> = (0..w[0] * w[1]).map(|_| next() * scale).collect();
+        let bias: Vec<f32> = (0..w[1]).map(|_| next() * 0.1).collect();
+        let wn = g.constant_f32(&format!("w{i}"), &[w[0], w[1]], &weight);
+        let bn = g.constant_f32(&format!("b{i}"), &[w[1]], &bias);
+        x = g.node("Gemm", &[&x, &wn, &bn], &[]);
+        if i < 2 {
+            x = g.node("Relu", &[&x], &[]);
+        }
+    }
+    g.node_named("Softmax", &[&x], &["probabilities"], &[attr_int("axis", 1)]);
+    g.output(
+        "probabilities",
+        FLOAT,
+        &[Dim::Symbol("N".into()), Dim::Fixed(10)],
+    );
+    kiln_onnx::encode(&g.into_model(17))
+}
+
+fn rows(n: usize, seed: usize) -> Vec<f32> {
+    (0..n * 784)
+        .map(|i| (((i + seed) * 7919) % 1000) as f32 / 1000.0)
+        .collect()
+}
+
+/// Validation rows labelled by the float model itself: accuracy then means agreement with f32.
+fn labelled_csv(float: &Path, path: &Path) {
+    let model = Model::load(float, EngineKind::Tract).expect("float model loads");
+    let x = rows(512, 17);
+    let preds = model.predict(&x, 512).expect("float model runs");
+    let mut out = String::new();
+    let header: Vec<String> = (0..784).map(|i| format!("f{i}")).collect();
+    out.push_str(&header.join(","));
+    out.push_str(",label\n");
+    for (r, p) in preds.iter().enumerate() {
+        let row: Vec<String> = x[r * 784..(r + 1) * 784]
+            .iter()
+            .map(|v| format!("{v}"))
+            .collect();
+        out.push_str(&row.join(","));
+        out.push_str(&format!(",{}\n", p.class_index.unwrap_or(0)));
+    }
+    std::fs::write(path, out).expect("write validation rows");
+}
+
+fn quantized(float: &Path, dir: &Path, form: OnnxForm) -> PathBuf {
+    let out = dir.join(format!("mlp-int8-{}.onnx", form.name()));
+    GraphOptimizer::new(OptimizeOptions {
+        quantization: Quantization::Dynamic,
+        form,
+        force: true,
+        ..OptimizeOptions::default()
+    })
+    .run(float, &out, &mut kiln_core::NullSink)
+    .expect("quantize");
+    out
+}
+
+fn ort(threads: usize) -> EngineConfig {
+    EngineConfig {
+        kind: EngineKind::Ort,
+        threads: Some(threads),
+        ort_lib: std::env::var_os("KILN_ORT_LIB").map(PathBuf::from),
+        ..EngineConfig::default()
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let float = dir.path().join("mlp.onnx");
+    std::fs::write(&float, mlp()).expect("write model");
+    let kiln_int8 = quantized(&float, dir.path(), OnnxForm::Kiln);
+    let ort_int8 = quantized(&float, dir.path(), OnnxForm::Integer);
+    let validate = dir.path().join("validate.csv");
+    labelled_csv(&float, &validate);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let mut configs: Vec<(String, bool, Model)> = Vec::new();
+    let mut add =
+        |name: &str, direct_f32: bool, path: &Path, config: EngineConfig| match Model::load(
+            path, config,
+        ) {
+            Ok(m) => configs.push((name.to_string(), direct_f32, m)),
+            Err(e) => eprintln!("skipping {name}: {e}"),
+        };
+    add("tract f32", true, &float, EngineKind::Tract.into());
+    add("ort f32 x1", true, &float, ort(1));
+    if cores > 1 {
+        add(&format!("ort f32 x{cores}"), true, &float, ort(cores));
+    }
+    add(
+        "tract int8 (kiln op)",
+        false,
+        &kiln_int8,
+        EngineKind::Tract.into(),
+    );
+    if cores > 1 {
+        add(
+            &format!("tract int8 (kiln op) x{cores}"),
+            false,
+            &kiln_int8,
+            EngineConfig {
+                threads: Some(cores),
+                ..EngineKind::Tract.into()
+            },
+        );
+    }
+    add("ort int8 x1", false, &ort_int8, ort(1));
+    if cores > 1 {
+        add(&format!("ort int8 x{cores}"), false, &ort_int8, ort(cores));
+    }
+    // kiln auto: chosen by measurement at batch 64, loaded from the recorded choice.
+    let auto_path = dir.path().join("mlp-auto.onnx");
+    let auto = kiln_optimize::auto::optimize_auto(
+        &float,
+        &auto_path,
+        &kiln_optimize::auto::AutoOptions {
+            base: OptimizeOptions {
+                validate_data: Some(validate.clone()),
+                ..OptimizeOptions::default()
+            },
+            ort_lib: std::env::var_os("KILN_ORT_LIB").map(PathBuf::from),
+            ..Default::default()
+        },
+        &mut kiln_core::NullSink,
+    );
+    match auto {
+        Ok(r) => {
+            let c = r.choice();
+            eprintln!(
+                "kiln auto chose {} in {}{}",
+                kiln_optimize::auto::variant_name(c.quantization, c.form),
+                c.engine,
+                c.threads.map(|t| format!(" x{t}")).unwrap_or_default()
+            );
+            match kiln_infer::choose_engine(&auto_path, 64, &EngineConfig::default()) {
+                Ok((config, _)) => add("kiln auto", false, &auto_path, config),
+                Err(e) => eprintln!("skipping kiln auto: {e}"),
+            }
+        }
+        Err(e) => eprintln!("skipping kiln auto: {e}"),
+    }
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    for batch in BATCHES {
+        let x = rows(batch, 3);
+        let mut group = c.benchmark_group(format!("mlp784_batch{batch}"));
+        for (name, _, model) in &configs {
+            group.bench_with_input(BenchmarkId::from_parameter(name), &batch, |b, &n| {
+                b.iter(|| model.predict(black_box(&x), n).expect("predict"))
+            });
+        }
+        group.finish();
+    }
+    c.final_summary();
+    ratios(&configs);
+}
+
+/// Reads criterion's medians back and prints the ratio table.
+fn ratios(configs: &[(String, bool, Model)]) {
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("criterion");
+    let median = |group: &str, name: &str| -> Option<f64> {
+        // criterion keeps the parameter as the directory name, with '/' and spaces kept.
+        let path = root
+            .join(group)
+            .join(name.replace('/', "_"))
+            .join("new/estimates.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        v["median"]["point_estimate"].as_f64()
+    };
+    println!("\nratio to the best direct f32 engine (time_best / time; > 1 is faster)");
+    let mut table: BTreeMap<usize, Vec<(String, f64, f64)>> = BTreeMap::new();
+    for batch in BATCHES {
+        let group = format!("mlp784_batch{batch}");
+        let times: Vec<(String, bool, Option<f64>)> = configs
+            .iter()
+            .map(|(n, d, _)| (n.clone(), *d, median(&group, n)))
+            .collect();
+        let Some(best) = times
+            .iter()
+            .filter(|(_, d, _)| *d)
+            .filter_map(|(_, _, t)| *t)
+            .min_by(f64::total_cmp)
+        else {
+            println!("batch {batch}: no estimates found under {}", root.display());
+            continue;
+        };
+        for (n, _, t) in times {
+            if let Some(t) = t {
+                table
+                    .entry(batch)
+                    .or_default()
+                    .push((n, t / 1000.0, best / t));
+            }
+        }
+    }
+    println!(
+        "{:<24} {}",
+        "configuration",
+        BATCHES
+            .map(|b| format!("{:>20}", format!("batch {b}")))
+            .join("")
+    );
+    for (name, _, _) in configs {
+        let cells: Vec<String> = BATCHES
+            .iter()
+            .map(|b| {
+                table
+                    .get(b)
+                    .and_then(|rows| rows.iter().find(|(n, ..)| n == name))
+                    .map(|(_, us, r)| format!("{:>20}", format!("{us:.1} us {r:.2}x")))
+                    .unwrap_or_else(|| format!("{:>20}", "-"))
+            })
+            .collect();
+        println!("{name:<24} {}", cells.join(""));
+    }
+}

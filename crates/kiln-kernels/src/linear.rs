@@ -1,0 +1,421 @@
+//! The int8 linear layer: weight packing, run-time dispatch and the shared epilogue.
+
+use crate::KernelError;
+use crate::quant::quantize_row;
+
+/// Longest reduction dimension with exact i32 accumulation: `Σ (q − zp)·w` is bounded by
+/// `k · 255 · 127` per term group, and the kernels subtract `zp · Σw` from `Σ q·w`, each bounded
+/// by that, so `2 · k · 32 385 < 2³¹` must hold.
+pub const MAX_K: usize = 32_768;
+
+/// The instruction set a kernel runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512 with VNNI: `vpdpbusd` multiplies four u8×i8 pairs per 32-bit lane and adds them
+    /// to the accumulator in one instruction.
+    Avx512Vnni,
+    /// AVX2: operands widened to 16 bits, `vpmaddwd` multiplies pairs into 32-bit lanes.
+    Avx2,
+    /// Plain Rust, for any CPU.
+    Portable,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports.
+    pub fn best() -> Isa {
+        [Isa::Avx512Vnni, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// Whether this CPU supports it.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => crate::x86::has_vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86::has_avx2(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every instruction set this CPU supports, fastest first.
+    pub fn all_available() -> Vec<Isa> {
+        [Isa::Avx512Vnni, Isa::Avx2, Isa::Portable]
+            .into_iter()
+            .filter(|i| i.available())
+            .collect()
+    }
+
+    /// A short name (`avx512-vnni`, `avx2`, `portable`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn round_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+/// Weights in the layout of one instruction set.
+#[derive(Debug, Clone)]
+enum Packed {
+    /// Panels of 16 columns; per panel, groups of 4 rows: 16 columns × 4 bytes = 64 bytes.
+    Vnni { kp: usize, np: usize, data: Vec<i8> },
+    /// Panels of 8 columns; per panel, pairs of rows: 8 columns × 2 i16 = 32 bytes.
+    Avx2 {
+        kp: usize,
+        np: usize,
+        data: Vec<i16>,
+    },
+    /// Row-major `k × n`.
+    Portable { data: Vec<i8> },
+}
+
+/// An int8 linear layer `y = x · W + b` with weights packed for one instruction set.
+///
+/// See the crate documentation for the exact semantics; [`reference_linear`] computes the same
+/// numbers in plain scalar code.
+#[derive(Debug, Clone)]
+pub struct Int8Linear {
+    k: usize,
+    n: usize,
+    isa: Isa,
+    packed: Packed,
+    col_sum: Vec<i32>,
+    w_scale: Vec<f32>,
+    bias: Vec<f32>,
+    relu: bool,
+    threads: usize,
+}
+
+/// Rows each thread must get for a call to be split: below that, waking a pool thread costs
+/// more than it saves (measured: at 64 rows of 784→256, two threads were slower than one).
+const MIN_ROWS_PER_THREAD: usize = 64;
+
+impl Int8Linear {
+    /// Packs a row-major `k × n` int8 weight matrix for the fastest instruction set here.
+    /// `w_scale` has one positive scale per output column; `bias` is `n` values or none.
+    pub fn new(
+        weights: &[i8],
+        k: usize,
+        n: usize,
+        w_scale: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self, KernelError> {
+        Self::with_isa(weights, k, n, w_scale, bias, Isa::best())
+    }
+
+    /// Like [`Int8Linear::new`], for a chosen instruction set (tests and benchmarks compare
+    /// them); refuses one the CPU lacks.
+    pub fn with_isa(
+        weights: &[i8],
+        k: usize,
+        n: usize,
+        w_scale: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        isa: Isa,
+    ) -> Result<Self, KernelError> {
+        if !isa.available() {
+            return Err(KernelError::Unsupported(isa));
+        }
+        if k > MAX_K {
+            return Err(KernelError::TooWide { k, max: MAX_K });
+        }
+        let check = |what, got: usize, expected: usize| {
+            if got == expected {
+                Ok(())
+            } else {
+                Err(KernelError::Shape {
+                    what,
+                    got,
+                    expected,
+                })
+            }
+        };
+        check("weights", weights.len(), k * n)?;
+        check("w_scale", w_scale.len(), n)?;
+        let bias = bias.unwrap_or_else(|| vec![0.0; n]);
+        check("bias", bias.len(), n)?;
+        if let Some((index, &value)) = w_scale
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(KernelError::BadScale { index, value });
+        }
+        let mut col_sum = vec![0i32; n];
+        for row in weights.chunks_exact(n.max(1)).take(k) {
+            for (s, &w) in col_sum.iter_mut().zip(row) {
+                *s += i32::from(w);
+            }
+        }
+        let at = |r: usize, c: usize| -> i8 {
+            if r < k && c < n {
+                weights[r * n + c]
+            } else {
+                0
+            }
+        };
+        let packed = match isa {
+            Isa::Avx512Vnni => {
+                let (kp, np) = (round_up(k, 4), round_up(n, 16));
+                let mut data = Vec::with_capacity(kp * np);
+                for p in 0..np / 16 {
+                    for g in 0..kp / 4 {
+                        for c in 0..16 {
+                            for j in 0..4 {
+                                data.push(at(4 * g + j, 16 * p + c));
+                            }
+                        }
+                    }
+                }
+                Packed::Vnni { kp, np, data }
+            }
+            Isa::Avx2 => {
+                let (kp, np) = (round_up(k, 2), round_up(n, 8));
+                let mut data = Vec::with_capacity(kp * np);
+                for p in 0..np / 8 {
+                    for g in 0..kp / 2 {
+                        for c in 0..8 {
+                            for j in 0..2 {
+                                data.push(i16::from(at(2 * g + j, 8 * p + c)));
+                            }
+                        }
+                    }
+                }
+                Packed::Avx2 { kp, np, data }
+            }
+            Isa::Portable => Packed::Portable {
+                data: weights.to_vec(),
+            },
+        };
+        Ok(Self {
+            k,
+            n,
+            isa,
+            packed,
+            col_sum,
+            w_scale,
+            bias,
+            relu: false,
+            threads: 1,
+        })
+    }
+
+    /// Splits calls of many rows across up to `threads` threads of rayon's pool (rows are
+    /// independent, so the result is the same bit for bit). 0 and 1 mean one thread.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The threads a call may use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The same layer followed by `max(·, 0)` (a fused ReLU).
+    pub fn with_relu(mut self, relu: bool) -> Self {
+        self.relu = relu;
+        self
+    }
+
+    /// Whether a ReLU is fused.
+    pub fn relu(&self) -> bool {
+        self.relu
+    }
+
+    /// Inputs per row.
+    pub fn inputs(&self) -> usize {
+        self.k
+    }
+
+    /// Outputs per row.
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+
+    /// The instruction set the weights are packed for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Runs `m` rows: `x` is row-major `m × k`, `y` receives row-major `m × n`.
+    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
+        let (k, n) = (self.k, self.n);
+        for (what, got, expected) in [("input", x.len(), m * k), ("output", y.len(), m * n)] {
+            if got != expected {
+                return Err(KernelError::Shape {
+                    what,
+                    got,
+                    expected,
+                });
+            }
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let parts = self.threads.min(m / MIN_ROWS_PER_THREAD);
+        if parts > 1 && k > 0 {
+            // Whole tiles of 8 rows per part, so that every part runs the full-height kernel.
+            // The calling thread computes the first part itself while rayon's pool takes the
+            // others, so a call never waits idle for a pool thread to wake up.
+            let rows = m.div_ceil(parts).next_multiple_of(8);
+            let mut chunks = x.chunks(rows * k).zip(y.chunks_mut(rows * n));
+            let Some((x0, y0)) = chunks.next() else {
+                return Ok(());
+            };
+            let mut results: Vec<Result<(), KernelError>> = Vec::new();
+            let mut first = Ok(());
+            rayon::in_place_scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                for (xc, yc) in chunks {
+                    let tx = tx.clone();
+                    scope.spawn(move |_| {
+                        let _ = tx.send(self.forward_rows(xc, xc.len() / k, yc));
+                    });
+                }
+                drop(tx);
+                first = self.forward_rows(x0, x0.len() / k, y0);
+                results.extend(rx);
+            });
+            return results.into_iter().fold(first, Result::and);
+        }
+        self.forward_rows(x, m, y)
+    }
+
+    /// One thread's share: `m` rows, shapes already checked.
+    fn forward_rows(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
+        let (k, n) = (self.k, self.n);
+        let mut scale = vec![0.0f32; m];
+        let mut zp = vec![0i32; m];
+        match &self.packed {
+            Packed::Vnni { kp, np, data } => {
+                let (kp, np) = (*kp, *np);
+                let mut q = vec![0u8; m * kp];
+                quantize_rows(self.isa, x, k, kp, &mut q, &mut scale, &mut zp);
+                let mut acc = vec![0i32; m * np];
+                #[cfg(target_arch = "x86_64")]
+                crate::x86::gemm_vnni(&q, m, kp, data, np, &mut acc);
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = data;
+                self.epilogue(&acc, np, &scale, &zp, y);
+            }
+            Packed::Avx2 { kp, np, data } => {
+                let (kp, np) = (*kp, *np);
+                let mut q = vec![0u8; m * kp];
+                quantize_rows(self.isa, x, k, kp, &mut q, &mut scale, &mut zp);
+                let q16: Vec<i16> = q.iter().map(|&v| i16::from(v)).collect();
+                let mut acc = vec![0i32; m * np];
+                #[cfg(target_arch = "x86_64")]
+                crate::x86::gemm_avx2(&q16, m, kp, data, np, &mut acc);
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (data, q16);
+                self.epilogue(&acc, np, &scale, &zp, y);
+            }
+            Packed::Portable { data } => {
+                let mut q = vec![0u8; m * k];
+                quantize_rows(self.isa, x, k, k, &mut q, &mut scale, &mut zp);
+                let mut acc = vec![0i32; m * n];
+                for (qr, ar) in q.chunks_exact(k.max(1)).zip(acc.chunks_exact_mut(n)) {
+                    for (&qv, wr) in qr.iter().zip(data.chunks_exact(n)) {
+                        let qv = i32::from(qv);
+                        for (a, &w) in ar.iter_mut().zip(wr) {
+                            *a += qv * i32::from(w);
+                        }
+                    }
+                }
+                self.epilogue(&acc, n, &scale, &zp, y);
+            }
+        }
+        Ok(())
+    }
+
+    /// `y = f32(Σ q·w − zp·Σw) · (s · w_scale) + bias`, in that order (the ONNX body's order),
+    /// then `max(y, 0)` with a fused ReLU.
+    fn epilogue(&self, acc: &[i32], stride: usize, scale: &[f32], zp: &[i32], y: &mut [f32]) {
+        let n = self.n;
+        for (r, yr) in y.chunks_exact_mut(n).enumerate() {
+            let ar = &acc[r * stride..r * stride + n];
+            let (s, z) = (scale[r], zp[r]);
+            for c in 0..n {
+                let exact = ar[c] - z * self.col_sum[c];
+                yr[c] = exact as f32 * (s * self.w_scale[c]) + self.bias[c];
+            }
+            if self.relu {
+                for v in yr.iter_mut() {
+                    *v = if *v < 0.0 { 0.0 } else { *v };
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes `m` rows of `k` values into rows of `stride ≥ k` bytes (the padding stays 0; the
+/// packed weights are 0 there too).
+fn quantize_rows(
+    isa: Isa,
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    q: &mut [u8],
+    scale: &mut [f32],
+    zp: &mut [i32],
+) {
+    if k == 0 {
+        scale.fill(1.0);
+        return;
+    }
+    for (r, xr) in x.chunks_exact(k).enumerate() {
+        let qr = &mut q[r * stride..r * stride + k];
+        let (s, z) = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => crate::x86::quantize_row_avx512(xr, qr),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86::quantize_row_avx2(xr, qr),
+            _ => quantize_row(xr, qr),
+        };
+        scale[r] = s;
+        zp[r] = z;
+    }
+}
+
+/// The int8 linear semantics in plain scalar code: each row quantized by
+/// [`quantize_row`](crate::quantize_row), `acc = Σ (q − zp)·w` in integers, then
+/// `y = f32(acc) · (s · w_scale) + bias`. `w` is row-major `k × n`.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_linear(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    w: &[i8],
+    w_scale: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    let mut q = vec![0u8; k];
+    for r in 0..m {
+        let (s, zp) = quantize_row(&x[r * k..(r + 1) * k], &mut q);
+        for c in 0..n {
+            let acc: i64 = (0..k)
+                .map(|i| (i64::from(q[i]) - i64::from(zp)) * i64::from(w[i * n + c]))
+                .sum();
+            y[r * n + c] = (acc as i32) as f32 * (s * w_scale[c]) + bias[c];
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! x86-64 SIMD paths. The only module of kiln allowed `unsafe`: each public function checks the
+//! CPU features and the buffer sizes, then calls a `#[target_feature]` function whose pointer
+//! arithmetic stays inside those checked sizes.
+
+use std::arch::x86_64::*;
+
+pub(crate) fn has_vnni() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+pub(crate) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+}
+
+/// [`crate::quant::quantize_row`] compiled with AVX-512 (16-wide min/max/divide/round).
+pub(crate) fn quantize_row_avx512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    assert!(has_vnni(), "caller checked the CPU");
+    // SAFETY: the CPU has the features the function is compiled for (asserted above); the
+    // function itself is safe code.
+    unsafe { quantize_row_512(x, q) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_row_512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    let n = x.len().min(q.len());
+    let full = n / 16 * 16;
+    let mut lo = _mm512_setzero_ps();
+    let mut hi = _mm512_setzero_ps();
+    for c in x[..full].chunks_exact(16) {
+        // SAFETY: `c` holds exactly 16 f32.
+        let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+    }
+    let mut lo = _mm512_reduce_min_ps(lo);
+    let mut hi = _mm512_reduce_max_ps(hi);
+    for &v in &x[full..n] {
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+    }
+    let (s, inv, zp) = crate::quant::params_from_range(lo, hi);
+    let magic = _mm512_set1_ps(12_582_912.0);
+    let vinv = _mm512_set1_ps(inv);
+    let vzp = _mm512_set1_ps(zp);
+    let zero = _mm512_setzero_ps();
+    let top = _mm512_set1_ps(255.0);
+    for (c, o) in x[..full]
+        .chunks_exact(16)
+        .zip(q[..full].chunks_exact_mut(16))
+    {
+        // SAFETY: `c` holds 16 f32 and `o` 16 bytes.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(c.as_ptr()), vinv);
+            // Round half to even by the magic constant, exactly as `quant::round_even`.
+            let r = _mm512_sub_ps(_mm512_add_ps(v, magic), magic);
+            let t = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, vzp), zero), top);
+            let b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(t));
+            _mm_storeu_si128(o.as_mut_ptr().cast(), b);
+        }
+    }
+    for (o, &v) in q[full..n].iter_mut().zip(&x[full..n]) {
+        *o = crate::quant::quantize_value(v, inv, zp);
+    }
+    (s, zp as i32)
+}
+
+/// [`crate::quant::quantize_row`] compiled with AVX2.
+pub(crate) fn quantize_row_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    assert!(has_avx2(), "caller checked the CPU");
+    // SAFETY: as for `quantize_row_avx512`.
+    unsafe { quantize_row_256(x, q) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn quantize_row_256(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    crate::quant::quantize_row(x, q)
+}
+
+/// `acc[m × np] = a[m × kp] (u8) · b (i8, VNNI-packed kp × np)`.
+pub(crate) fn gemm_vnni(a: &[u8], m: usize, kp: usize, b: &[i8], np: usize, acc: &mut [i32]) {
+    assert!(has_vnni(), "caller checked the CPU");
+    assert!(
+        kp.is_multiple_of(4) && np.is_multiple_of(16),
+        "packed shapes"
+    );
+    assert!(a.len() >= m * kp && b.len() == kp * np && acc.len() >= m * np);
+    let groups = kp / 4;
+    let panels = np / 16;
+    let mut p = 0;
+    while p < panels {
+        let two = p + 1 < panels;
+        let mut r = 0;
+        while r < m {
+            let mr = (m - r).min(8);
+            macro_rules! go {
+                ($($mr:literal),*) => {
+                    match (mr, two) {
+                        $(
+                            ($mr, true) => tile_vnni::<$mr, 2>(a, kp, r, b, p, groups, acc, np),
+                            ($mr, false) => tile_vnni::<$mr, 1>(a, kp, r, b, p, groups, acc, np),
+                        )*
+                        _ => unreachable!("tile heights are 1 to 8"),
+                    }
+                };
+            }
+            // SAFETY: features checked above; `tile_vnni` reads rows r..r+mr of `a` (each
+            // `kp` long), panels p..p+NP of `b` (each `groups · 64` bytes) and writes rows
+            // r..r+mr, columns 16p..16(p+NP) of `acc`, all inside the sizes asserted above.
+            unsafe { go!(1, 2, 3, 4, 5, 6, 7, 8) }
+            r += mr;
+        }
+        p += if two { 2 } else { 1 };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_vnni<const MR: usize, const NP: usize>(
+    a: &[u8],
+    kp: usize,
+    r0: usize,
+    b: &[i8],
+    p0: usize,
+    groups: usize,
+    acc: &mut [i32],
+    np: usize,
+) {
+    // SAFETY: the caller checked the CPU features and that every row, panel and output
+    // tile touched here lies inside the buffers.
+    unsafe {
+        let mut c = [[_mm512_setzero_si512(); NP]; MR];
+        let ap = a.as_ptr().add(r0 * kp);
+        let bp = b.as_ptr().add(p0 * groups * 64);
+        for g in 0..groups {
+            let mut bv = [_mm512_setzero_si512(); NP];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(bp.add((j * groups + g) * 64).cast());
+            }
+            for (i, ci) in c.iter_mut().enumerate() {
+                let word = ap.add(i * kp + 4 * g).cast::<i32>().read_unaligned();
+                let av = _mm512_set1_epi32(word);
+                for (cij, &bj) in ci.iter_mut().zip(&bv) {
+                    *cij = _mm512_dpbusd_epi32(*cij, av, bj);
+                }
+            }
+        }
+        for (i, ci) in c.iter().enumerate() {
+            for (j, cij) in ci.iter().enumerate() {
+                let out = acc.as_mut_ptr().add((r0 + i) * np + (p0 + j) * 16);
+                _mm512_storeu_si512(out.cast(), *cij);
+            }
+        }
+    }
+}
+
+/// `acc[m × np] = a[m × kp] (u8 widened to i16) · b (i16, AVX2-packed kp × np)`.
+pub(crate) fn gemm_avx2(a: &[i16], m: usize, kp: usize, b: &[i16], np: usize, acc: &mut [i32]) {
+    assert!(has_avx2(), "caller checked the CPU");
+    assert!(
+        kp.is_multiple_of(2) && np.is_multiple_of(8),
+        "packed shapes"
+    );
+    assert!(a.len() >= m * kp && b.len() == kp * np && acc.len() >= m * np);
+    let groups = kp / 2;
+    let panels = np / 8;
+    let mut p = 0;
+    while p < panels {
+        let two = p + 1 < panels;
+        let mut r = 0;
+        while r < m {
+            let mr = (m - r).min(4);
+            macro_rules! go {
+                ($($mr:literal),*) => {
+                    match (mr, two) {
+                        $(
+                            ($mr, true) => tile_avx2::<$mr, 2>(a, kp, r, b, p, groups, acc, np),
+                            ($mr, false) => tile_avx2::<$mr, 1>(a, kp, r, b, p, groups, acc, np),
+                        )*
+                        _ => unreachable!("tile heights are 1 to 4"),
+                    }
+                };
+            }
+            // SAFETY: as in `gemm_vnni`, with 32-byte panel groups of 8 columns.
+            unsafe { go!(1, 2, 3, 4) }
+            r += mr;
+        }
+        p += if two { 2 } else { 1 };
+    }
+}
+
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2<const MR: usize, const NP: usize>(
+    a: &[i16],
+    kp: usize,
+    r0: usize,
+    b: &[i16],
+    p0: usize,
+    groups: usize,
+    acc: &mut [i32],
+    np: usize,
+) {
+    // SAFETY: the caller checked the CPU features and that every row, panel and output
+    // tile touched here lies inside the buffers.
+    unsafe {
+        let mut c = [[_mm256_setzero_si256(); NP]; MR];
+        let ap = a.as_ptr().add(r0 * kp);
+        let bp = b.as_ptr().add(p0 * groups * 16);
+        for g in 0..groups {
+            let mut bv = [_mm256_setzero_si256(); NP];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(bp.add((j * groups + g) * 16).cast());
+            }
+            for (i, ci) in c.iter_mut().enumerate() {
+                let word = ap.add(i * kp + 2 * g).cast::<i32>().read_unaligned();
+                let av = _mm256_set1_epi32(word);
+                for (cij, &bj) in ci.iter_mut().zip(&bv) {
+                    *cij = _mm256_add_epi32(*cij, _mm256_madd_epi16(av, bj));
+                }
+            }
+        }
+        for (i, ci) in c.iter().enumerate() {
+            for (j, cij) in ci.iter().enumerate() {
+                let out = acc.as_mut_ptr().add((r0 + i) * np + (p0 + j) * 8);
+                _mm256_storeu_si256(out.cast(), *cij);
+            }
+        }
+    }
+}

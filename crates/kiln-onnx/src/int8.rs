@@ -1,0 +1,141 @@
+//! `ai.kiln.Int8Linear`: kiln's int8 linear layer as an ONNX model-local function.
+//!
+//! ```text
+//! Y = Int8Linear(X, W, W_scale, B)      X: float [..., K]   W: int8 [K, N]
+//!                                       W_scale: float [N]  B: float [N]   Y: float [..., N]
+//! ```
+//!
+//! Each row of `X` (its last axis) is quantized to u8 with its own scale and zero point; the
+//! integer product with `W` is exact (int32); the result is rescaled and the bias added. The
+//! function body spells this out in standard operators, so every ONNX runtime (and the ONNX
+//! reference evaluator) computes it; kiln's tract engine instead registers the node as a native
+//! op backed by `kiln-kernels`, which computes the very same numbers with SIMD int8 arithmetic:
+//!
+//! ```text
+//! lo = Min(ReduceMin(X, -1), 0)       hi = Max(ReduceMax(X, -1), 0)
+//! s  = Where((hi − lo) / 255 == 0, 1, (hi − lo) / 255)
+//! zp = Clip(Round(−lo / s), 0, 255)
+//! q  = Clip(Round(X · (1 / s)) + zp, 0, 255)
+//! Y  = Cast<float>(MatMul(Cast<int32>(q − zp), Cast<int32>(W))) · (s · W_scale) + B
+//! ```
+
+use crate::attr_int;
+use crate::proto::{FunctionProto, NodeProto, OperatorSetIdProto, data_type};
+
+/// The domain of kiln's ops.
+pub const DOMAIN: &str = "ai.kiln";
+/// The op's name (the function's name).
+pub const OP: &str = "Int8Linear";
+/// The op followed by `Relu`, as one op: `Relu(Int8Linear(X, W, W_scale, B))`.
+pub const OP_RELU: &str = "Int8LinearRelu";
+/// Both ops, as `(domain, name)` pairs.
+pub const OPS: [(&str, &str); 2] = [(DOMAIN, OP), (DOMAIN, OP_RELU)];
+
+fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+fn with(mut n: NodeProto, attrs: Vec<crate::proto::AttributeProto>) -> NodeProto {
+    n.attribute = attrs;
+    n
+}
+
+/// Whether `node` calls the op (with or without the fused Relu).
+pub fn is_int8_linear(node: &NodeProto) -> bool {
+    node.domain() == DOMAIN && (node.op_type() == OP || node.op_type() == OP_RELU)
+}
+
+/// The function of [`OP`], written against default-domain `opset` (13 or newer; the reductions
+/// take their axes as an input from opset 18).
+pub fn function(opset: i64) -> FunctionProto {
+    function_with(opset, false)
+}
+
+/// The function of [`OP_RELU`]: [`OP`]'s body followed by `Relu`.
+pub fn function_relu(opset: i64) -> FunctionProto {
+    function_with(opset, true)
+}
+
+fn function_with(opset: i64, relu: bool) -> FunctionProto {
+    let f32_const = |out: &str, v: f32| {
+        with(
+            node("Constant", &[], out),
+            vec![crate::attr_float("value_float", v)],
+        )
+    };
+    let reduce = |op: &str, out: &str| {
+        if opset >= 18 {
+            with(node(op, &["X", "axes"], out), vec![attr_int("keepdims", 1)])
+        } else {
+            with(
+                node(op, &["X"], out),
+                vec![attr_int("keepdims", 1), crate::attr_ints("axes", &[-1])],
+            )
+        }
+    };
+    let cast = |input: &str, out: &str, to: i32| {
+        with(node("Cast", &[input], out), vec![attr_int("to", to as i64)])
+    };
+    let mut body = vec![
+        f32_const("zero", 0.0),
+        f32_const("one", 1.0),
+        f32_const("c255", 255.0),
+    ];
+    if opset >= 18 {
+        body.push(with(
+            node("Constant", &[], "axes"),
+            vec![crate::attr_ints("value_ints", &[-1])],
+        ));
+    }
+    body.extend([
+        reduce("ReduceMin", "row_min"),
+        reduce("ReduceMax", "row_max"),
+        node("Min", &["row_min", "zero"], "lo"),
+        node("Max", &["row_max", "zero"], "hi"),
+        node("Sub", &["hi", "lo"], "range"),
+        node("Div", &["range", "c255"], "s0"),
+        node("Equal", &["s0", "zero"], "flat"),
+        node("Where", &["flat", "one", "s0"], "s"),
+        node("Neg", &["lo"], "neg_lo"),
+        node("Div", &["neg_lo", "s"], "zp_raw"),
+        node("Round", &["zp_raw"], "zp_round"),
+        node("Clip", &["zp_round", "zero", "c255"], "zp"),
+        node("Div", &["one", "s"], "inv"),
+        node("Mul", &["X", "inv"], "x_scaled"),
+        node("Round", &["x_scaled"], "x_round"),
+        node("Add", &["x_round", "zp"], "x_shift"),
+        node("Clip", &["x_shift", "zero", "c255"], "q"),
+        node("Sub", &["q", "zp"], "q_centered"),
+        cast("q_centered", "q_i32", data_type::INT32),
+        cast("W", "w_i32", data_type::INT32),
+        node("MatMul", &["q_i32", "w_i32"], "acc"),
+        cast("acc", "acc_f32", data_type::FLOAT),
+        node("Mul", &["s", "W_scale"], "out_scale"),
+        node("Mul", &["acc_f32", "out_scale"], "scaled"),
+        node("Add", &["scaled", "B"], if relu { "linear" } else { "Y" }),
+    ]);
+    if relu {
+        body.push(node("Relu", &["linear"], "Y"));
+    }
+    FunctionProto {
+        name: Some(if relu { OP_RELU } else { OP }.into()),
+        domain: Some(DOMAIN.into()),
+        input: ["X", "W", "W_scale", "B"].map(String::from).to_vec(),
+        output: vec!["Y".into()],
+        node: body,
+        doc_string: Some(format!(
+            "int8 linear layer{}: rows of X quantized to u8 (own scale and zero point), exact int32 product with int8 W, rescaled by s·W_scale, plus B",
+            if relu { " followed by Relu" } else { "" }
+        )),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        ..Default::default()
+    }
+}
