@@ -300,3 +300,61 @@ fn onnx_form_follows_the_engine_and_the_flag() {
     assert!(err.contains("auto, integer, qdq or kiln"), "{err}");
     assert!(!k.path("bad.onnx").exists());
 }
+
+#[test]
+fn bench_measures_int8_beside_float_with_ratios() {
+    let k = Kiln::new();
+    mlp(&k.path("m.onnx"));
+    let out = k.json(&[
+        "bench",
+        "m.onnx",
+        "--int8",
+        "--engines",
+        "tract",
+        "--batch-sizes",
+        "1,16",
+        "--seconds",
+        "0.05",
+        "--warmup",
+        "2",
+    ]);
+    let suites = out["suites"].as_array().unwrap();
+    let models: Vec<&str> = suites
+        .iter()
+        .map(|s| s["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["f32", "int8-kiln"], "{out:#}");
+    let ratios: Vec<f64> = out["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    // Two batch sizes per model; the float rows are their own best (ratio 1), the int8 rows
+    // are measured against them.
+    assert_eq!(ratios.len(), 4, "{out:#}");
+    assert_eq!(&ratios[..2], &[1.0, 1.0]);
+    assert!(ratios[2..].iter().all(|r| *r > 0.0 && r.is_finite()));
+    // An int8 model given as such is labelled by its form.
+    k.ok(&[
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--output",
+        "q.onnx",
+        "--quantization",
+        "dynamic",
+        "-q",
+    ]);
+    let out = k.json(&[
+        "bench",
+        "q.onnx",
+        "--engines",
+        "tract",
+        "--batch-sizes",
+        "4",
+        "--seconds",
+        "0.05",
+    ]);
+    assert_eq!(out["suites"][0]["model"], "dynamic-kiln", "{out:#}");
+}

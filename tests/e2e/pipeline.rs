@@ -197,7 +197,12 @@ fn demo_pipeline_runs() {
 /// The same path on the small real data sets shipped in the repo.
 #[test]
 fn real_data_sets_reach_high_accuracy() {
-    for (name, min_acc) in [("iris", 0.93), ("wine", 0.95)] {
+    // (data set, accuracy floor, epochs, batch size, learning rate, hidden sizes)
+    for (name, min_acc, epochs, batch, lr, hidden) in [
+        ("iris", 0.93, "200", "16", "0.01", "32,16"),
+        ("wine", 0.95, "200", "16", "0.01", "32,16"),
+        ("digits", 0.95, "60", "32", "0.003", "64,32"),
+    ] {
         let k = Kiln::new();
         let d = repo().join("data").join(name);
         let s = k.json(&[
@@ -211,20 +216,27 @@ fn real_data_sets_reach_high_accuracy() {
             "--out",
             "run",
             "--epochs",
-            "200",
+            epochs,
             "--batch-size",
-            "16",
+            batch,
             "--lr",
-            "0.01",
+            lr,
             "--hidden",
-            "32,16",
+            hidden,
         ]);
         let float_acc = f(&s, "/test/float/report/accuracy");
         let int8_acc = f(&s, "/test/optimized/report/accuracy");
         assert!(float_acc > min_acc, "{name}: float accuracy {float_acc}");
+        // The pipeline's int8 model is kiln's own form (Int8Linear, run by kiln's kernel).
         assert!(
             int8_acc >= 0.99 * float_acc,
             "{name}: int8 {int8_acc} vs float {float_acc}"
+        );
+        let q = kiln::onnx::load(&k.path("run/model.int8.onnx")).unwrap();
+        assert_eq!(
+            kiln::onnx::metadata_value(&q, "kiln.optimize.form"),
+            Some("kiln"),
+            "{name}"
         );
         assert!(f(&s, "/export/verification/max_abs_diff") <= 1e-5);
     }

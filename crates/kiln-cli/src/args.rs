@@ -618,6 +618,11 @@ pub struct BenchArgs {
     /// Write latency histograms (SVG and PNG, one per configuration) into this directory.
     #[arg(long, conflicts_with = "leak_check")]
     pub plots: Option<PathBuf>,
+    /// Also measure the model quantized to int8 in the same run: kiln's form (its own int8
+    /// kernel) in tract and the integer-op form in ONNX Runtime. Every row then shows its
+    /// ratio to the best configuration of the model as given.
+    #[arg(long, conflicts_with_all = ["leak_check", "server"])]
+    pub int8: bool,
 }
 
 /// Where a run directory goes when --out is not given.

@@ -1831,22 +1831,92 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             ));
         }
     }
-    let opts = kiln_infer::BenchOptions {
-        engines,
-        batch_sizes: a.batch_sizes.clone(),
-        workers: a.workers.clone(),
-        min_seconds: a.seconds,
-        min_iterations: 20,
-        warmup: a.warmup,
-    };
-    let r = kiln_infer::bench(model_path, &opts, rep)?;
     if a.workers.is_empty() || a.workers.contains(&0) {
         return Err(usage("--workers needs positive counts, e.g. 1,2"));
     }
+    // What is measured, all in this one run: the model as given ("suite" 0, the baseline of
+    // the ratio column), its int8 forms with --int8, and the configuration recorded in it by
+    // `kiln optimize --engine auto`.
+    let form_of = |m: &kiln_onnx::proto::ModelProto| match (
+        kiln_onnx::metadata_value(m, "kiln.optimize.quantization"),
+        kiln_onnx::metadata_value(m, "kiln.optimize.form"),
+    ) {
+        (Some(q), Some(f)) if q != "none" => format!("{q}-{f}"),
+        (Some(q), None) if q != "none" => q.to_string(),
+        _ => "f32".to_string(),
+    };
+    let given = kiln_onnx::load(model_path)?;
+    let mut suites: Vec<(String, PathBuf, Vec<EngineConfig>)> =
+        vec![(form_of(&given), model_path.to_path_buf(), engines.clone())];
+    let work = tempfile::tempdir()?;
+    if a.int8 {
+        for (form, kind) in [
+            (kiln_optimize::OnnxForm::Kiln, EngineKind::Tract),
+            (kiln_optimize::OnnxForm::Integer, EngineKind::Ort),
+        ] {
+            let configs: Vec<EngineConfig> =
+                engines.iter().filter(|e| e.kind == kind).cloned().collect();
+            if configs.is_empty() {
+                continue;
+            }
+            let out = work.path().join(format!("int8-{}.onnx", form.name()));
+            GraphOptimizer::new(OptimizeOptions {
+                quantization: Quantization::Dynamic,
+                form,
+                force: true,
+                ..OptimizeOptions::default()
+            })
+            .run(model_path, &out, &mut kiln_core::NullSink)?;
+            suites.push((format!("int8-{}", form.name()), out, configs));
+        }
+    }
+    let recorded_base = EngineConfig {
+        ort_lib: a.ort_lib.clone(),
+        ..EngineConfig::default()
+    };
+    match kiln_infer::recorded_engine(model_path, &recorded_base) {
+        Some(Ok((config, _))) => {
+            suites.push(("auto".into(), model_path.to_path_buf(), vec![config]));
+        }
+        Some(Err(e)) => {
+            tracing::warn!(target: "kiln", "the engine choice recorded in the model does not load here: {e}")
+        }
+        None => {}
+    }
+    let mut runs: Vec<(String, kiln_infer::BenchResult)> = Vec::new();
+    let mut reports = Vec::new();
+    for (label, path, configs) in &suites {
+        let opts = kiln_infer::BenchOptions {
+            engines: configs.clone(),
+            batch_sizes: a.batch_sizes.clone(),
+            workers: a.workers.clone(),
+            min_seconds: a.seconds,
+            min_iterations: 20,
+            warmup: a.warmup,
+        };
+        let r = kiln_infer::bench(path, &opts, rep)?;
+        runs.extend(r.results.iter().map(|x| (label.clone(), x.clone())));
+        reports.push(json!({ "model": label, "report": r }));
+    }
+    let baseline = suites[0].0.clone();
+    let best_direct = |batch: usize, workers: usize| {
+        runs.iter()
+            .filter(|(l, x)| *l == baseline && x.batch_size == batch && x.workers == workers)
+            .map(|(_, x)| x.rows_per_second)
+            .fold(0.0f64, f64::max)
+    };
+    let ratios: Vec<f64> = runs
+        .iter()
+        .map(|(_, x)| {
+            x.rows_per_second / best_direct(x.batch_size, x.workers).max(f64::MIN_POSITIVE)
+        })
+        .collect();
     let mut table = Table::new(
         "bench",
         &[
+            "model",
             "engine",
+            "threads",
             "batch",
             "workers",
             "rows/s",
@@ -1854,11 +1924,14 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             "p95 us",
             "p99 us",
             "cores busy",
+            "vs best",
         ],
     );
-    for x in &r.results {
+    for ((label, x), ratio) in runs.iter().zip(&ratios) {
         table.row(vec![
+            label.clone(),
             x.engine.to_string(),
+            x.threads.map(|t| t.to_string()).unwrap_or_default(),
             x.batch_size.to_string(),
             x.workers.to_string(),
             format!("{:.0}", x.rows_per_second),
@@ -1866,13 +1939,41 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             x.latency.p95_us.to_string(),
             x.latency.p99_us.to_string(),
             x.cores_busy.map(|c| format!("{c:.2}")).unwrap_or_default(),
+            format!("{ratio:.2}x"),
         ]);
     }
     let mut human = table.human();
+    if suites.len() > 1 {
+        human.push_str(&format!(
+            "vs best: rows/s over the best {baseline} configuration at the same batch size and workers\n"
+        ));
+    }
+    let best = runs
+        .iter()
+        .max_by(|a, b| a.1.rows_per_second.total_cmp(&b.1.rows_per_second))
+        .map(|(l, x)| (l.clone(), x.clone()))
+        .ok_or_else(|| anyhow::anyhow!("the benchmark measured nothing"))?;
+    let best_latency = runs
+        .iter()
+        .filter(|(_, x)| x.batch_size == 1)
+        .min_by_key(|(_, x)| x.latency.p95_us)
+        .map(|(l, x)| (l.clone(), x.clone()));
+    let r = reports
+        .first()
+        .and_then(|v| v.get("report"))
+        .cloned()
+        .unwrap_or_default();
     let mut plots = Vec::new();
     if let Some(dir) = &a.plots {
-        for x in &r.results {
-            let stem = format!("latency-{}-b{}-w{}", x.engine, x.batch_size, x.workers);
+        for (label, x) in &runs {
+            let stem = if suites.len() > 1 {
+                format!(
+                    "latency-{label}-{}-b{}-w{}",
+                    x.engine, x.batch_size, x.workers
+                )
+            } else {
+                format!("latency-{}-b{}-w{}", x.engine, x.batch_size, x.workers)
+            };
             let buckets = x
                 .latency
                 .histogram
@@ -1892,15 +1993,26 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             )?);
         }
     }
-    let best = &r.results[r.best_throughput];
+    let (best_label, best) = &best;
+    let named = |label: &str, engine: &str| {
+        if suites.len() > 1 {
+            format!("{label} in {engine}")
+        } else {
+            engine.to_string()
+        }
+    };
     human.push_str(&format!(
         "highest throughput: {} at batch {} with {} worker(s) ({:.0} rows/s)",
-        best.engine, best.batch_size, best.workers, best.rows_per_second
+        named(best_label, best.engine),
+        best.batch_size,
+        best.workers,
+        best.rows_per_second
     ));
-    if let Some(l) = r.best_latency.map(|i| &r.results[i]) {
+    if let Some((label, l)) = &best_latency {
         human.push_str(&format!(
             "\nlowest single-row p95 latency: {} ({} us)",
-            l.engine, l.latency.p95_us
+            named(label, l.engine),
+            l.latency.p95_us
         ));
     }
     if let Some(dir) = &a.plots {
@@ -1912,7 +2024,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     summary_tables(
         cli,
         &human,
-        json!({ "command": "bench", "model": model_path, "report": r, "plots": plots }),
+        json!({ "command": "bench", "model": model_path, "report": r, "suites": reports, "ratios": ratios, "plots": plots }),
         vec![table],
         false,
     );
