@@ -4,8 +4,9 @@
 //! - tract f32 and ONNX Runtime f32 (the engines used directly, through kiln's thin engine layer,
 //!   whose overhead `crates/kiln-infer/benches/engine_overhead.rs` bounds);
 //! - ONNX Runtime int8 in its own dynamic form (`MatMulInteger`), one thread and all cores;
-//! - tract int8 with kiln's `Int8Linear` op (kiln's own SIMD kernel), on one thread and with
-//!   the op's calls split over all cores;
+//! - tract int8 with kiln's `Int8Linear` op (kiln's own SIMD kernel);
+//! - tract with one thread and with all cores (tract's `multithread-mm` for its matrix
+//!   products, kiln's op splitting large calls);
 //! - kiln auto: what `kiln optimize --engine auto` chose (form, engine, threads), loaded the way
 //!   `kiln infer --engine auto` loads it.
 //!
@@ -70,14 +71,19 @@ fn rows(n: usize, seed: usize) -> Vec<f32> {
 /// Validation rows labelled by the float model itself: accuracy then means agreement with f32.
 fn labelled_csv(float: &Path, path: &Path) {
     let model = Model::load(float, EngineKind::Tract).expect("float model loads");
-    let x = rows(512, 17);
+    let width = model.info().input_width.expect("fixed input width");
+    let x = rows(512 * width / 784 + 1, 17)[..512 * width].to_vec();
     let preds = model.predict(&x, 512).expect("float model runs");
     let mut out = String::new();
-    let header: Vec<String> = (0..784).map(|i| format!("f{i}")).collect();
+    let names = model.info().feature_names.clone();
+    let header: Vec<String> = match names {
+        Some(n) if n.len() == width => n,
+        _ => (0..width).map(|i| format!("f{i}")).collect(),
+    };
     out.push_str(&header.join(","));
     out.push_str(",label\n");
     for (r, p) in preds.iter().enumerate() {
-        let row: Vec<String> = x[r * 784..(r + 1) * 784]
+        let row: Vec<String> = x[r * width..(r + 1) * width]
             .iter()
             .map(|v| format!("{v}"))
             .collect();
@@ -109,17 +115,20 @@ fn ort(threads: usize) -> EngineConfig {
     }
 }
 
-fn main() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let float = dir.path().join("mlp.onnx");
-    std::fs::write(&float, mlp()).expect("write model");
-    let kiln_int8 = quantized(&float, dir.path(), OnnxForm::Kiln);
-    let ort_int8 = quantized(&float, dir.path(), OnnxForm::Integer);
-    let validate = dir.path().join("validate.csv");
-    labelled_csv(&float, &validate);
+/// One measured configuration: its name, whether it is a direct f32 engine, the loaded model.
+type Configuration = (String, bool, Model);
+
+/// The configurations measured for one model.
+fn configurations(name: &str, float: &Path, dir: &Path) -> Vec<Configuration> {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).expect("model dir");
+    let kiln_int8 = quantized(float, &dir, OnnxForm::Kiln);
+    let ort_int8 = quantized(float, &dir, OnnxForm::Integer);
+    let validate = dir.join("validate.csv");
+    labelled_csv(float, &validate);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let mut configs: Vec<(String, bool, Model)> = Vec::new();
+    let mut configs: Vec<Configuration> = Vec::new();
     let mut add =
         |name: &str, direct_f32: bool, path: &Path, config: EngineConfig| match Model::load(
             path, config,
@@ -127,10 +136,17 @@ fn main() {
             Ok(m) => configs.push((name.to_string(), direct_f32, m)),
             Err(e) => eprintln!("skipping {name}: {e}"),
         };
-    add("tract f32", true, &float, EngineKind::Tract.into());
-    add("ort f32 x1", true, &float, ort(1));
+    let tract_x = |threads: usize| EngineConfig {
+        threads: Some(threads),
+        ..EngineKind::Tract.into()
+    };
+    add("tract f32", true, float, EngineKind::Tract.into());
     if cores > 1 {
-        add(&format!("ort f32 x{cores}"), true, &float, ort(cores));
+        add(&format!("tract f32 x{cores}"), true, float, tract_x(cores));
+    }
+    add("ort f32 x1", true, float, ort(1));
+    if cores > 1 {
+        add(&format!("ort f32 x{cores}"), true, float, ort(cores));
     }
     add(
         "tract int8 (kiln op)",
@@ -143,10 +159,7 @@ fn main() {
             &format!("tract int8 (kiln op) x{cores}"),
             false,
             &kiln_int8,
-            EngineConfig {
-                threads: Some(cores),
-                ..EngineKind::Tract.into()
-            },
+            tract_x(cores),
         );
     }
     add("ort int8 x1", false, &ort_int8, ort(1));
@@ -154,9 +167,9 @@ fn main() {
         add(&format!("ort int8 x{cores}"), false, &ort_int8, ort(cores));
     }
     // kiln auto: chosen by measurement at batch 64, loaded from the recorded choice.
-    let auto_path = dir.path().join("mlp-auto.onnx");
+    let auto_path = dir.join("auto.onnx");
     let auto = kiln_optimize::auto::optimize_auto(
-        &float,
+        float,
         &auto_path,
         &kiln_optimize::auto::AutoOptions {
             base: OptimizeOptions {
@@ -172,7 +185,7 @@ fn main() {
         Ok(r) => {
             let c = r.choice();
             eprintln!(
-                "kiln auto chose {} in {}{}",
+                "{name}: kiln auto chose {} in {}{}",
                 kiln_optimize::auto::variant_name(c.quantization, c.form),
                 c.engine,
                 c.threads.map(|t| format!(" x{t}")).unwrap_or_default()
@@ -184,27 +197,51 @@ fn main() {
         }
         Err(e) => eprintln!("skipping kiln auto: {e}"),
     }
+    configs
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let synthetic = dir.path().join("mlp784.onnx");
+    std::fs::write(&synthetic, mlp()).expect("write model");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/digits_mlp.onnx");
+    let models = [("mlp784", synthetic), ("digits", digits)];
+    let suites: Vec<(&str, usize, Vec<Configuration>)> = models
+        .iter()
+        .map(|(name, path)| {
+            let width = Model::load(path, EngineKind::Tract)
+                .expect("model loads")
+                .info()
+                .input_width
+                .expect("fixed input width");
+            (*name, width, configurations(name, path, dir.path()))
+        })
+        .collect();
 
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
-    for batch in BATCHES {
-        let x = rows(batch, 3);
-        let mut group = c.benchmark_group(format!("mlp784_batch{batch}"));
-        for (name, _, model) in &configs {
-            group.bench_with_input(BenchmarkId::from_parameter(name), &batch, |b, &n| {
-                b.iter(|| model.predict(black_box(&x), n).expect("predict"))
-            });
+    for (name, width, configs) in &suites {
+        for batch in BATCHES {
+            let x = rows(batch * width / 784 + 1, 3)[..batch * width].to_vec();
+            let mut group = c.benchmark_group(format!("{name}_batch{batch}"));
+            for (config, _, model) in configs {
+                group.bench_with_input(BenchmarkId::from_parameter(config), &batch, |b, &n| {
+                    b.iter(|| model.predict(black_box(&x), n).expect("predict"))
+                });
+            }
+            group.finish();
         }
-        group.finish();
     }
     c.final_summary();
-    ratios(&configs);
+    for (name, _, configs) in &suites {
+        ratios(name, configs);
+    }
 }
 
 /// Reads criterion's medians back and prints the ratio table.
-fn ratios(configs: &[(String, bool, Model)]) {
+fn ratios(model: &str, configs: &[Configuration]) {
     let root = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"))
@@ -218,10 +255,10 @@ fn ratios(configs: &[(String, bool, Model)]) {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         v["median"]["point_estimate"].as_f64()
     };
-    println!("\nratio to the best direct f32 engine (time_best / time; > 1 is faster)");
+    println!("\n{model}: ratio to the best direct f32 engine (time_best / time; > 1 is faster)");
     let mut table: BTreeMap<usize, Vec<(String, f64, f64)>> = BTreeMap::new();
     for batch in BATCHES {
-        let group = format!("mlp784_batch{batch}");
+        let group = format!("{model}_batch{batch}");
         let times: Vec<(String, bool, Option<f64>)> = configs
             .iter()
             .map(|(n, d, _)| (n.clone(), *d, median(&group, n)))

@@ -421,7 +421,8 @@ pub struct InferArgs {
     #[arg(long)]
     pub input_format: Option<String>,
     /// Threads running batches in parallel; 0 picks for the engine (tract: one per core, since
-    /// each tract call is single-threaded; ort: 1, since ONNX Runtime threads each call itself).
+    /// a tract call is single-threaded unless --threads; ort: 1, since ONNX Runtime threads
+    /// each call itself).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
     /// What to do with NaN/inf feature values: reject (error record) or pass (to the model).
@@ -444,9 +445,9 @@ pub struct InferArgs {
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
-    /// Intra-op threads: ONNX Runtime's (--engine ort or auto) [default: its choice], or in
-    /// tract those of kiln's int8 op (models from `kiln optimize --quantization dynamic`);
-    /// tract's own operators run each call on one thread, so use --workers for them.
+    /// Intra-op threads per call: ONNX Runtime's (--engine ort or auto) [default: its choice],
+    /// or tract's (its matrix products and kiln's int8 op) [default: 1; --workers runs several
+    /// calls at once instead].
     #[arg(long)]
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N]. A provider that cannot
@@ -551,7 +552,7 @@ pub struct ServeArgs {
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
-    /// Intra-op threads: ONNX Runtime's, or those of kiln's int8 op in tract.
+    /// Intra-op threads per call: ONNX Runtime's, or tract's (matrix products, kiln's int8 op).
     #[arg(long)]
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N].
@@ -602,7 +603,7 @@ pub struct BenchArgs {
     /// Unmeasured warm-up calls per configuration.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Intra-op threads: ort's, or those of kiln's int8 op in tract.
+    /// Intra-op threads per call: ort's, or tract's (matrix products, kiln's int8 op).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Path of libonnxruntime.so.

@@ -70,7 +70,7 @@ impl Default for BenchOptions {
 pub struct BenchResult {
     /// Engine name.
     pub engine: &'static str,
-    /// Intra-op threads per call (1 for tract; ONNX Runtime's default when `None`).
+    /// Intra-op threads per call (tract: 1 unless asked; ONNX Runtime's default when `None`).
     pub threads: Option<usize>,
     /// Rows per call.
     pub batch_size: usize,
@@ -140,9 +140,9 @@ pub fn bench(
                 };
                 results.push(BenchResult {
                     engine: model.engine_name(),
-                    // tract runs each call on one thread whatever was asked.
+                    // tract's default is one thread per call.
                     threads: if model.engine_name() == "tract" {
-                        Some(1)
+                        Some(engine.threads.unwrap_or(1))
                     } else {
                         engine.threads
                     },

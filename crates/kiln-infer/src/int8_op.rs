@@ -180,6 +180,7 @@ impl EvalOp for KilnInt8Linear {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        kiln_kernels::clear_upper_state();
         let input = args_1!(inputs);
         let x = input.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;

@@ -105,8 +105,8 @@ pub struct EngineConfig {
     pub kind: EngineKind,
     /// Path of `libonnxruntime.so` for the ort engine.
     pub ort_lib: Option<std::path::PathBuf>,
-    /// Intra-op threads: ONNX Runtime's, or in tract those of kiln's int8 op (tract's own
-    /// operators run each call on one thread). `None`: ONNX Runtime's default, one in tract.
+    /// Intra-op threads per call: ONNX Runtime's, or tract's (its matrix products and kiln's
+    /// int8 op). `None`: ONNX Runtime's default, one thread in tract.
     pub threads: Option<usize>,
     /// ONNX Runtime execution provider (tract runs on the CPU only).
     pub provider: Provider,

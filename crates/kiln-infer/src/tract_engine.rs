@@ -24,6 +24,8 @@ pub(crate) fn framework(threads: usize) -> tract_onnx::Onnx {
 /// dimension, and runs any batch size through the same plan.
 pub struct TractEngine {
     plan: Arc<TypedRunnableModel>,
+    /// tract's multithreaded executor for this engine's calls, when more than one thread.
+    executor: Option<tract_linalg::multithread::Executor>,
 }
 
 impl std::fmt::Debug for TractEngine {
@@ -38,8 +40,10 @@ impl TractEngine {
         Self::from_bytes_with_threads(bytes, origin, 1)
     }
 
-    /// [`TractEngine::from_bytes`], letting kiln's int8 op (`ai.kiln.Int8Linear`) split each
-    /// call over `threads` threads; tract's own operators run each call on one thread.
+    /// [`TractEngine::from_bytes`] with `threads` intra-op threads: tract's matrix products run
+    /// on a pool of that many threads (tract's `multithread-mm`), and kiln's int8 op
+    /// (`ai.kiln.Int8Linear`) splits large calls over as many. 1 runs each call on the calling
+    /// thread alone.
     pub fn from_bytes_with_threads(
         bytes: &[u8],
         origin: &Path,
@@ -75,9 +79,24 @@ impl TractEngine {
             .map_err(|e| load(format!("{e:#}")))?;
         let plan = model
             .into_optimized()
-            .and_then(|m| m.into_runnable())
+            .and_then(|mut m| {
+                crate::softmax_op::replace_slow_softmax(&mut m)?;
+                m.into_runnable()
+            })
             .map_err(|e| load(format!("{e:#}")))?;
-        Ok(Self { plan })
+        let executor = if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("kiln-tract-{i}"))
+                .build()
+                .map_err(|e| load(format!("cannot start {threads} threads: {e}")))?;
+            Some(tract_linalg::multithread::Executor::MultiThread(Arc::new(
+                pool,
+            )))
+        } else {
+            None
+        };
+        Ok(Self { plan, executor })
     }
 
     /// Loads a model file.
@@ -147,6 +166,22 @@ fn from_tract(v: &TValue) -> Result<Tensor, InferError> {
     }
 }
 
+impl TractEngine {
+    /// Runs the plan, inside this engine's thread pool when it has one.
+    fn execute(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let out = match &self.executor {
+            Some(pool) => tract_linalg::multithread::multithread_tract_scope(pool.clone(), || {
+                self.plan.run(inputs)
+            }),
+            None => self.plan.run(inputs),
+        };
+        // tract's AVX-512 kernels can leave the upper register state dirty, which slows every
+        // SSE instruction after them (see `kiln_kernels::clear_upper_state`).
+        kiln_kernels::clear_upper_state();
+        out
+    }
+}
+
 impl InferenceEngine for TractEngine {
     type Error = InferError;
 
@@ -159,8 +194,7 @@ impl InferenceEngine for TractEngine {
         let input = tract_onnx::prelude::Tensor::from_shape(shape, data)
             .map_err(|e| InferError::Input(format!("{e:#}")))?;
         let outputs = self
-            .plan
-            .run(tvec!(input.into_tvalue()))
+            .execute(tvec!(input.into_tvalue()))
             .map_err(|e| InferError::Run {
                 engine: "tract",
                 reason: format!("{e:#}"),
@@ -170,7 +204,7 @@ impl InferenceEngine for TractEngine {
 
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, InferError> {
         let inputs: TVec<TValue> = inputs.into_iter().map(to_tract).collect::<Result<_, _>>()?;
-        let outputs = self.plan.run(inputs).map_err(|e| InferError::Run {
+        let outputs = self.execute(inputs).map_err(|e| InferError::Run {
             engine: "tract",
             reason: format!("{e:#}"),
         })?;

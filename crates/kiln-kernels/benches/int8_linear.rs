@@ -35,5 +35,13 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// Softmax over 64 rows of 10 classes, the output layer of a classifier batch.
+fn softmax(c: &mut Criterion) {
+    let mut x: Vec<f32> = (0..640).map(|i| (i % 17) as f32 * 0.3 - 2.0).collect();
+    c.bench_function("softmax_rows_64x10", |b| {
+        b.iter(|| kiln_kernels::softmax_rows(black_box(&mut x), 10))
+    });
+}
+
+criterion_group!(benches, bench, softmax);
 criterion_main!(benches);

@@ -319,6 +319,9 @@ impl Int8Linear {
                 let (kp, np) = (*kp, *np);
                 let mut q = vec![0u8; m * kp];
                 quantize_rows(self.isa, x, k, kp, &mut q, &mut scale, &mut zp);
+                #[cfg(target_arch = "x86_64")]
+                let q16 = crate::x86::widen_u8_avx2(&q);
+                #[cfg(not(target_arch = "x86_64"))]
                 let q16: Vec<i16> = q.iter().map(|&v| i16::from(v)).collect();
                 let mut acc = vec![0i32; m * np];
                 #[cfg(target_arch = "x86_64")]
@@ -348,6 +351,23 @@ impl Int8Linear {
     /// `y = f32(Σ q·w − zp·Σw) · (s · w_scale) + bias`, in that order (the ONNX body's order),
     /// then `max(y, 0)` with a fused ReLU.
     fn epilogue(&self, acc: &[i32], stride: usize, scale: &[f32], zp: &[i32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa != Isa::Portable {
+            crate::x86::epilogue_avx2(self, acc, stride, scale, zp, y);
+            return;
+        }
+        self.epilogue_generic(acc, stride, scale, zp, y);
+    }
+
+    #[inline(always)]
+    pub(crate) fn epilogue_generic(
+        &self,
+        acc: &[i32],
+        stride: usize,
+        scale: &[f32],
+        zp: &[i32],
+        y: &mut [f32],
+    ) {
         let n = self.n;
         for (r, yr) in y.chunks_exact_mut(n).enumerate() {
             let ar = &acc[r * stride..r * stride + n];

@@ -75,7 +75,121 @@ pub(crate) fn quantize_row_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
 
 #[target_feature(enable = "avx2,fma")]
 fn quantize_row_256(x: &[f32], q: &mut [u8]) -> (f32, i32) {
-    crate::quant::quantize_row(x, q)
+    let n = x.len().min(q.len());
+    let full = n / 8 * 8;
+    let mut lo = _mm256_setzero_ps();
+    let mut hi = _mm256_setzero_ps();
+    for c in x[..full].chunks_exact(8) {
+        // SAFETY: `c` holds exactly 8 f32.
+        let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+        lo = _mm256_min_ps(lo, v);
+        hi = _mm256_max_ps(hi, v);
+    }
+    let (mut lo_l, mut hi_l) = ([0.0f32; 8], [0.0f32; 8]);
+    // SAFETY: both arrays hold 8 f32.
+    unsafe {
+        _mm256_storeu_ps(lo_l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(hi_l.as_mut_ptr(), hi);
+    }
+    let mut lo = lo_l.iter().fold(0.0f32, |a, &b| if b < a { b } else { a });
+    let mut hi = hi_l.iter().fold(0.0f32, |a, &b| if b > a { b } else { a });
+    for &v in &x[full..n] {
+        lo = if v < lo { v } else { lo };
+        hi = if v > hi { v } else { hi };
+    }
+    let (s, inv, zp) = crate::quant::params_from_range(lo, hi);
+    let magic = _mm256_set1_ps(12_582_912.0);
+    let vinv = _mm256_set1_ps(inv);
+    let vzp = _mm256_set1_ps(zp);
+    let zero = _mm256_setzero_ps();
+    let top = _mm256_set1_ps(255.0);
+    for (c, o) in x[..full].chunks_exact(8).zip(q[..full].chunks_exact_mut(8)) {
+        // SAFETY: `c` holds 8 f32; `bytes` is 8 bytes long.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), vinv);
+            // Round half to even by the magic constant, exactly as `quant::round_even`.
+            let r = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+            let t = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzp), zero), top);
+            let i = _mm256_cvttps_epi32(t);
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), i);
+            for (b, l) in o.iter_mut().zip(lanes) {
+                *b = l as u8;
+            }
+        }
+    }
+    for (o, &v) in q[full..n].iter_mut().zip(&x[full..n]) {
+        *o = crate::quant::quantize_value(v, inv, zp);
+    }
+    (s, zp as i32)
+}
+
+pub(crate) fn has_avx() -> bool {
+    is_x86_feature_detected!("avx")
+}
+
+/// `vzeroupper`: marks the upper halves of the vector registers clean.
+pub(crate) fn zero_upper() {
+    if has_avx() {
+        // SAFETY: the CPU has AVX (checked just above).
+        unsafe { zero_upper_avx() }
+    }
+}
+
+#[target_feature(enable = "avx")]
+fn zero_upper_avx() {
+    _mm256_zeroupper();
+}
+
+/// u8 activations widened to i16 for the AVX2 product, VEX-encoded.
+pub(crate) fn widen_u8_avx2(q: &[u8]) -> Vec<i16> {
+    assert!(has_avx2(), "caller checked the CPU");
+    // SAFETY: as below.
+    unsafe { widen_256(q) }
+}
+
+#[target_feature(enable = "avx2")]
+fn widen_256(q: &[u8]) -> Vec<i16> {
+    q.iter().map(|&v| i16::from(v)).collect()
+}
+
+/// [`crate::softmax::softmax_rows`] compiled VEX-encoded (AVX2, FMA).
+pub(crate) fn softmax_rows_avx2(data: &mut [f32], row: usize) {
+    assert!(has_avx2(), "caller checked the CPU");
+    // SAFETY: the CPU has the features the function is compiled for (asserted above); the
+    // function itself is safe code.
+    unsafe { softmax_rows_256(data, row) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn softmax_rows_256(data: &mut [f32], row: usize) {
+    crate::softmax::softmax_rows_generic(data, row);
+}
+
+/// The int8 layer's epilogue compiled VEX-encoded, for the same reason as the softmax.
+pub(crate) fn epilogue_avx2(
+    layer: &crate::Int8Linear,
+    acc: &[i32],
+    stride: usize,
+    scale: &[f32],
+    zp: &[i32],
+    y: &mut [f32],
+) {
+    assert!(has_avx2(), "caller checked the CPU");
+    // SAFETY: as above.
+    unsafe { epilogue_256(layer, acc, stride, scale, zp, y) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn epilogue_256(
+    layer: &crate::Int8Linear,
+    acc: &[i32],
+    stride: usize,
+    scale: &[f32],
+    zp: &[i32],
+    y: &mut [f32],
+) {
+    layer.epilogue_generic(acc, stride, scale, zp, y);
 }
 
 /// `acc[m × np] = a[m × kp] (u8) · b (i8, VNNI-packed kp × np)`.

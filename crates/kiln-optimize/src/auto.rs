@@ -37,8 +37,7 @@ pub struct AutoOptions {
     pub strict_provider: bool,
     /// ort intra-op thread counts to try (`None`: ONNX Runtime's default).
     pub ort_threads: Vec<Option<usize>>,
-    /// Thread counts of kiln's int8 op to try in tract (tract's own operators run on one
-    /// thread; only models with the op are measured with more than one).
+    /// tract intra-op thread counts to try (its matrix products and kiln's int8 op).
     pub tract_threads: Vec<Option<usize>>,
     /// Rows per call when measuring speed.
     pub batch_size: usize,
@@ -91,8 +90,7 @@ pub struct AutoCandidate {
     pub engine: &'static str,
     /// The execution provider.
     pub provider: String,
-    /// Intra-op threads: ort's, or those of kiln's int8 op in tract (`None`: the engine's
-    /// default, one thread in tract).
+    /// Intra-op threads (`None`: the engine's default, one thread in tract).
     pub threads: Option<usize>,
     /// Accuracy on the validation rows (classifiers).
     pub accuracy: Option<f64>,
@@ -360,7 +358,7 @@ pub fn optimize_auto(
     for config in &configs {
         let label = match config.kind {
             EngineKind::Tract => match config.threads {
-                Some(t) if t > 1 => format!("tract, kiln int8 op on {t} threads"),
+                Some(t) if t > 1 => format!("tract threads {t}"),
                 _ => "tract".to_string(),
             },
             EngineKind::Ort => format!(
@@ -408,14 +406,8 @@ pub fn optimize_auto(
             }
             Err(e) => return Err(e),
         };
-        let multi_threaded_tract =
-            config.kind == EngineKind::Tract && config.threads.is_some_and(|t| t > 1);
         for (form, path, report) in &forms {
             done += 1;
-            // Threads only reach kiln's int8 op: other forms would measure the same plan again.
-            if multi_threaded_tract && form.1 != OnnxForm::Kiln {
-                continue;
-            }
             let what = format!("{} / {label}", variant_name(form.0, form.1));
             let m = if form.0 == Quantization::None {
                 baseline.clone()
