@@ -68,12 +68,18 @@ fn result_tables_print_as_csv_markdown_and_json() {
     let out = k.ok(&[&bench[..], &["--format", "csv"]].concat());
     let mut r = csv::Reader::from_reader(out.stdout.as_slice());
     let headers: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(headers[..5], ["model", "engine", "threads", "batch", "workers"]);
+    assert_eq!(
+        headers[..5],
+        ["model", "engine", "threads", "batch", "workers"]
+    );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(&rows[1][0], "f32");
     assert!(rows[1][5].parse::<f64>().unwrap() > 0.0, "rows/s");
-    assert_eq!(&rows[1][10], "1.00x", "the best of one configuration is itself");
+    assert_eq!(
+        &rows[1][10], "1.00x",
+        "the best of one configuration is itself"
+    );
     // Markdown: a heading and a table.
     let out = k.ok(&[&bench[..], &["--format", "markdown"]].concat());
     let md = String::from_utf8(out.stdout).unwrap();
