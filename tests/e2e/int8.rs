@@ -358,3 +358,56 @@ fn bench_measures_int8_beside_float_with_ratios() {
     ]);
     assert_eq!(out["suites"][0]["model"], "dynamic-kiln", "{out:#}");
 }
+
+#[test]
+fn dynamic_quantization_takes_per_tensor_weights_in_every_form() {
+    let k = Kiln::new();
+    mlp(&k.path("m.onnx"));
+    let x = rows(32);
+    let float = scores(&k.path("m.onnx"), EngineKind::Tract.into(), &x, 32);
+    for form in ["kiln", "integer", "qdq"] {
+        let out = format!("{form}.onnx");
+        let v = k.json(&[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            &out,
+            "--quantization",
+            "dynamic",
+            "--onnx-form",
+            form,
+            "--per-tensor-weights",
+        ]);
+        assert!(
+            v["report"]["passes"].to_string().contains("per-tensor"),
+            "{v:#}"
+        );
+        let m = kiln::onnx::load(&k.path(&out)).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        for t in g
+            .initializer
+            .iter()
+            .filter(|t| t.name().ends_with(".weight_scale"))
+        {
+            let scales = match kiln::onnx::TensorValue::from_proto(t).unwrap() {
+                kiln::onnx::TensorValue::F32(v) => v,
+                other => panic!("{other:?}"),
+            };
+            // One scale per matrix: a scalar, or the op's [N] with every value the same.
+            assert!(
+                scales.windows(2).all(|w| w[0] == w[1]),
+                "{form}: {scales:?}"
+            );
+            if form != "kiln" {
+                assert!(t.dims.is_empty(), "{form}: {:?}", t.dims);
+            }
+        }
+        let q = scores(&k.path(&out), EngineKind::Tract.into(), &x, 32);
+        assert!(
+            max_diff(&q, &float) < 0.15,
+            "{form}: {}",
+            max_diff(&q, &float)
+        );
+    }
+}

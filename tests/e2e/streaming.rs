@@ -412,6 +412,46 @@ fn profile_reports_nodes_flops_and_memory() {
     assert!(prof["activation_bytes"].as_u64().expect("act") > 0);
 }
 
+/// `kiln profile --engine ort`: ONNX Runtime's own profiler, per node, with its trace kept.
+#[test]
+fn profile_in_onnx_runtime_keeps_its_trace() {
+    let Some(lib) = crate::conformance::ort_lib() else {
+        return;
+    };
+    let k = Kiln::new();
+    trained_model(&k, 68);
+    let p = k.json(&[
+        "profile",
+        "m.onnx",
+        "--engine",
+        "ort",
+        "--ort-lib",
+        lib.to_str().unwrap(),
+        "--batch-size",
+        "16",
+        "--iterations",
+        "4",
+        "--trace",
+        "trace.json",
+    ]);
+    let prof = &p["profile"];
+    assert_eq!(prof["engine"], "ort");
+    let nodes = prof["nodes"].as_array().expect("nodes");
+    let ops: Vec<&str> = nodes.iter().map(|n| n["op"].as_str().unwrap()).collect();
+    assert!(
+        ops.contains(&"Gemm") || ops.contains(&"FusedGemm"),
+        "{ops:?}"
+    );
+    // Matrix products from the weights: 2*16*(6*64+64*64+64*3) at least.
+    assert!(prof["flops"].as_u64().unwrap() >= 2 * 16 * (6 * 64 + 64 * 64 + 64 * 3));
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(k.path("trace.json")).unwrap()).unwrap();
+    assert!(trace.as_array().is_some_and(|e| !e.is_empty()));
+    // The trace options belong to ONNX Runtime.
+    let err = k.fails(&["profile", "m.onnx", "--trace", "t.json"], 2);
+    assert!(err.contains("--engine ort"), "{err}");
+}
+
 /// `kiln bench --leak-check N`: memory stays flat over many predictions.
 #[test]
 fn leak_check_passes_on_a_steady_model() {
@@ -434,8 +474,8 @@ fn leak_check_passes_on_a_steady_model() {
     assert_eq!(r["leak_check"]["iterations"], 20000);
 }
 
-/// `--format` applies to files too (here a JSONL file without the extension); `--threads` is
-/// refused for tract instead of being ignored.
+/// `--input-format` applies to files too (here a JSONL file without the extension);
+/// `--threads` reaches tract.
 #[test]
 fn explicit_format_and_threads_flag() {
     let k = Kiln::new();

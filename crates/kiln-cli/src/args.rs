@@ -360,7 +360,8 @@ pub struct OptimizeArgs {
     /// uint8 over the calibrated range.
     #[arg(long)]
     pub symmetric_activations: bool,
-    /// Static quantization: one scale per weight matrix instead of one per output column.
+    /// Dynamic or static quantization: one scale per weight matrix instead of one per output
+    /// column.
     #[arg(long)]
     pub per_tensor_weights: bool,
     /// Labelled data to report accuracy before and after.
@@ -751,4 +752,17 @@ pub struct ProfileArgs {
     /// Nodes to list (slowest first).
     #[arg(long, default_value_t = 15)]
     pub top: usize,
+    /// Engine to profile: tract (its plan, node by node) or ort (ONNX Runtime's own profiler).
+    #[arg(long, default_value = "tract")]
+    pub engine: String,
+    /// With --engine ort: keep ONNX Runtime's trace (Chrome trace JSON, for chrome://tracing or
+    /// Perfetto) in this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// With --engine ort: intra-op threads [default: ONNX Runtime's choice].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
 }

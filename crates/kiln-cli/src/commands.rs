@@ -1043,12 +1043,14 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
         engine: a.engine.as_deref(),
     })?;
     // Flags that would otherwise be parsed and silently ignored.
-    if (a.symmetric_activations || a.per_tensor_weights)
-        && a.quantization != "static"
-        && a.engine.is_none()
-    {
+    if a.symmetric_activations && a.quantization != "static" && a.engine.is_none() {
         return Err(usage(
-            "--symmetric-activations and --per-tensor-weights shape static quantization; add --quantization static (with --calibration-data)",
+            "--symmetric-activations shapes static quantization; add --quantization static (with --calibration-data)",
+        ));
+    }
+    if a.per_tensor_weights && !matches!(a.quantization.as_str(), "static" | "dynamic") {
+        return Err(usage(
+            "--per-tensor-weights shapes dynamic or static quantization; add --quantization dynamic (or static with --calibration-data)",
         ));
     }
     if a.engine.as_deref() == Some("auto") && a.quantization != "none" {
@@ -2299,14 +2301,54 @@ fn package(cli: &Cli, a: &PackageArgs, rep: &mut Reporter) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "ort")]
+fn profile_ort(a: &ProfileArgs) -> Result<kiln_infer::profile::Profile> {
+    let opts = kiln_infer::ort_engine::OrtOptions {
+        lib: a.ort_lib.clone(),
+        threads: a.threads,
+        sessions: 1,
+        ..Default::default()
+    };
+    Ok(kiln_infer::profile::profile_ort(
+        &a.model,
+        a.batch_size,
+        a.iterations,
+        &opts,
+        a.trace.as_deref(),
+    )?)
+}
+
+#[cfg(not(feature = "ort"))]
+fn profile_ort(_a: &ProfileArgs) -> Result<kiln_infer::profile::Profile> {
+    Err(usage(
+        "this kiln was built without the ort engine; rebuild with `--features ort` to profile in ONNX Runtime",
+    ))
+}
+
 fn profile(cli: &Cli, a: &ProfileArgs) -> Result<()> {
     if a.batch_size == 0 || a.iterations == 0 {
         return Err(usage("--batch-size and --iterations must be at least 1"));
     }
-    let p = kiln_infer::profile::profile(&a.model, a.batch_size, a.iterations)?;
+    let p = match a.engine.as_str() {
+        "tract" => {
+            if a.trace.is_some() || a.threads.is_some() || a.ort_lib.is_some() {
+                return Err(usage(
+                    "--trace, --threads and --ort-lib profile ONNX Runtime; add --engine ort",
+                ));
+            }
+            kiln_infer::profile::profile(&a.model, a.batch_size, a.iterations)?
+        }
+        "ort" => profile_ort(a)?,
+        other => {
+            return Err(usage(format!(
+                "unknown --engine {other:?} for profile; use tract or ort"
+            )));
+        }
+    };
     let mut s = format!(
-        "{} at batch {} over {} runs: {:.1} us per run, {:.3} GFLOP/s ({:.1}% of the {:.0} GFLOP/s peak: {} cores x {} x {:.2} GHz)\n",
+        "{} in {} at batch {} over {} runs: {:.1} us per run, {:.3} GFLOP/s ({:.1}% of the {:.0} GFLOP/s peak: {} cores x {} x {:.2} GHz)\n",
         a.model.display(),
+        p.engine,
         p.batch_size,
         p.iterations,
         p.run_mean_us,
@@ -2325,6 +2367,12 @@ fn profile(cli: &Cli, a: &ProfileArgs) -> Result<()> {
             .map(|b| format!(", peak RSS {} MiB", b / (1024 * 1024)))
             .unwrap_or_default()
     ));
+    if let Some(t) = &p.trace {
+        s.push_str(&format!(
+            "ONNX Runtime's trace: {} (open in chrome://tracing or ui.perfetto.dev)\n",
+            t.display()
+        ));
+    }
     s.push_str(&format!(
         "{:<40} {:<22} {:>10} {:>7} {:>12} {:>9}\n",
         "node", "op", "mean us", "share", "FLOPs", "GFLOP/s"
@@ -2356,7 +2404,7 @@ fn profile(cli: &Cli, a: &ProfileArgs) -> Result<()> {
     }
     let overview = Table::from_json(
         "profile",
-        &json!({ "model": a.model, "batch_size": p.batch_size, "iterations": p.iterations,
+        &json!({ "model": a.model, "engine": p.engine, "batch_size": p.batch_size, "iterations": p.iterations,
             "run_mean_us": p.run_mean_us, "gflops": p.gflops, "peak_fraction": p.peak_fraction,
             "peak_gflops": p.peak.peak_gflops, "weights_bytes": p.weights_bytes,
             "activation_bytes": p.activation_bytes }),

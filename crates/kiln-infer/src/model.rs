@@ -346,6 +346,7 @@ impl Model {
                     threads: config.threads,
                     provider: config.provider,
                     sessions: config.concurrency.max(1),
+                    profiling: None,
                 };
                 Box::new(crate::ort_engine::OrtEngine::from_bytes(
                     bytes, origin, &opts,

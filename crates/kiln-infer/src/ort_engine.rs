@@ -84,6 +84,9 @@ pub struct OrtOptions {
     pub provider: crate::Provider,
     /// Sessions in the pool (at least 1): as many as threads that will call the engine at once.
     pub sessions: usize,
+    /// Record ONNX Runtime's profiling trace, into files starting with this path (see
+    /// [`OrtEngine::end_profiling`]).
+    pub profiling: Option<PathBuf>,
 }
 
 /// The error for a provider this build was compiled without.
@@ -157,6 +160,11 @@ impl OrtEngine {
                     .with_intra_threads(t)
                     .map_err(|e| load(e.to_string()))?;
             }
+            if let Some(prefix) = &opts.profiling {
+                builder = builder
+                    .with_profiling(prefix)
+                    .map_err(|e| load(e.to_string()))?;
+            }
             let providers = execution_providers(opts.provider)?;
             if !providers.is_empty() {
                 builder = builder.with_execution_providers(providers).map_err(|e| {
@@ -175,6 +183,21 @@ impl OrtEngine {
             sessions.push(Mutex::new(session));
         }
         Ok(Self { sessions })
+    }
+
+    /// Ends ONNX Runtime's profiling of the first session and returns the trace file it wrote
+    /// (Chrome trace JSON: one event per node and run).
+    pub fn end_profiling(&self) -> Result<PathBuf, InferError> {
+        let mut s = self.sessions[0].lock().map_err(|_| InferError::Run {
+            engine: "ort",
+            reason: "a previous run panicked while holding the session".into(),
+        })?;
+        s.end_profiling()
+            .map(PathBuf::from)
+            .map_err(|e| InferError::Run {
+                engine: "ort",
+                reason: format!("ending the profile: {e}"),
+            })
     }
 
     /// A free session, or the first one (waiting) when all are busy.

@@ -1,5 +1,6 @@
-//! Per-node profiling of a model in tract: time per node of the optimized plan, estimated FLOPs,
-//! achieved GFLOP/s against this CPU's theoretical peak, and memory figures.
+//! Per-node profiling of a model: in tract, time per node of the optimized plan; in ONNX
+//! Runtime (feature `ort`), its own profiler's trace. Estimated FLOPs, achieved GFLOP/s against
+//! this CPU's theoretical peak, and memory figures.
 
 use crate::{InferError, ModelInfo};
 use serde::Serialize;
@@ -43,6 +44,12 @@ pub struct CpuPeak {
 /// A whole profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
+    /// The engine profiled: `tract` (its plan, node by node) or `ort` (ONNX Runtime's own
+    /// profiler).
+    pub engine: &'static str,
+    /// ONNX Runtime's trace file (Chrome trace JSON, for chrome://tracing or Perfetto), when
+    /// it was kept.
+    pub trace: Option<std::path::PathBuf>,
     /// Rows per run.
     pub batch_size: usize,
     /// Measured runs.
@@ -313,6 +320,8 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
     };
     let peak = cpu_peak();
     Ok(Profile {
+        engine: "tract",
+        trace: None,
         batch_size: batch_size.max(1),
         iterations,
         run_mean_us: run_mean * 1e6,
@@ -323,6 +332,186 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
         nodes,
         weights_bytes,
         activation_bytes: per_node.values().map(|v| v.4).sum(),
+        peak_rss_bytes: peak_rss(),
+    })
+}
+
+/// The `2·K·N` of every matrix product with a constant 2-D weight, by ONNX node name.
+fn product_shapes(proto: &kiln_onnx::proto::ModelProto) -> BTreeMap<String, u64> {
+    let mut map = BTreeMap::new();
+    let Some(g) = proto.graph.as_ref() else {
+        return map;
+    };
+    for n in g.node.iter().filter(|n| {
+        matches!(
+            n.op_type(),
+            "Gemm" | "MatMul" | "MatMulInteger" | "Int8Linear" | "Int8LinearRelu"
+        )
+    }) {
+        if let Some(w) = n
+            .input
+            .get(1)
+            .and_then(|w| kiln_onnx::graph::initializer(g, w))
+            .filter(|w| w.dims.len() == 2)
+        {
+            map.insert(n.name().to_string(), 2 * (w.dims[0] * w.dims[1]) as u64);
+        }
+    }
+    map
+}
+
+/// Profiles `iterations` runs of the model at `batch_size` rows in ONNX Runtime with its own
+/// profiler: per-node kernel times from its trace (the first, warm-up run dropped), FLOPs of
+/// matrix products from the ONNX weights and one per output element elsewhere. The trace is
+/// moved to `trace` when given, else deleted.
+#[cfg(feature = "ort")]
+pub fn profile_ort(
+    path: &Path,
+    batch_size: usize,
+    iterations: usize,
+    opts: &crate::ort_engine::OrtOptions,
+    trace: Option<&Path>,
+) -> Result<Profile, InferError> {
+    use kiln_core::InferenceEngine;
+    let proto = kiln_onnx::load(path)?;
+    let info = ModelInfo::from_proto(&proto)?;
+    let bytes = kiln_onnx::encode(&proto);
+    let batch = batch_size.max(1);
+    let iterations = iterations.max(1);
+    let prefix = std::env::temp_dir().join(format!("kiln-ort-profile-{}", std::process::id()));
+    let engine = crate::ort_engine::OrtEngine::from_bytes(
+        &bytes,
+        path,
+        &crate::ort_engine::OrtOptions {
+            sessions: 1,
+            profiling: Some(prefix),
+            ..opts.clone()
+        },
+    )?;
+    let x = crate::synthetic_rows(&info, batch, 0x6b696c6e)?;
+    let shape = [batch, x.len() / batch];
+    engine.run_f32(&shape, &x)?;
+    let mut total = Duration::ZERO;
+    for _ in 0..iterations {
+        let t = Instant::now();
+        engine.run_f32(&shape, &x)?;
+        total += t.elapsed();
+    }
+    let file = engine.end_profiling()?;
+    drop(engine);
+    let read = |e: String| InferError::Run {
+        engine: "ort",
+        reason: format!("reading the profile {}: {e}", file.display()),
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| read(e.to_string()))?;
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
+    // node → (op, kernel durations in µs, output bytes)
+    let mut per_node: BTreeMap<String, (String, Vec<f64>, u64)> = BTreeMap::new();
+    for e in &events {
+        let Some(name) = e["name"]
+            .as_str()
+            .filter(|_| e["cat"] == "Node")
+            .and_then(|n| n.strip_suffix("_kernel_time"))
+        else {
+            continue;
+        };
+        let entry = per_node.entry(name.to_string()).or_insert_with(|| {
+            (
+                e["args"]["op_name"].as_str().unwrap_or("?").to_string(),
+                Vec::new(),
+                0,
+            )
+        });
+        entry.1.push(e["dur"].as_f64().unwrap_or(0.0));
+        entry.2 = e["args"]["output_size"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .or_else(|| e["args"]["output_size"].as_u64())
+            .unwrap_or(0);
+    }
+    let products = product_shapes(&proto);
+    let mut nodes: Vec<NodeProfile> = per_node
+        .iter()
+        .map(|(name, (op, durs, out_bytes))| {
+            // One event per run: drop the warm-up run's.
+            let measured = if durs.len() > iterations {
+                &durs[durs.len() - iterations..]
+            } else {
+                &durs[..]
+            };
+            let mean_us = measured.iter().sum::<f64>() / measured.len().max(1) as f64;
+            // ONNX Runtime names a node it fused "fused <first node>".
+            let flops = products
+                .get(name.strip_prefix("fused ").unwrap_or(name))
+                .map(|kn| kn * batch as u64)
+                .unwrap_or(out_bytes / 4);
+            NodeProfile {
+                name: name.clone(),
+                op: op.clone(),
+                mean_us,
+                share: 0.0,
+                flops,
+                gflops: if mean_us > 0.0 {
+                    flops as f64 / mean_us / 1e3
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    let node_total: f64 = nodes.iter().map(|n| n.mean_us).sum();
+    for n in &mut nodes {
+        n.share = if node_total > 0.0 {
+            n.mean_us / node_total
+        } else {
+            0.0
+        };
+    }
+    nodes.sort_by(|a, b| b.mean_us.total_cmp(&a.mean_us));
+    let run_mean = total.as_secs_f64() / iterations as f64;
+    let flops_total: u64 = nodes.iter().map(|n| n.flops).sum();
+    let gflops = if run_mean > 0.0 {
+        flops_total as f64 / run_mean / 1e9
+    } else {
+        0.0
+    };
+    let kept = match trace {
+        Some(to) => {
+            std::fs::copy(&file, to)
+                .map_err(|e| read(format!("copying it to {}: {e}", to.display())))?;
+            let _ = std::fs::remove_file(&file);
+            Some(to.to_path_buf())
+        }
+        None => {
+            let _ = std::fs::remove_file(&file);
+            None
+        }
+    };
+    let weights_bytes: u64 = proto
+        .graph
+        .iter()
+        .flat_map(|g| g.initializer.iter())
+        .map(|t| {
+            t.raw_data.as_ref().map_or(0, |r| r.len() as u64)
+                + 4 * (t.float_data.len() + t.int32_data.len()) as u64
+                + 8 * (t.int64_data.len() + t.double_data.len()) as u64
+        })
+        .sum();
+    let peak = cpu_peak();
+    Ok(Profile {
+        engine: "ort",
+        trace: kept,
+        batch_size: batch,
+        iterations,
+        run_mean_us: run_mean * 1e6,
+        flops: flops_total,
+        gflops,
+        peak_fraction: gflops / peak.peak_gflops.max(1e-9),
+        peak,
+        activation_bytes: per_node.values().map(|v| v.2).sum(),
+        nodes,
+        weights_bytes,
         peak_rss_bytes: peak_rss(),
     })
 }

@@ -416,11 +416,14 @@ impl GraphOptimizer {
         > {
             let mut m = float_model.clone();
             let r = match (self.options.quantization, &ranges) {
-                (Quantization::Dynamic, _) => Some(match form {
-                    OnnxForm::Kiln => quantize::dynamic_kiln_except(&mut m, keep)?,
-                    OnnxForm::Qdq => quantize::dynamic_qdq_except(&mut m, keep)?,
-                    _ => quantize::dynamic_int8_except(&mut m, keep)?,
-                }),
+                (Quantization::Dynamic, _) => {
+                    let per_channel = self.options.qdq.per_channel_weights;
+                    Some(match form {
+                        OnnxForm::Kiln => quantize::dynamic_kiln_with(&mut m, keep, per_channel)?,
+                        OnnxForm::Qdq => quantize::dynamic_qdq_with(&mut m, keep, per_channel)?,
+                        _ => quantize::dynamic_int8_with(&mut m, keep, per_channel)?,
+                    })
+                }
                 (Quantization::Static, Some(r)) => Some(quantize::static_qdq_with(
                     &mut m,
                     r,

@@ -139,6 +139,16 @@ pub fn dynamic_int8_except(
     model: &mut ModelProto,
     keep_float: &std::collections::HashSet<String>,
 ) -> Result<PassReport, OptimizeError> {
+    dynamic_int8_with(model, keep_float, true)
+}
+
+/// [`dynamic_int8_except`] with per-column (`per_channel`) or per-tensor weights (one scale
+/// and zero point for the whole matrix, stored as scalars).
+pub fn dynamic_int8_with(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+    per_channel: bool,
+) -> Result<PassReport, OptimizeError> {
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
         pass: "quantize-dynamic",
         reason: "the model has no graph".into(),
@@ -170,13 +180,21 @@ pub fn dynamic_int8_except(
         } else {
             base.clone()
         };
-        let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k, c.n);
         let wq = format!("{stem}.weight_u8");
         let ws = format!("{stem}.weight_scale");
         let wz = format!("{stem}.weight_zero_point");
-        g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
-        g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
-        g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
+        if per_channel {
+            let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k, c.n);
+            g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
+            g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
+            g.initializer.push(tensor_u8(&wz, &[c.n], &zps));
+        } else {
+            // One column of k·n values is the per-tensor quantization of the whole matrix.
+            let (q, scales, zps) = quantize_columns_u8(&c.weight, c.k * c.n, 1);
+            g.initializer.push(tensor_u8(&wq, &[c.k, c.n], &q));
+            g.initializer.push(tensor_f32(&ws, &[], &scales));
+            g.initializer.push(tensor_u8(&wz, &[], &zps));
+        }
         let v = |s: &str| format!("{stem}.{s}");
         // Node names follow their first output, which is unique in the graph.
         let mk = |op: &str,
@@ -235,8 +253,14 @@ pub fn dynamic_int8_except(
         }
         g.node.splice(c.index..=c.index, nodes);
         details.push(format!(
-            "quantized {base:?} ([{}, {}] weights, per-column uint8)",
-            c.k, c.n
+            "quantized {base:?} ([{}, {}] weights, {} uint8)",
+            c.k,
+            c.n,
+            if per_channel {
+                "per-column"
+            } else {
+                "per-tensor"
+            }
         ));
     }
     // The float weights that were replaced are now unused.
@@ -802,6 +826,16 @@ pub fn dynamic_kiln_except(
     model: &mut ModelProto,
     keep_float: &std::collections::HashSet<String>,
 ) -> Result<PassReport, OptimizeError> {
+    dynamic_kiln_with(model, keep_float, true)
+}
+
+/// [`dynamic_kiln_except`] with per-column (`per_channel`) or per-tensor weights (one scale for
+/// the whole matrix, repeated per column since the op takes `W_scale` as `[N]`).
+pub fn dynamic_kiln_with(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+    per_channel: bool,
+) -> Result<PassReport, OptimizeError> {
     let opset = kiln_onnx::default_opset(model).unwrap_or(0);
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
         pass: "quantize-dynamic-kiln",
@@ -848,7 +882,12 @@ pub fn dynamic_kiln_except(
         } else {
             base.clone()
         };
-        let (q, scales) = kiln_kernels::quantize_weights_i8(&c.weight, c.k, c.n);
+        let (q, scales) = if per_channel {
+            kiln_kernels::quantize_weights_i8(&c.weight, c.k, c.n)
+        } else {
+            let (q, s) = kiln_kernels::quantize_weights_i8(&c.weight, c.k * c.n, 1);
+            (q, vec![s[0]; c.n])
+        };
         let (wq, ws) = (format!("{stem}.weight_i8"), format!("{stem}.weight_scale"));
         g.initializer.push(tensor_i8(&wq, &[c.k, c.n], &q));
         g.initializer.push(tensor_f32(&ws, &[c.n], &scales));
@@ -894,8 +933,14 @@ pub fn dynamic_kiln_except(
         }
         g.node.splice(c.index..=c.index, nodes);
         details.push(format!(
-            "quantized {base:?} ([{}, {}] weights, per-column int8, kiln Int8Linear)",
-            c.k, c.n
+            "quantized {base:?} ([{}, {}] weights, {} int8, kiln Int8Linear)",
+            c.k,
+            c.n,
+            if per_channel {
+                "per-column"
+            } else {
+                "per-tensor"
+            }
         ));
     }
     let fused = fuse_relu(g);
@@ -991,6 +1036,16 @@ pub fn dynamic_qdq_except(
     model: &mut ModelProto,
     keep_float: &std::collections::HashSet<String>,
 ) -> Result<PassReport, OptimizeError> {
+    dynamic_qdq_with(model, keep_float, true)
+}
+
+/// [`dynamic_qdq_except`] with per-column (`per_channel`) or per-tensor weights (one scalar
+/// scale for the whole matrix).
+pub fn dynamic_qdq_with(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+    per_channel: bool,
+) -> Result<PassReport, OptimizeError> {
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
         pass: "quantize-dynamic-qdq",
         reason: "the model has no graph".into(),
@@ -1008,12 +1063,22 @@ pub fn dynamic_qdq_except(
         } else {
             g.node[*idx].name().to_string()
         };
-        let (q, scales) = quantize_columns_i8(&c.weight, c.k, c.n);
         let v = |s: &str| format!("{stem}.{s}");
-        g.initializer
-            .push(kiln_onnx::tensor_i8(&v("weight_i8"), &[c.k, c.n], &q));
-        g.initializer
-            .push(tensor_f32(&v("weight_scale"), &[c.n], &scales));
+        let weight_axis = if per_channel {
+            let (q, scales) = quantize_columns_i8(&c.weight, c.k, c.n);
+            g.initializer
+                .push(kiln_onnx::tensor_i8(&v("weight_i8"), &[c.k, c.n], &q));
+            g.initializer
+                .push(tensor_f32(&v("weight_scale"), &[c.n], &scales));
+            vec![attr_int("axis", 1)]
+        } else {
+            let (q, scales) = quantize_columns_i8(&c.weight, c.k * c.n, 1);
+            g.initializer
+                .push(kiln_onnx::tensor_i8(&v("weight_i8"), &[c.k, c.n], &q));
+            g.initializer
+                .push(tensor_f32(&v("weight_scale"), &[], &scales));
+            Vec::new()
+        };
         let mk = |op: &str, ins: Vec<String>, outs: Vec<String>, attrs| NodeProto {
             name: Some(format!("{op}/{}", outs[0])),
             op_type: Some(op.into()),
@@ -1041,7 +1106,7 @@ pub fn dynamic_qdq_except(
                     "DequantizeLinear",
                     vec![v("weight_i8"), v("weight_scale")],
                     vec![v("weight_dq")],
-                    vec![attr_int("axis", 1)],
+                    weight_axis,
                 ),
             ],
         ));
@@ -1052,8 +1117,14 @@ pub fn dynamic_qdq_except(
             t.i = Some(0);
         }
         details.push(format!(
-            "quantized {stem:?} ([{}, {}] weights, per-column int8, QDQ)",
-            c.k, c.n
+            "quantized {stem:?} ([{}, {}] weights, {} int8, QDQ)",
+            c.k,
+            c.n,
+            if per_channel {
+                "per-column"
+            } else {
+                "per-tensor"
+            }
         ));
     }
     for (idx, nodes) in inserts.into_iter().rev() {
