@@ -4,7 +4,8 @@
 //! - tract f32 and ONNX Runtime f32 (the engines used directly, through kiln's thin engine layer,
 //!   whose overhead `crates/kiln-infer/benches/engine_overhead.rs` bounds);
 //! - ONNX Runtime int8 in its own dynamic form (`MatMulInteger`), one thread and all cores;
-//! - tract int8 with kiln's `Int8Linear` op (kiln's own SIMD kernel);
+//! - tract int8 with kiln's `Int8Linear` op (kiln's own SIMD kernel), dynamic (each row its
+//!   own scale) and static (`Int8LinearStatic`, calibrated on the validation rows);
 //! - tract with one thread and with all cores (tract's `multithread-mm` for its matrix
 //!   products, kiln's op splitting large calls);
 //! - kiln auto: what `kiln optimize --engine auto` chose (form, engine, threads), loaded the way
@@ -94,10 +95,21 @@ fn labelled_csv(float: &Path, path: &Path) {
 }
 
 fn quantized(float: &Path, dir: &Path, form: OnnxForm) -> PathBuf {
-    let out = dir.join(format!("mlp-int8-{}.onnx", form.name()));
+    quantized_with(float, dir, Quantization::Dynamic, form, None)
+}
+
+fn quantized_with(
+    float: &Path,
+    dir: &Path,
+    quantization: Quantization,
+    form: OnnxForm,
+    calibration: Option<&Path>,
+) -> PathBuf {
+    let out = dir.join(format!("mlp-{quantization:?}-{}.onnx", form.name()));
     GraphOptimizer::new(OptimizeOptions {
-        quantization: Quantization::Dynamic,
+        quantization,
         form,
+        calibration_data: calibration.map(Path::to_path_buf),
         force: true,
         ..OptimizeOptions::default()
     })
@@ -126,6 +138,14 @@ fn configurations(name: &str, float: &Path, dir: &Path) -> Vec<Configuration> {
     let ort_int8 = quantized(float, &dir, OnnxForm::Integer);
     let validate = dir.join("validate.csv");
     labelled_csv(float, &validate);
+    // Static int8 in kiln's form, calibrated on the validation rows.
+    let kiln_static = quantized_with(
+        float,
+        &dir,
+        Quantization::Static,
+        OnnxForm::Kiln,
+        Some(&validate),
+    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let mut configs: Vec<Configuration> = Vec::new();
@@ -162,6 +182,12 @@ fn configurations(name: &str, float: &Path, dir: &Path) -> Vec<Configuration> {
             tract_x(cores),
         );
     }
+    add(
+        "tract int8 static (kiln op)",
+        false,
+        &kiln_static,
+        EngineKind::Tract.into(),
+    );
     add("ort int8 x1", false, &ort_int8, ort(1));
     if cores > 1 {
         add(&format!("ort int8 x{cores}"), false, &ort_int8, ort(cores));
@@ -174,6 +200,7 @@ fn configurations(name: &str, float: &Path, dir: &Path) -> Vec<Configuration> {
         &kiln_optimize::auto::AutoOptions {
             base: OptimizeOptions {
                 validate_data: Some(validate.clone()),
+                calibration_data: Some(validate.clone()),
                 ..OptimizeOptions::default()
             },
             ort_lib: std::env::var_os("KILN_ORT_LIB").map(PathBuf::from),

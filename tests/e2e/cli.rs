@@ -645,6 +645,15 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
         ["dynamic", "none", "static"],
         "{v:#}"
     );
+    // kiln's own int8 forms, dynamic and static, are candidates too (or were refused by the
+    // gate, and say so).
+    for (q, name) in [("dynamic", "dynamic-kiln"), ("static", "static-kiln")] {
+        let measured = cands
+            .iter()
+            .any(|c| c["quantization"] == q && c["form"] == "kiln");
+        let refused = v["auto"]["skipped"].to_string().contains(name);
+        assert!(measured || refused, "{name}: {v:#}");
+    }
     let engines: std::collections::BTreeSet<&str> = cands
         .iter()
         .map(|c| c["engine"].as_str().unwrap())

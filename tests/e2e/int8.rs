@@ -276,15 +276,13 @@ fn onnx_form_follows_the_engine_and_the_flag() {
             "--output",
             "bad.onnx",
             "--quantization",
-            "static",
-            "--calibration-data",
-            "cal.csv",
+            "weight-only",
             "--onnx-form",
             "kiln",
         ],
         2,
     );
-    assert!(err.contains("--quantization dynamic"), "{err}");
+    assert!(err.contains("--quantization dynamic or static"), "{err}");
     let err = k.fails(
         &[
             "optimize",
@@ -408,6 +406,109 @@ fn dynamic_quantization_takes_per_tensor_weights_in_every_form() {
             max_diff(&q, &float) < 0.15,
             "{form}: {}",
             max_diff(&q, &float)
+        );
+    }
+}
+
+#[test]
+fn static_kiln_op_equals_its_onnx_definition() {
+    let k = Kiln::new();
+    mlp(&k.path("m.onnx"));
+    // Calibration rows: the test rows themselves, as CSV.
+    let x = rows(64);
+    let mut csv = (0..WIDTH)
+        .map(|i| format!("f{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    csv.push('\n');
+    for r in x.chunks(WIDTH) {
+        csv.push_str(
+            &r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        csv.push('\n');
+    }
+    k.write("cal.csv", &csv);
+    let out = k.json(&[
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--output",
+        "s.onnx",
+        "--quantization",
+        "static",
+        "--onnx-form",
+        "kiln",
+        "--calibration-data",
+        "cal.csv",
+    ]);
+    assert!(
+        out["report"]["passes"]
+            .to_string()
+            .contains("quantize-static-kiln"),
+        "{out:#}"
+    );
+    let q = kiln::onnx::load(&k.path("s.onnx")).unwrap();
+    let ops = kiln::onnx::graph::op_counts(q.graph.as_ref().unwrap());
+    assert!(
+        ops.contains(&("ai.kiln:Int8LinearStatic".to_string(), 2)),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&("ai.kiln:Int8LinearStaticRelu".to_string(), 1)),
+        "{ops:?}"
+    );
+    let n = 64;
+    let native = scores(&k.path("s.onnx"), EngineKind::Tract.into(), &x, n);
+    let mut inlined = q.clone();
+    assert_eq!(kiln::onnx::inline::inline_functions(&mut inlined), 3);
+    kiln::onnx::save(&inlined, &k.path("inlined.onnx")).unwrap();
+    let body = scores(&k.path("inlined.onnx"), EngineKind::Tract.into(), &x, n);
+    assert!(
+        max_diff(&native, &body) <= 1e-6,
+        "{}",
+        max_diff(&native, &body)
+    );
+    let float = scores(&k.path("m.onnx"), EngineKind::Tract.into(), &x, n);
+    assert!(
+        max_diff(&native, &float) < 0.1,
+        "{}",
+        max_diff(&native, &float)
+    );
+    if let Some(py) = python() {
+        let rows_json: Vec<Vec<f32>> = x.chunks(WIDTH).map(<[f32]>::to_vec).collect();
+        std::fs::write(
+            k.path("rows.json"),
+            serde_json::to_string(&rows_json).unwrap(),
+        )
+        .unwrap();
+        let script = r#"
+import json, sys
+import numpy as np, onnx
+from onnx.reference import ReferenceEvaluator
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+x = np.asarray(json.load(open(sys.argv[2])), dtype=np.float32)
+print(json.dumps(ReferenceEvaluator(m).run(None, {"x": x})[0].ravel().tolist()))
+"#;
+        let o = Command::new(py)
+            .args(["-c", script])
+            .arg(k.path("s.onnx"))
+            .arg(k.path("rows.json"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let reference: Vec<f32> = serde_json::from_slice::<Vec<f64>>(&o.stdout)
+            .unwrap()
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        assert!(
+            max_diff(&native, &reference) <= 1e-6,
+            "{}",
+            max_diff(&native, &reference)
         );
     }
 }

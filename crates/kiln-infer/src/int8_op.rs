@@ -31,8 +31,9 @@ pub fn register(onnx: &mut tract_onnx::Onnx, threads: usize) {
         7 => |c, n| build(c, n, 7),
         _ => |c, n| build(c, n, 8),
     };
-    onnx.op_register.insert(kiln_onnx::int8::OP, builder);
-    onnx.op_register.insert(kiln_onnx::int8::OP_RELU, builder);
+    for (_, op) in kiln_onnx::int8::OPS {
+        onnx.op_register.insert(op, builder);
+    }
 }
 
 fn build(
@@ -51,7 +52,8 @@ fn build(
     }
     Ok((
         expand(Int8LinearExpansion {
-            relu: node.op_type == kiln_onnx::int8::OP_RELU,
+            relu: node.op_type.ends_with("Relu"),
+            fixed: node.op_type.starts_with(kiln_onnx::int8::OP_STATIC),
             threads,
         }),
         vec![],
@@ -63,6 +65,8 @@ fn build(
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct Int8LinearExpansion {
     relu: bool,
+    /// `Int8LinearStatic`: inputs 1 and 2 are the calibrated activation scale and zero point.
+    fixed: bool,
     threads: usize,
 }
 
@@ -77,11 +81,13 @@ impl Expansion for Int8LinearExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 4)?;
+        // The static op carries the activation scale and zero point before the weights.
+        let w = if self.fixed { 3 } else { 1 };
+        check_input_arity(inputs, w + 3)?;
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[1].rank, 2)?;
+        s.equals(&inputs[w].rank, 2)?;
         s.equals(&inputs[0].rank, &outputs[0].rank)?;
         s.given(&inputs[0].rank, move |s, rank| {
             let rank = rank as usize;
@@ -91,8 +97,8 @@ impl Expansion for Int8LinearExpansion {
             for ax in 0..rank - 1 {
                 s.equals(&inputs[0].shape[ax], &outputs[0].shape[ax])?;
             }
-            s.equals(&inputs[0].shape[rank - 1], &inputs[1].shape[0])?;
-            s.equals(&outputs[0].shape[rank - 1], &inputs[1].shape[1])?;
+            s.equals(&inputs[0].shape[rank - 1], &inputs[w].shape[0])?;
+            s.equals(&outputs[0].shape[rank - 1], &inputs[w].shape[1])?;
             Ok(())
         })?;
         Ok(())
@@ -111,9 +117,10 @@ impl Expansion for Int8LinearExpansion {
                 .clone()
                 .with_context(|| format!("Int8Linear's {what} must be a constant (an initializer)"))
         };
-        let w = konst(1, "weight")?;
-        let ws = konst(2, "weight scale")?;
-        let b = konst(3, "bias")?;
+        let first = if self.fixed { 3 } else { 1 };
+        let w = konst(first, "weight")?;
+        let ws = konst(first + 1, "weight scale")?;
+        let b = konst(first + 2, "bias")?;
         if w.datum_type() != i8::datum_type() || w.rank() != 2 {
             bail!(
                 "Int8Linear's weight must be int8 [K, N], not {:?} {:?}",
@@ -129,10 +136,21 @@ impl Expansion for Int8LinearExpansion {
                 .as_slice::<f32>()?
                 .to_vec())
         };
-        let layer = Int8Linear::new(&w, k, n, f32s(&ws)?, Some(f32s(&b)?))
+        let mut layer = Int8Linear::new(&w, k, n, f32s(&ws)?, Some(f32s(&b)?))
             .map_err(|e| format_err!("Int8Linear: {e}"))?
             .with_relu(self.relu)
             .with_threads(self.threads);
+        if self.fixed {
+            let scale = f32s(konst(1, "activation scale")?.as_ref())?;
+            let zp = konst(2, "activation zero point")?;
+            if scale.len() != 1 || zp.len() != 1 || zp.datum_type() != u8::datum_type() {
+                bail!("Int8LinearStatic takes a float scalar scale and a uint8 scalar zero point");
+            }
+            let zp = zp.try_as_plain_ram()?.as_slice::<u8>()?[0];
+            layer = layer
+                .with_static_activation(scale[0], zp)
+                .map_err(|e| format_err!("Int8LinearStatic: {e}"))?;
+        }
         model.wire_node(
             prefix,
             KilnInt8Linear {

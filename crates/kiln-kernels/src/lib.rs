@@ -37,7 +37,7 @@ mod softmax;
 #[allow(unsafe_code)]
 mod x86;
 
-pub use linear::{Int8Linear, Isa, MAX_K, reference_linear};
+pub use linear::{Int8Linear, Isa, MAX_K, reference_linear, reference_linear_static};
 pub use quant::{quantize_row, quantize_weights_i8};
 pub use softmax::softmax_rows;
 

@@ -100,6 +100,9 @@ pub struct Int8Linear {
     bias: Vec<f32>,
     relu: bool,
     threads: usize,
+    /// A calibrated activation scale and zero point used for every row, instead of each row's
+    /// own (kiln's static op).
+    activation: Option<(f32, f32)>,
 }
 
 /// Rows each thread must get for a call to be split: below that, waking a pool thread costs
@@ -213,7 +216,27 @@ impl Int8Linear {
             bias,
             relu: false,
             threads: 1,
+            activation: None,
         })
+    }
+
+    /// Quantizes every row with this calibrated scale and zero point (kiln's static op,
+    /// `Int8LinearStatic`) instead of each row's own range: `q = clamp(round(x · (1 / scale)) +
+    /// zero_point, 0, 255)`. Refuses a scale that is not positive and finite or a zero point
+    /// outside 0..=255.
+    pub fn with_static_activation(
+        mut self,
+        scale: f32,
+        zero_point: u8,
+    ) -> Result<Self, KernelError> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(KernelError::BadScale {
+                index: 0,
+                value: scale,
+            });
+        }
+        self.activation = Some((scale, f32::from(zero_point)));
+        Ok(self)
     }
 
     /// Splits calls of many rows across up to `threads` threads of rayon's pool (rows are
@@ -307,7 +330,16 @@ impl Int8Linear {
             Packed::Vnni { kp, np, data } => {
                 let (kp, np) = (*kp, *np);
                 let mut q = vec![0u8; m * kp];
-                quantize_rows(self.isa, x, k, kp, &mut q, &mut scale, &mut zp);
+                quantize_rows(
+                    self.isa,
+                    x,
+                    k,
+                    kp,
+                    &mut q,
+                    &mut scale,
+                    &mut zp,
+                    self.activation,
+                );
                 let mut acc = vec![0i32; m * np];
                 #[cfg(target_arch = "x86_64")]
                 crate::x86::gemm_vnni(&q, m, kp, data, np, &mut acc);
@@ -318,7 +350,16 @@ impl Int8Linear {
             Packed::Avx2 { kp, np, data } => {
                 let (kp, np) = (*kp, *np);
                 let mut q = vec![0u8; m * kp];
-                quantize_rows(self.isa, x, k, kp, &mut q, &mut scale, &mut zp);
+                quantize_rows(
+                    self.isa,
+                    x,
+                    k,
+                    kp,
+                    &mut q,
+                    &mut scale,
+                    &mut zp,
+                    self.activation,
+                );
                 #[cfg(target_arch = "x86_64")]
                 let q16 = crate::x86::widen_u8_avx2(&q);
                 #[cfg(not(target_arch = "x86_64"))]
@@ -332,7 +373,16 @@ impl Int8Linear {
             }
             Packed::Portable { data } => {
                 let mut q = vec![0u8; m * k];
-                quantize_rows(self.isa, x, k, k, &mut q, &mut scale, &mut zp);
+                quantize_rows(
+                    self.isa,
+                    x,
+                    k,
+                    k,
+                    &mut q,
+                    &mut scale,
+                    &mut zp,
+                    self.activation,
+                );
                 let mut acc = vec![0i32; m * n];
                 for (qr, ar) in q.chunks_exact(k.max(1)).zip(acc.chunks_exact_mut(n)) {
                     for (&qv, wr) in qr.iter().zip(data.chunks_exact(n)) {
@@ -387,6 +437,7 @@ impl Int8Linear {
 
 /// Quantizes `m` rows of `k` values into rows of `stride ≥ k` bytes (the padding stays 0; the
 /// packed weights are 0 there too).
+#[allow(clippy::too_many_arguments)]
 fn quantize_rows(
     isa: Isa,
     x: &[f32],
@@ -395,9 +446,24 @@ fn quantize_rows(
     q: &mut [u8],
     scale: &mut [f32],
     zp: &mut [i32],
+    fixed: Option<(f32, f32)>,
 ) {
     if k == 0 {
-        scale.fill(1.0);
+        scale.fill(fixed.map_or(1.0, |f| f.0));
+        return;
+    }
+    if let Some((s, z)) = fixed {
+        let inv = 1.0 / s;
+        for (r, xr) in x.chunks_exact(k).enumerate() {
+            let qr = &mut q[r * stride..r * stride + k];
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni | Isa::Avx2 => crate::x86::quantize_fixed_avx2(xr, qr, inv, z),
+                _ => crate::quant::quantize_fixed(xr, qr, inv, z),
+            }
+            scale[r] = s;
+            zp[r] = z as i32;
+        }
         return;
     }
     for (r, xr) in x.chunks_exact(k).enumerate() {
@@ -411,6 +477,35 @@ fn quantize_rows(
         };
         scale[r] = s;
         zp[r] = z;
+    }
+}
+
+/// [`reference_linear`] with every row quantized by the calibrated `(scale, zero_point)`.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_linear_static(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    w: &[i8],
+    w_scale: &[f32],
+    bias: &[f32],
+    activation: (f32, u8),
+    y: &mut [f32],
+) {
+    let (s, zp) = (activation.0, f32::from(activation.1));
+    let inv = 1.0 / s;
+    for r in 0..m {
+        let q: Vec<u8> = x[r * k..(r + 1) * k]
+            .iter()
+            .map(|&v| crate::quant::quantize_value(v, inv, zp))
+            .collect();
+        for c in 0..n {
+            let acc: i64 = (0..k)
+                .map(|i| (i64::from(q[i]) - zp as i64) * i64::from(w[i * n + c]))
+                .sum();
+            y[r * n + c] = (acc as i32) as f32 * (s * w_scale[c]) + bias[c];
+        }
     }
 }
 

@@ -33,6 +33,14 @@ pub fn quantize_row(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     (s, zp as i32)
 }
 
+/// Quantizes a row with a given `1/scale` and zero point.
+#[inline(always)]
+pub(crate) fn quantize_fixed(x: &[f32], q: &mut [u8], inv: f32, zp: f32) {
+    for (o, &v) in q.iter_mut().zip(x) {
+        *o = quantize_value(v, inv, zp);
+    }
+}
+
 /// `(s, 1/s, zp)` of a row; lane-wise min/max so that it vectorizes.
 #[inline(always)]
 pub(crate) fn row_params(x: &[f32]) -> (f32, f32, f32) {

@@ -66,6 +66,18 @@ fn quantize_row_512(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     (s, zp as i32)
 }
 
+/// [`crate::quant::quantize_fixed`] compiled with AVX2 (vectorized by the compiler).
+pub(crate) fn quantize_fixed_avx2(x: &[f32], q: &mut [u8], inv: f32, zp: f32) {
+    assert!(has_avx2(), "caller checked the CPU");
+    // SAFETY: as for `quantize_row_avx512`.
+    unsafe { quantize_fixed_256(x, q, inv, zp) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn quantize_fixed_256(x: &[f32], q: &mut [u8], inv: f32, zp: f32) {
+    crate::quant::quantize_fixed(x, q, inv, zp);
+}
+
 /// [`crate::quant::quantize_row`] compiled with AVX2.
 pub(crate) fn quantize_row_avx2(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     assert!(has_avx2(), "caller checked the CPU");

@@ -65,6 +65,25 @@ proptest! {
     }
 
     #[test]
+    fn a_static_activation_scale_is_exact_too(
+        (m, k, n, x, w, ws, b) in case(),
+        scale in 0.001f32..0.2,
+        zp in 0u8..=255,
+    ) {
+        let mut expected = vec![0.0f32; m * n];
+        kiln_kernels::reference_linear_static(&x, m, k, n, &w, &ws, &b, (scale, zp), &mut expected);
+        for isa in Isa::all_available() {
+            let layer = Int8Linear::with_isa(&w, k, n, ws.clone(), Some(b.clone()), isa)
+                .unwrap()
+                .with_static_activation(scale, zp)
+                .unwrap();
+            let mut y = vec![0.0f32; m * n];
+            layer.forward(&x, m, &mut y).unwrap();
+            prop_assert_eq!(&y, &expected, "{}", isa);
+        }
+    }
+
+    #[test]
     fn rows_do_not_depend_on_their_batch((m, k, n, x, w, ws, b) in case()) {
         let all = run(Isa::best(), &x, m, k, n, &w, &ws, &b);
         for r in 0..m {

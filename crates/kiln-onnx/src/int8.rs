@@ -28,8 +28,18 @@ pub const DOMAIN: &str = "ai.kiln";
 pub const OP: &str = "Int8Linear";
 /// The op followed by `Relu`, as one op: `Relu(Int8Linear(X, W, W_scale, B))`.
 pub const OP_RELU: &str = "Int8LinearRelu";
-/// Both ops, as `(domain, name)` pairs.
-pub const OPS: [(&str, &str); 2] = [(DOMAIN, OP), (DOMAIN, OP_RELU)];
+/// The op with a calibrated activation scale and zero point instead of each row's own:
+/// `Int8LinearStatic(X, X_scale, X_zero_point, W, W_scale, B)`.
+pub const OP_STATIC: &str = "Int8LinearStatic";
+/// [`OP_STATIC`] followed by `Relu`.
+pub const OP_STATIC_RELU: &str = "Int8LinearStaticRelu";
+/// Every kiln int8 op, as `(domain, name)` pairs.
+pub const OPS: [(&str, &str); 4] = [
+    (DOMAIN, OP),
+    (DOMAIN, OP_RELU),
+    (DOMAIN, OP_STATIC),
+    (DOMAIN, OP_STATIC_RELU),
+];
 
 fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
     NodeProto {
@@ -47,7 +57,66 @@ fn with(mut n: NodeProto, attrs: Vec<crate::proto::AttributeProto>) -> NodeProto
 
 /// Whether `node` calls the op (with or without the fused Relu).
 pub fn is_int8_linear(node: &NodeProto) -> bool {
-    node.domain() == DOMAIN && (node.op_type() == OP || node.op_type() == OP_RELU)
+    node.domain() == DOMAIN && OPS.iter().any(|(_, op)| node.op_type() == *op)
+}
+
+/// The function of [`OP_STATIC`] (or [`OP_STATIC_RELU`] with `relu`): every row quantized with
+/// the calibrated `X_scale` (float scalar) and `X_zero_point` (uint8 scalar):
+///
+/// ```text
+/// q = Clip(Round(X · (1 / X_scale)) + zp, 0, 255)
+/// Y = Cast<float>(MatMul(Cast<int32>(q − zp), Cast<int32>(W))) · (X_scale · W_scale) + B
+/// ```
+pub fn function_static(opset: i64, relu: bool) -> FunctionProto {
+    let f32_const = |out: &str, v: f32| {
+        with(
+            node("Constant", &[], out),
+            vec![crate::attr_float("value_float", v)],
+        )
+    };
+    let cast = |input: &str, out: &str, to: i32| {
+        with(node("Cast", &[input], out), vec![attr_int("to", to as i64)])
+    };
+    let mut body = vec![
+        f32_const("zero", 0.0),
+        f32_const("one", 1.0),
+        f32_const("c255", 255.0),
+        cast("X_zero_point", "zp", data_type::FLOAT),
+        node("Div", &["one", "X_scale"], "inv"),
+        node("Mul", &["X", "inv"], "x_scaled"),
+        node("Round", &["x_scaled"], "x_round"),
+        node("Add", &["x_round", "zp"], "x_shift"),
+        node("Clip", &["x_shift", "zero", "c255"], "q"),
+        node("Sub", &["q", "zp"], "q_centered"),
+        cast("q_centered", "q_i32", data_type::INT32),
+        cast("W", "w_i32", data_type::INT32),
+        node("MatMul", &["q_i32", "w_i32"], "acc"),
+        cast("acc", "acc_f32", data_type::FLOAT),
+        node("Mul", &["X_scale", "W_scale"], "out_scale"),
+        node("Mul", &["acc_f32", "out_scale"], "scaled"),
+        node("Add", &["scaled", "B"], if relu { "linear" } else { "Y" }),
+    ];
+    if relu {
+        body.push(node("Relu", &["linear"], "Y"));
+    }
+    FunctionProto {
+        name: Some(if relu { OP_STATIC_RELU } else { OP_STATIC }.into()),
+        domain: Some(DOMAIN.into()),
+        input: ["X", "X_scale", "X_zero_point", "W", "W_scale", "B"]
+            .map(String::from)
+            .to_vec(),
+        output: vec!["Y".into()],
+        node: body,
+        doc_string: Some(format!(
+            "int8 linear layer{} with a calibrated activation scale and zero point",
+            if relu { " followed by Relu" } else { "" }
+        )),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        ..Default::default()
+    }
 }
 
 /// The function of [`OP`], written against default-domain `opset` (13 or newer; the reductions

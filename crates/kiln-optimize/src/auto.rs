@@ -67,6 +67,7 @@ impl Default for AutoOptions {
                 (Quantization::Dynamic, OnnxForm::Kiln),
                 (Quantization::Dynamic, OnnxForm::Integer),
                 (Quantization::Static, OnnxForm::Qdq),
+                (Quantization::Static, OnnxForm::Kiln),
             ],
             engines: vec![EngineKind::Tract, EngineKind::Ort],
             providers: vec![Provider::Cpu],
@@ -157,10 +158,12 @@ pub fn form_name(q: Quantization) -> &'static str {
     }
 }
 
-/// The short name of a quantization in a form: `float`, `static`, `weight-only`, and for
-/// dynamic quantization `dynamic-kiln`, `dynamic-integer` or `dynamic-qdq`.
+/// The short name of a quantization in a form: `float`, `static` (QDQ), `static-kiln`,
+/// `weight-only`, and for dynamic quantization `dynamic-kiln`, `dynamic-integer` or
+/// `dynamic-qdq`.
 pub fn variant_name(q: Quantization, f: OnnxForm) -> String {
     match (q, f) {
+        (Quantization::Static, OnnxForm::Kiln) => "static-kiln".into(),
         (Quantization::Dynamic, OnnxForm::Auto) => {
             format!("dynamic-{}", OnnxForm::for_engine(q, "tract").name())
         }

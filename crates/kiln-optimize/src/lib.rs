@@ -371,13 +371,19 @@ impl GraphOptimizer {
             (Quantization::None, f) => f,
             (Quantization::Dynamic, f) => f,
             (Quantization::Static | Quantization::WeightOnly, OnnxForm::Qdq) => OnnxForm::Qdq,
+            (Quantization::Static, OnnxForm::Kiln) => OnnxForm::Kiln,
             (q, f) => {
                 return Err(OptimizeError::Options(format!(
-                    "{} quantization is written in QDQ form, not {}; use --onnx-form qdq (or auto){}",
+                    "{} quantization is written in QDQ{} form, not {}; use --onnx-form qdq (or auto){}",
                     format!("{q:?}").to_lowercase(),
+                    if q == Quantization::Static {
+                        " or kiln"
+                    } else {
+                        ""
+                    },
                     f.name(),
                     if f == OnnxForm::Kiln {
-                        ", or --quantization dynamic for kiln's int8 op"
+                        ", or --quantization dynamic or static for kiln's int8 op"
                     } else {
                         ""
                     }
@@ -423,6 +429,14 @@ impl GraphOptimizer {
                         OnnxForm::Qdq => quantize::dynamic_qdq_with(&mut m, keep, per_channel)?,
                         _ => quantize::dynamic_int8_with(&mut m, keep, per_channel)?,
                     })
+                }
+                (Quantization::Static, Some(r)) if form == OnnxForm::Kiln => {
+                    Some(quantize::static_kiln_with(
+                        &mut m,
+                        r,
+                        keep,
+                        self.options.qdq.per_channel_weights,
+                    )?)
                 }
                 (Quantization::Static, Some(r)) => Some(quantize::static_qdq_with(
                     &mut m,

@@ -836,14 +836,40 @@ pub fn dynamic_kiln_with(
     keep_float: &std::collections::HashSet<String>,
     per_channel: bool,
 ) -> Result<PassReport, OptimizeError> {
+    kiln_form(model, keep_float, per_channel, None)
+}
+
+/// Static int8 in kiln's form: like [`dynamic_kiln_with`], but every layer's activations are
+/// quantized with one calibrated scale and zero point (`ai.kiln.Int8LinearStatic`, from the
+/// `ranges` of [`calibrate`]) instead of each row's own; layers without a range stay float.
+pub fn static_kiln_with(
+    model: &mut ModelProto,
+    ranges: &std::collections::HashMap<String, (f32, f32)>,
+    keep_float: &std::collections::HashSet<String>,
+    per_channel: bool,
+) -> Result<PassReport, OptimizeError> {
+    kiln_form(model, keep_float, per_channel, Some(ranges))
+}
+
+fn kiln_form(
+    model: &mut ModelProto,
+    keep_float: &std::collections::HashSet<String>,
+    per_channel: bool,
+    ranges: Option<&std::collections::HashMap<String, (f32, f32)>>,
+) -> Result<PassReport, OptimizeError> {
+    let pass = if ranges.is_some() {
+        "quantize-static-kiln"
+    } else {
+        "quantize-dynamic-kiln"
+    };
     let opset = kiln_onnx::default_opset(model).unwrap_or(0);
     let g = model.graph.as_mut().ok_or(OptimizeError::Pass {
-        pass: "quantize-dynamic-kiln",
+        pass,
         reason: "the model has no graph".into(),
     })?;
     if opset < 13 {
         return Ok(PassReport {
-            pass: "quantize-dynamic-kiln",
+            pass,
             changes: 0,
             details: vec![format!(
                 "kept every layer in float: the kiln int8 op needs opset 13 or newer, the model has {opset}"
@@ -864,6 +890,10 @@ pub fn dynamic_kiln_with(
                 c.out,
                 c.k,
                 kiln_kernels::MAX_K
+            )),
+            Ok(Some(c)) if ranges.is_some_and(|r| !r.contains_key(&c.a)) => details.push(format!(
+                "kept {:?} in float: no calibration range for {:?}",
+                c.out, c.a
             )),
             Ok(Some(c)) => cands.push(c),
             Ok(None) => {}
@@ -914,11 +944,31 @@ pub fn dynamic_kiln_with(
         } else {
             c.out.clone()
         };
+        let (op, inputs) = match ranges.and_then(|r| r.get(&c.a)) {
+            Some(&(lo, hi)) => {
+                // The calibrated range, widened to hold 0, as u8 with a zero point.
+                let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+                let s0 = (hi - lo) / 255.0;
+                let scale = if s0 > 0.0 && s0.is_finite() { s0 } else { 1.0 };
+                let zp = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+                let (sn, zn) = (
+                    format!("{stem}.act_scale"),
+                    format!("{stem}.act_zero_point"),
+                );
+                g.initializer.push(tensor_f32(&sn, &[], &[scale]));
+                g.initializer.push(tensor_u8(&zn, &[], &[zp]));
+                (
+                    kiln_onnx::int8::OP_STATIC,
+                    vec![c.a.clone(), sn, zn, wq, ws, bias_in],
+                )
+            }
+            None => (kiln_onnx::int8::OP, vec![c.a.clone(), wq, ws, bias_in]),
+        };
         let mut nodes = vec![NodeProto {
-            name: Some(format!("Int8Linear/{op_out}")),
-            op_type: Some(kiln_onnx::int8::OP.into()),
+            name: Some(format!("{op}/{op_out}")),
+            op_type: Some(op.into()),
             domain: Some(kiln_onnx::int8::DOMAIN.into()),
-            input: vec![c.a.clone(), wq, ws, bias_in],
+            input: inputs,
             output: vec![op_out.clone()],
             ..Default::default()
         }];
@@ -945,9 +995,7 @@ pub fn dynamic_kiln_with(
     }
     let fused = fuse_relu(g);
     if fused > 0 {
-        details.push(format!(
-            "fused {fused} Relu into the int8 op (Int8LinearRelu)"
-        ));
+        details.push(format!("fused {fused} Relu into the int8 op"));
     }
     graph::eliminate_dead(g);
     if changes > 0 {
@@ -958,18 +1006,28 @@ pub fn dynamic_kiln_with(
                     .any(|n| n.domain() == kiln_onnx::int8::DOMAIN && n.op_type() == name)
             })
         };
-        let (plain, relu) = (used(kiln_onnx::int8::OP), used(kiln_onnx::int8::OP_RELU));
         let have = |model: &ModelProto, name: &str| {
             model
                 .functions
                 .iter()
                 .any(|f| f.domain() == kiln_onnx::int8::DOMAIN && f.name() == name)
         };
-        if plain && !have(model, kiln_onnx::int8::OP) {
-            model.functions.push(kiln_onnx::int8::function(opset));
-        }
-        if relu && !have(model, kiln_onnx::int8::OP_RELU) {
-            model.functions.push(kiln_onnx::int8::function_relu(opset));
+        for (name, make) in [
+            (
+                kiln_onnx::int8::OP,
+                kiln_onnx::int8::function as fn(i64) -> _,
+            ),
+            (kiln_onnx::int8::OP_RELU, kiln_onnx::int8::function_relu),
+            (kiln_onnx::int8::OP_STATIC, |o| {
+                kiln_onnx::int8::function_static(o, false)
+            }),
+            (kiln_onnx::int8::OP_STATIC_RELU, |o| {
+                kiln_onnx::int8::function_static(o, true)
+            }),
+        ] {
+            if used(name) && !have(model, name) {
+                model.functions.push(make(opset));
+            }
         }
         if !model
             .opset_import
@@ -985,7 +1043,7 @@ pub fn dynamic_kiln_with(
         }
     }
     Ok(PassReport {
-        pass: "quantize-dynamic-kiln",
+        pass,
         changes,
         details,
     })
@@ -998,7 +1056,9 @@ fn fuse_relu(g: &mut kiln_onnx::proto::GraphProto) -> usize {
     let consumers = graph::consumers(g);
     let mut fuse: Vec<(usize, usize)> = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
-        if !(n.domain() == kiln_onnx::int8::DOMAIN && n.op_type() == kiln_onnx::int8::OP) {
+        if !(n.domain() == kiln_onnx::int8::DOMAIN
+            && (n.op_type() == kiln_onnx::int8::OP || n.op_type() == kiln_onnx::int8::OP_STATIC))
+        {
             continue;
         }
         let out = &n.output[0];
@@ -1016,8 +1076,13 @@ fn fuse_relu(g: &mut kiln_onnx::proto::GraphProto) -> usize {
     for &(i, relu) in &fuse {
         let relu_out = g.node[relu].output[0].clone();
         let n = &mut g.node[i];
-        n.op_type = Some(kiln_onnx::int8::OP_RELU.into());
-        n.name = Some(format!("{}/{relu_out}", kiln_onnx::int8::OP_RELU));
+        let fused = if n.op_type() == kiln_onnx::int8::OP_STATIC {
+            kiln_onnx::int8::OP_STATIC_RELU
+        } else {
+            kiln_onnx::int8::OP_RELU
+        };
+        n.op_type = Some(fused.into());
+        n.name = Some(format!("{fused}/{relu_out}"));
         n.output[0] = relu_out;
         dead.push(relu);
     }
