@@ -271,7 +271,7 @@ fn training_is_reproducible() {
 }
 
 /// The seed's quantization-accuracy scenario: static quantization calibrated on training data
-/// keeps ≥ 0.99× the float accuracy, on synthetic and on real data.
+/// keeps ≥ 0.99× the float accuracy, on synthetic and on real data, as QDQ and in kiln's form.
 #[test]
 fn static_quantization_keeps_accuracy() {
     let k = Kiln::new();
@@ -358,6 +358,49 @@ fn static_quantization_keeps_accuracy() {
         assert!(
             qa >= 0.99 * fa,
             "{name}: static int8 test accuracy {qa} vs float {fa}"
+        );
+        // The same calibration in kiln's own form (Int8LinearStatic, run by kiln's kernel).
+        let qk = format!("{name}.s8k.onnx");
+        k.json(&[
+            "optimize",
+            "--model",
+            &float,
+            "--output",
+            &qk,
+            "--quantization",
+            "static",
+            "--onnx-form",
+            "kiln",
+            "--calibration-data",
+            tr.to_str().unwrap(),
+            "--validate-data",
+            va.to_str().unwrap(),
+        ]);
+        let ops = kiln::onnx::graph::op_counts(
+            kiln::onnx::load(&k.path(&qk))
+                .unwrap()
+                .graph
+                .as_ref()
+                .unwrap(),
+        );
+        assert!(
+            ops.iter()
+                .any(|(op, _)| op.starts_with("ai.kiln:Int8LinearStatic")),
+            "{name}: {ops:?}"
+        );
+        let c = k.json(&[
+            "infer",
+            "--model",
+            &qk,
+            "--data",
+            te.to_str().unwrap(),
+            "--output",
+            &format!("{name}.qk.csv"),
+        ]);
+        let ka = f(&c, "/report/accuracy");
+        assert!(
+            ka >= 0.99 * fa,
+            "{name}: static kiln int8 test accuracy {ka} vs float {fa}"
         );
     }
 }
