@@ -77,6 +77,59 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The model's outputs from kiln's kernels (`native`) against its ONNX definition run
+/// elsewhere, within 1e-6: the function bodies inlined and run by tract (`calls` of them), and,
+/// with Python, the ONNX reference evaluator and ONNX Runtime with its graph optimizations off
+/// (its optimizer rewrites the bodies' arithmetic, see docs/PERFORMANCE.md).
+fn assert_matches_definition(k: &Kiln, file: &str, calls: usize, x: &[f32], native: &[f32]) {
+    let n = x.len() / WIDTH;
+    let mut inlined = kiln::onnx::load(&k.path(file)).unwrap();
+    assert_eq!(kiln::onnx::inline::inline_functions(&mut inlined), calls);
+    let body_file = format!("{file}.inlined.onnx");
+    kiln::onnx::save(&inlined, &k.path(&body_file)).unwrap();
+    let body = scores(&k.path(&body_file), EngineKind::Tract.into(), x, n);
+    let d = max_diff(native, &body);
+    assert!(d <= 1e-6, "{file}: kernel vs body in tract: {d}");
+    let Some(py) = python() else { return };
+    let rows_json: Vec<Vec<f32>> = x.chunks(WIDTH).map(<[f32]>::to_vec).collect();
+    std::fs::write(
+        k.path("rows.json"),
+        serde_json::to_string(&rows_json).unwrap(),
+    )
+    .unwrap();
+    let script = r#"
+import json, sys
+import numpy as np, onnx, onnxruntime as ort
+from onnx.reference import ReferenceEvaluator
+m = onnx.load(sys.argv[1])
+onnx.checker.check_model(m, full_check=True)
+x = np.asarray(json.load(open(sys.argv[2])), dtype=np.float32)
+ref = ReferenceEvaluator(m).run(None, {"x": x})[0]
+so = ort.SessionOptions()
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+rt = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+print(json.dumps({"reference": ref.ravel().tolist(), "ort": rt.ravel().tolist()}))
+"#;
+    let o = Command::new(py)
+        .args(["-c", script])
+        .arg(k.path(file))
+        .arg(k.path("rows.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for engine in ["reference", "ort"] {
+        let other: Vec<f32> = v[engine]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let d = max_diff(native, &other);
+        assert!(d <= 1e-6, "{file}: kernel vs {engine}: {d}");
+    }
+}
+
 #[test]
 fn kiln_int8_op_equals_its_onnx_definition_in_every_engine() {
     let k = Kiln::new();
@@ -128,62 +181,13 @@ fn kiln_int8_op_equals_its_onnx_definition_in_every_engine() {
     let x = rows(n);
     // 1. tract with kiln's kernel.
     let native = scores(&k.path("q.onnx"), EngineKind::Tract.into(), &x, n);
-    // 2. tract running the function body (inlined: standard ops only, int32 MatMul).
-    let mut inlined = q.clone();
-    assert_eq!(kiln::onnx::inline::inline_functions(&mut inlined), 3);
-    kiln::onnx::save(&inlined, &k.path("inlined.onnx")).unwrap();
-    let body = scores(&k.path("inlined.onnx"), EngineKind::Tract.into(), &x, n);
-    assert!(
-        max_diff(&native, &body) <= 1e-6,
-        "kernel vs body in tract: {}",
-        max_diff(&native, &body)
-    );
+    // 2.–4. tract running the function bodies (standard ops only, int32 MatMul), the ONNX
+    //    reference evaluator and ONNX Runtime.
+    assert_matches_definition(&k, "q.onnx", 3, &x, &native);
     // The float model, for scale: quantization moved the outputs, the kernel did not.
     let float = scores(&k.path("m.onnx"), EngineKind::Tract.into(), &x, n);
     assert!(max_diff(&native, &float) > 1e-6);
     assert!(max_diff(&native, &float) < 0.1);
-
-    // 3. The ONNX reference evaluator and 4. ONNX Runtime (graph optimizations off: its
-    //    optimizer rewrites the body's arithmetic, see docs/PERFORMANCE.md).
-    if let Some(py) = python() {
-        let rows_json: Vec<Vec<f32>> = x.chunks(WIDTH).map(<[f32]>::to_vec).collect();
-        std::fs::write(
-            k.path("rows.json"),
-            serde_json::to_string(&rows_json).unwrap(),
-        )
-        .unwrap();
-        let script = r#"
-import json, sys
-import numpy as np, onnx, onnxruntime as ort
-from onnx.reference import ReferenceEvaluator
-m = onnx.load(sys.argv[1])
-onnx.checker.check_model(m, full_check=True)
-x = np.asarray(json.load(open(sys.argv[2])), dtype=np.float32)
-ref = ReferenceEvaluator(m).run(None, {"x": x})[0]
-so = ort.SessionOptions()
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-rt = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-print(json.dumps({"reference": ref.ravel().tolist(), "ort": rt.ravel().tolist()}))
-"#;
-        let o = Command::new(py)
-            .args(["-c", script])
-            .arg(k.path("q.onnx"))
-            .arg(k.path("rows.json"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        for engine in ["reference", "ort"] {
-            let other: Vec<f32> = v[engine]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            let d = max_diff(&native, &other);
-            assert!(d <= 1e-6, "kernel vs {engine}: {d}");
-        }
-    }
     // 5. ONNX Runtime through kiln's ort engine runs the function too.
     if let Some(lib) = ort_lib() {
         let ort = scores(
@@ -296,6 +300,32 @@ fn onnx_form_follows_the_engine_and_the_flag() {
         2,
     );
     assert!(err.contains("auto, integer, qdq or kiln"), "{err}");
+    // Form flags without quantization would do nothing: refused, not ignored.
+    for flags in [["--onnx-form", "kiln"], ["--engine", "ort"]] {
+        let mut args = vec!["optimize", "--model", "m.onnx", "--output", "bad.onnx"];
+        args.extend(flags);
+        let err = k.fails(&args, 2);
+        assert!(err.contains("add --quantization"), "{err}");
+    }
+    // kiln's op is asymmetric uint8: symmetric activations are refused for it.
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--output",
+            "bad.onnx",
+            "--quantization",
+            "static",
+            "--onnx-form",
+            "kiln",
+            "--symmetric-activations",
+            "--calibration-data",
+            "cal.csv",
+        ],
+        2,
+    );
+    assert!(err.contains("--symmetric-activations"), "{err}");
     assert!(!k.path("bad.onnx").exists());
 }
 
@@ -462,53 +492,11 @@ fn static_kiln_op_equals_its_onnx_definition() {
     );
     let n = 64;
     let native = scores(&k.path("s.onnx"), EngineKind::Tract.into(), &x, n);
-    let mut inlined = q.clone();
-    assert_eq!(kiln::onnx::inline::inline_functions(&mut inlined), 3);
-    kiln::onnx::save(&inlined, &k.path("inlined.onnx")).unwrap();
-    let body = scores(&k.path("inlined.onnx"), EngineKind::Tract.into(), &x, n);
-    assert!(
-        max_diff(&native, &body) <= 1e-6,
-        "{}",
-        max_diff(&native, &body)
-    );
+    assert_matches_definition(&k, "s.onnx", 3, &x, &native);
     let float = scores(&k.path("m.onnx"), EngineKind::Tract.into(), &x, n);
     assert!(
         max_diff(&native, &float) < 0.1,
         "{}",
         max_diff(&native, &float)
     );
-    if let Some(py) = python() {
-        let rows_json: Vec<Vec<f32>> = x.chunks(WIDTH).map(<[f32]>::to_vec).collect();
-        std::fs::write(
-            k.path("rows.json"),
-            serde_json::to_string(&rows_json).unwrap(),
-        )
-        .unwrap();
-        let script = r#"
-import json, sys
-import numpy as np, onnx
-from onnx.reference import ReferenceEvaluator
-m = onnx.load(sys.argv[1])
-onnx.checker.check_model(m, full_check=True)
-x = np.asarray(json.load(open(sys.argv[2])), dtype=np.float32)
-print(json.dumps(ReferenceEvaluator(m).run(None, {"x": x})[0].ravel().tolist()))
-"#;
-        let o = Command::new(py)
-            .args(["-c", script])
-            .arg(k.path("s.onnx"))
-            .arg(k.path("rows.json"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let reference: Vec<f32> = serde_json::from_slice::<Vec<f64>>(&o.stdout)
-            .unwrap()
-            .into_iter()
-            .map(|v| v as f32)
-            .collect();
-        assert!(
-            max_diff(&native, &reference) <= 1e-6,
-            "{}",
-            max_diff(&native, &reference)
-        );
-    }
 }

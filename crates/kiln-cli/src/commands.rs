@@ -1043,12 +1043,13 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
         engine: a.engine.as_deref(),
     })?;
     // Flags that would otherwise be parsed and silently ignored.
-    if a.symmetric_activations && a.quantization != "static" && a.engine.is_none() {
+    let auto = a.engine.as_deref() == Some("auto");
+    if a.symmetric_activations && a.quantization != "static" && !auto {
         return Err(usage(
             "--symmetric-activations shapes static quantization; add --quantization static (with --calibration-data)",
         ));
     }
-    if a.per_tensor_weights && !matches!(a.quantization.as_str(), "static" | "dynamic") {
+    if a.per_tensor_weights && !matches!(a.quantization.as_str(), "static" | "dynamic") && !auto {
         return Err(usage(
             "--per-tensor-weights shapes dynamic or static quantization; add --quantization dynamic (or static with --calibration-data)",
         ));
@@ -1058,6 +1059,19 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
             "--engine auto tries every quantized form itself; drop --quantization {}",
             a.quantization
         )));
+    }
+    if a.quantization == "none" && !auto {
+        if a.onnx_form != "auto" {
+            return Err(usage(format!(
+                "--onnx-form {} chooses how a quantized model is written; add --quantization dynamic or static",
+                a.onnx_form
+            )));
+        }
+        if let Some(engine @ ("tract" | "ort")) = a.engine.as_deref() {
+            return Err(usage(format!(
+                "--engine {engine} chooses the ONNX form of a quantized model; add --quantization dynamic or static, or drop --engine"
+            )));
+        }
     }
     if a.engine.as_deref() == Some("auto") && a.onnx_form != "auto" {
         return Err(usage(format!(
@@ -1850,8 +1864,10 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     let given = kiln_onnx::load(model_path)?;
     let mut suites: Vec<(String, PathBuf, Vec<EngineConfig>)> =
         vec![(form_of(&given), model_path.to_path_buf(), engines.clone())];
-    let work = tempfile::tempdir()?;
+    // Holds the int8 models until the sweep is over.
+    let mut work = None;
     if a.int8 {
+        let dir: &tempfile::TempDir = work.insert(tempfile::tempdir()?);
         for (form, kind) in [
             (kiln_optimize::OnnxForm::Kiln, EngineKind::Tract),
             (kiln_optimize::OnnxForm::Integer, EngineKind::Ort),
@@ -1861,7 +1877,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
             if configs.is_empty() {
                 continue;
             }
-            let out = work.path().join(format!("int8-{}.onnx", form.name()));
+            let out = dir.path().join(format!("int8-{}.onnx", form.name()));
             GraphOptimizer::new(OptimizeOptions {
                 quantization: Quantization::Dynamic,
                 form,
@@ -2338,7 +2354,17 @@ fn profile(cli: &Cli, a: &ProfileArgs) -> Result<()> {
             }
             kiln_infer::profile::profile(&a.model, a.batch_size, a.iterations)?
         }
-        "ort" => profile_ort(a)?,
+        "ort" => {
+            if a.trace
+                .as_deref()
+                .is_some_and(|t| kiln_core::fsutil::same_file(t, &a.model))
+            {
+                return Err(usage(
+                    "--trace names the model file itself; choose another path for the trace",
+                ));
+            }
+            profile_ort(a)?
+        }
         other => {
             return Err(usage(format!(
                 "unknown --engine {other:?} for profile; use tract or ort"

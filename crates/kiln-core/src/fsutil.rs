@@ -126,6 +126,15 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Whether two paths name the same file (after resolving links and `..`; compared as given
+/// when either does not exist yet).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

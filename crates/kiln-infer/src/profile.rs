@@ -123,37 +123,64 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Inner dimension K of the ONNX model's matrix products, by their output width N. tract packs
-/// the operands of its matrix products, so K is taken from the ONNX weights instead.
-fn inner_dims(proto: &kiln_onnx::proto::ModelProto) -> std::collections::HashMap<usize, usize> {
-    let mut map = std::collections::HashMap::new();
+/// Bytes of the model's initializers.
+fn weights_bytes(proto: &kiln_onnx::proto::ModelProto) -> u64 {
+    proto
+        .graph
+        .iter()
+        .flat_map(|g| g.initializer.iter())
+        .map(|t| {
+            t.raw_data.as_ref().map_or(0, |r| r.len() as u64)
+                + 4 * (t.float_data.len() + t.int32_data.len()) as u64
+                + 8 * (t.int64_data.len() + t.double_data.len()) as u64
+        })
+        .sum()
+}
+
+/// Every matrix product with a constant 2-D weight: `(ONNX node name, K, N)`.
+fn products(proto: &kiln_onnx::proto::ModelProto) -> Vec<(String, usize, usize)> {
     let Some(g) = proto.graph.as_ref() else {
-        return map;
+        return Vec::new();
     };
-    for n in g.node.iter().filter(|n| {
-        matches!(
-            n.op_type(),
-            "Gemm" | "MatMul" | "MatMulInteger" | "Int8Linear" | "Int8LinearRelu"
-        )
-    }) {
-        if let Some(w) = n
-            .input
-            .get(1)
-            .and_then(|w| kiln_onnx::graph::initializer(g, w))
-            .filter(|w| w.dims.len() == 2)
-        {
+    g.node
+        .iter()
+        .filter(|n| {
+            matches!(n.op_type(), "Gemm" | "MatMul" | "MatMulInteger")
+                || kiln_onnx::int8::is_int8_linear(n)
+        })
+        .filter_map(|n| {
+            // kiln's static op takes its weight after the activation scale and zero point.
+            let w = if n.op_type().starts_with(kiln_onnx::int8::OP_STATIC) {
+                3
+            } else {
+                1
+            };
+            let t = n
+                .input
+                .get(w)
+                .and_then(|w| kiln_onnx::graph::initializer(g, w))
+                .filter(|t| t.dims.len() == 2)?;
             let trans = kiln_onnx::graph::attr_i(n, "transB", 0) != 0;
             let (k, nn) = if trans {
-                (w.dims[1], w.dims[0])
+                (t.dims[1], t.dims[0])
             } else {
-                (w.dims[0], w.dims[1])
+                (t.dims[0], t.dims[1])
             };
-            // Two products with the same output width but different K cannot be told apart in
-            // tract's plan: mark them ambiguous (0) rather than guess.
-            let e = map.entry(nn as usize).or_insert(k as usize);
-            if *e != k as usize {
-                *e = 0;
-            }
+            Some((n.name().to_string(), k as usize, nn as usize))
+        })
+        .collect()
+}
+
+/// The inner dimension K of the matrix products by their output width N. tract's profile
+/// names fused nodes, not the operands of its matrix products, so K is taken from the ONNX
+/// weights instead; two products with the same N but different K are marked ambiguous (0)
+/// rather than guessed.
+fn inner_dims(proto: &kiln_onnx::proto::ModelProto) -> std::collections::HashMap<usize, usize> {
+    let mut map = std::collections::HashMap::new();
+    for (_, k, n) in products(proto) {
+        let e = map.entry(n).or_insert(k);
+        if *e != k {
+            *e = 0;
         }
     }
     map
@@ -162,24 +189,9 @@ fn inner_dims(proto: &kiln_onnx::proto::ModelProto) -> std::collections::HashMap
 /// FLOPs of one run of the ONNX graph at `batch` rows: 2·M·N·K per matrix product with a
 /// constant weight (exact), plus one per output element of the other nodes (counted in tract).
 fn product_flops(proto: &kiln_onnx::proto::ModelProto, batch: usize) -> u64 {
-    let Some(g) = proto.graph.as_ref() else {
-        return 0;
-    };
-    g.node
+    products(proto)
         .iter()
-        .filter(|n| {
-            matches!(
-                n.op_type(),
-                "Gemm" | "MatMul" | "MatMulInteger" | "Int8Linear" | "Int8LinearRelu"
-            )
-        })
-        .filter_map(|n| {
-            n.input
-                .get(1)
-                .and_then(|w| kiln_onnx::graph::initializer(g, w))
-                .filter(|w| w.dims.len() == 2)
-        })
-        .map(|w| 2 * batch as u64 * w.dims[0] as u64 * w.dims[1] as u64)
+        .map(|(_, k, n)| 2 * (batch * k * n) as u64)
         .sum()
 }
 
@@ -218,16 +230,7 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
     let info = ModelInfo::from_proto(&proto)?;
     crate::tract_engine::prepare(&mut proto);
     let inner = inner_dims(&proto);
-    let weights_bytes: u64 = proto
-        .graph
-        .iter()
-        .flat_map(|g| g.initializer.iter())
-        .map(|t| {
-            t.raw_data.as_ref().map_or(0, |r| r.len() as u64)
-                + 4 * (t.float_data.len() + t.int32_data.len()) as u64
-                + 8 * (t.int64_data.len() + t.double_data.len()) as u64
-        })
-        .sum();
+    let weights_bytes = weights_bytes(&proto);
     let bytes = kiln_onnx::encode(&proto);
     let plan = crate::tract_engine::framework(1)
         .model_for_read(&mut &bytes[..])
@@ -336,34 +339,10 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
     })
 }
 
-/// The `2·K·N` of every matrix product with a constant 2-D weight, by ONNX node name.
-fn product_shapes(proto: &kiln_onnx::proto::ModelProto) -> BTreeMap<String, u64> {
-    let mut map = BTreeMap::new();
-    let Some(g) = proto.graph.as_ref() else {
-        return map;
-    };
-    for n in g.node.iter().filter(|n| {
-        matches!(
-            n.op_type(),
-            "Gemm" | "MatMul" | "MatMulInteger" | "Int8Linear" | "Int8LinearRelu"
-        )
-    }) {
-        if let Some(w) = n
-            .input
-            .get(1)
-            .and_then(|w| kiln_onnx::graph::initializer(g, w))
-            .filter(|w| w.dims.len() == 2)
-        {
-            map.insert(n.name().to_string(), 2 * (w.dims[0] * w.dims[1]) as u64);
-        }
-    }
-    map
-}
-
 /// Profiles `iterations` runs of the model at `batch_size` rows in ONNX Runtime with its own
 /// profiler: per-node kernel times from its trace (the first, warm-up run dropped), FLOPs of
 /// matrix products from the ONNX weights and one per output element elsewhere. The trace is
-/// moved to `trace` when given, else deleted.
+/// written (atomically) to `trace` when given; ONNX Runtime's own file is always deleted.
 #[cfg(feature = "ort")]
 pub fn profile_ort(
     path: &Path,
@@ -403,7 +382,10 @@ pub fn profile_ort(
         engine: "ort",
         reason: format!("reading the profile {}: {e}", file.display()),
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| read(e.to_string()))?;
+    let text = std::fs::read_to_string(&file).map_err(|e| read(e.to_string()));
+    // ONNX Runtime wrote it under the temporary directory; kiln keeps a copy only when asked.
+    let _ = std::fs::remove_file(&file);
+    let text = text?;
     let events: Vec<serde_json::Value> =
         serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
     // node → (op, kernel durations in µs, output bytes)
@@ -430,7 +412,10 @@ pub fn profile_ort(
             .or_else(|| e["args"]["output_size"].as_u64())
             .unwrap_or(0);
     }
-    let products = product_shapes(&proto);
+    let products: BTreeMap<String, u64> = products(&proto)
+        .into_iter()
+        .map(|(name, k, n)| (name, 2 * (k * n) as u64))
+        .collect();
     let mut nodes: Vec<NodeProfile> = per_node
         .iter()
         .map(|(name, (op, durs, out_bytes))| {
@@ -478,26 +463,12 @@ pub fn profile_ort(
     };
     let kept = match trace {
         Some(to) => {
-            std::fs::copy(&file, to)
-                .map_err(|e| read(format!("copying it to {}: {e}", to.display())))?;
-            let _ = std::fs::remove_file(&file);
+            kiln_core::fsutil::write_atomic(to, text.as_bytes())?;
             Some(to.to_path_buf())
         }
-        None => {
-            let _ = std::fs::remove_file(&file);
-            None
-        }
+        None => None,
     };
-    let weights_bytes: u64 = proto
-        .graph
-        .iter()
-        .flat_map(|g| g.initializer.iter())
-        .map(|t| {
-            t.raw_data.as_ref().map_or(0, |r| r.len() as u64)
-                + 4 * (t.float_data.len() + t.int32_data.len()) as u64
-                + 8 * (t.int64_data.len() + t.double_data.len()) as u64
-        })
-        .sum();
+    let weights_bytes = weights_bytes(&proto);
     let peak = cpu_peak();
     Ok(Profile {
         engine: "ort",

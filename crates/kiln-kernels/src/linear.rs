@@ -302,89 +302,55 @@ impl Int8Linear {
             let Some((x0, y0)) = chunks.next() else {
                 return Ok(());
             };
-            let mut results: Vec<Result<(), KernelError>> = Vec::new();
-            let mut first = Ok(());
             rayon::in_place_scope(|scope| {
-                let (tx, rx) = std::sync::mpsc::channel();
                 for (xc, yc) in chunks {
-                    let tx = tx.clone();
-                    scope.spawn(move |_| {
-                        let _ = tx.send(self.forward_rows(xc, xc.len() / k, yc));
-                    });
+                    scope.spawn(move |_| self.forward_rows(xc, xc.len() / k, yc));
                 }
-                drop(tx);
-                first = self.forward_rows(x0, x0.len() / k, y0);
-                results.extend(rx);
+                self.forward_rows(x0, x0.len() / k, y0);
             });
-            return results.into_iter().fold(first, Result::and);
+            return Ok(());
         }
-        self.forward_rows(x, m, y)
+        self.forward_rows(x, m, y);
+        Ok(())
     }
 
     /// One thread's share: `m` rows, shapes already checked.
-    fn forward_rows(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<(), KernelError> {
-        let (k, n) = (self.k, self.n);
+    fn forward_rows(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        // Rows of activations and of accumulators in the packing's padded widths.
+        let (kp, np) = match &self.packed {
+            Packed::Vnni { kp, np, .. } | Packed::Avx2 { kp, np, .. } => (*kp, *np),
+            Packed::Portable { .. } => (self.k, self.n),
+        };
         let mut scale = vec![0.0f32; m];
         let mut zp = vec![0i32; m];
+        let mut q = vec![0u8; m * kp];
+        quantize_rows(
+            self.isa,
+            x,
+            self.k,
+            kp,
+            &mut q,
+            &mut scale,
+            &mut zp,
+            self.activation,
+        );
+        let mut acc = vec![0i32; m * np];
         match &self.packed {
-            Packed::Vnni { kp, np, data } => {
-                let (kp, np) = (*kp, *np);
-                let mut q = vec![0u8; m * kp];
-                quantize_rows(
-                    self.isa,
-                    x,
-                    k,
-                    kp,
-                    &mut q,
-                    &mut scale,
-                    &mut zp,
-                    self.activation,
-                );
-                let mut acc = vec![0i32; m * np];
+            Packed::Vnni { data, .. } => {
                 #[cfg(target_arch = "x86_64")]
                 crate::x86::gemm_vnni(&q, m, kp, data, np, &mut acc);
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = data;
-                self.epilogue(&acc, np, &scale, &zp, y);
             }
-            Packed::Avx2 { kp, np, data } => {
-                let (kp, np) = (*kp, *np);
-                let mut q = vec![0u8; m * kp];
-                quantize_rows(
-                    self.isa,
-                    x,
-                    k,
-                    kp,
-                    &mut q,
-                    &mut scale,
-                    &mut zp,
-                    self.activation,
-                );
+            Packed::Avx2 { data, .. } => {
                 #[cfg(target_arch = "x86_64")]
-                let q16 = crate::x86::widen_u8_avx2(&q);
+                crate::x86::gemm_avx2(&crate::x86::widen_u8_avx2(&q), m, kp, data, np, &mut acc);
                 #[cfg(not(target_arch = "x86_64"))]
-                let q16: Vec<i16> = q.iter().map(|&v| i16::from(v)).collect();
-                let mut acc = vec![0i32; m * np];
-                #[cfg(target_arch = "x86_64")]
-                crate::x86::gemm_avx2(&q16, m, kp, data, np, &mut acc);
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (data, q16);
-                self.epilogue(&acc, np, &scale, &zp, y);
+                let _ = data;
             }
             Packed::Portable { data } => {
-                let mut q = vec![0u8; m * k];
-                quantize_rows(
-                    self.isa,
-                    x,
-                    k,
-                    k,
-                    &mut q,
-                    &mut scale,
-                    &mut zp,
-                    self.activation,
-                );
-                let mut acc = vec![0i32; m * n];
-                for (qr, ar) in q.chunks_exact(k.max(1)).zip(acc.chunks_exact_mut(n)) {
+                let n = self.n;
+                for (qr, ar) in q.chunks_exact(kp.max(1)).zip(acc.chunks_exact_mut(n)) {
                     for (&qv, wr) in qr.iter().zip(data.chunks_exact(n)) {
                         let qv = i32::from(qv);
                         for (a, &w) in ar.iter_mut().zip(wr) {
@@ -392,10 +358,9 @@ impl Int8Linear {
                         }
                     }
                 }
-                self.epilogue(&acc, n, &scale, &zp, y);
             }
         }
-        Ok(())
+        self.epilogue(&acc, np, &scale, &zp, y);
     }
 
     /// `y = f32(Σ q·w − zp·Σw) · (s · w_scale) + bias`, in that order (the ONNX body's order),

@@ -60,29 +60,22 @@ pub fn is_int8_linear(node: &NodeProto) -> bool {
     node.domain() == DOMAIN && OPS.iter().any(|(_, op)| node.op_type() == *op)
 }
 
-/// The function of [`OP_STATIC`] (or [`OP_STATIC_RELU`] with `relu`): every row quantized with
-/// the calibrated `X_scale` (float scalar) and `X_zero_point` (uint8 scalar):
-///
-/// ```text
-/// q = Clip(Round(X · (1 / X_scale)) + zp, 0, 255)
-/// Y = Cast<float>(MatMul(Cast<int32>(q − zp), Cast<int32>(W))) · (X_scale · W_scale) + B
-/// ```
-pub fn function_static(opset: i64, relu: bool) -> FunctionProto {
-    let f32_const = |out: &str, v: f32| {
-        with(
-            node("Constant", &[], out),
-            vec![crate::attr_float("value_float", v)],
-        )
-    };
-    let cast = |input: &str, out: &str, to: i32| {
-        with(node("Cast", &[input], out), vec![attr_int("to", to as i64)])
-    };
+fn f32_const(out: &str, v: f32) -> NodeProto {
+    with(
+        node("Constant", &[], out),
+        vec![crate::attr_float("value_float", v)],
+    )
+}
+
+fn cast(input: &str, out: &str, to: i32) -> NodeProto {
+    with(node("Cast", &[input], out), vec![attr_int("to", to as i64)])
+}
+
+/// What every kiln int8 op does once its activation scale `s` and zero point `zp` (float) are
+/// known: quantize `X`, multiply exactly in int32, rescale, add `B`, and Relu when asked.
+fn quantized_product(s: &str, relu: bool) -> Vec<NodeProto> {
     let mut body = vec![
-        f32_const("zero", 0.0),
-        f32_const("one", 1.0),
-        f32_const("c255", 255.0),
-        cast("X_zero_point", "zp", data_type::FLOAT),
-        node("Div", &["one", "X_scale"], "inv"),
+        node("Div", &["one", s], "inv"),
         node("Mul", &["X", "inv"], "x_scaled"),
         node("Round", &["x_scaled"], "x_round"),
         node("Add", &["x_round", "zp"], "x_shift"),
@@ -92,31 +85,67 @@ pub fn function_static(opset: i64, relu: bool) -> FunctionProto {
         cast("W", "w_i32", data_type::INT32),
         node("MatMul", &["q_i32", "w_i32"], "acc"),
         cast("acc", "acc_f32", data_type::FLOAT),
-        node("Mul", &["X_scale", "W_scale"], "out_scale"),
+        node("Mul", &[s, "W_scale"], "out_scale"),
         node("Mul", &["acc_f32", "out_scale"], "scaled"),
         node("Add", &["scaled", "B"], if relu { "linear" } else { "Y" }),
     ];
     if relu {
         body.push(node("Relu", &["linear"], "Y"));
     }
+    body
+}
+
+fn function_proto(
+    name: &str,
+    inputs: &[&str],
+    body: Vec<NodeProto>,
+    doc: String,
+    opset: i64,
+) -> FunctionProto {
     FunctionProto {
-        name: Some(if relu { OP_STATIC_RELU } else { OP_STATIC }.into()),
+        name: Some(name.into()),
         domain: Some(DOMAIN.into()),
-        input: ["X", "X_scale", "X_zero_point", "W", "W_scale", "B"]
-            .map(String::from)
-            .to_vec(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec!["Y".into()],
         node: body,
-        doc_string: Some(format!(
-            "int8 linear layer{} with a calibrated activation scale and zero point",
-            if relu { " followed by Relu" } else { "" }
-        )),
+        doc_string: Some(doc),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
             version: Some(opset),
         }],
         ..Default::default()
     }
+}
+
+fn constants() -> Vec<NodeProto> {
+    vec![
+        f32_const("zero", 0.0),
+        f32_const("one", 1.0),
+        f32_const("c255", 255.0),
+    ]
+}
+
+/// The function of [`OP_STATIC`] (or [`OP_STATIC_RELU`] with `relu`): every row quantized with
+/// the calibrated `X_scale` (float scalar) and `X_zero_point` (uint8 scalar):
+///
+/// ```text
+/// q = Clip(Round(X · (1 / X_scale)) + zp, 0, 255)
+/// Y = Cast<float>(MatMul(Cast<int32>(q − zp), Cast<int32>(W))) · (X_scale · W_scale) + B
+/// ```
+pub fn function_static(opset: i64, relu: bool) -> FunctionProto {
+    let mut body = constants();
+    body.push(cast("X_zero_point", "zp", data_type::FLOAT));
+    body.extend(quantized_product("X_scale", relu));
+    function_proto(
+        if relu { OP_STATIC_RELU } else { OP_STATIC },
+        &["X", "X_scale", "X_zero_point", "W", "W_scale", "B"],
+        body,
+        format!(
+            "int8 linear layer{} with a calibrated activation scale and zero point",
+            if relu { " followed by Relu" } else { "" }
+        ),
+        opset,
+    )
 }
 
 /// The function of [`OP`], written against default-domain `opset` (13 or newer; the reductions
@@ -131,12 +160,6 @@ pub fn function_relu(opset: i64) -> FunctionProto {
 }
 
 fn function_with(opset: i64, relu: bool) -> FunctionProto {
-    let f32_const = |out: &str, v: f32| {
-        with(
-            node("Constant", &[], out),
-            vec![crate::attr_float("value_float", v)],
-        )
-    };
     let reduce = |op: &str, out: &str| {
         if opset >= 18 {
             with(node(op, &["X", "axes"], out), vec![attr_int("keepdims", 1)])
@@ -147,20 +170,14 @@ fn function_with(opset: i64, relu: bool) -> FunctionProto {
             )
         }
     };
-    let cast = |input: &str, out: &str, to: i32| {
-        with(node("Cast", &[input], out), vec![attr_int("to", to as i64)])
-    };
-    let mut body = vec![
-        f32_const("zero", 0.0),
-        f32_const("one", 1.0),
-        f32_const("c255", 255.0),
-    ];
+    let mut body = constants();
     if opset >= 18 {
         body.push(with(
             node("Constant", &[], "axes"),
             vec![crate::attr_ints("value_ints", &[-1])],
         ));
     }
+    // Each row's own range, widened to hold 0, and from it the row's scale and zero point.
     body.extend([
         reduce("ReduceMin", "row_min"),
         reduce("ReduceMax", "row_max"),
@@ -174,37 +191,16 @@ fn function_with(opset: i64, relu: bool) -> FunctionProto {
         node("Div", &["neg_lo", "s"], "zp_raw"),
         node("Round", &["zp_raw"], "zp_round"),
         node("Clip", &["zp_round", "zero", "c255"], "zp"),
-        node("Div", &["one", "s"], "inv"),
-        node("Mul", &["X", "inv"], "x_scaled"),
-        node("Round", &["x_scaled"], "x_round"),
-        node("Add", &["x_round", "zp"], "x_shift"),
-        node("Clip", &["x_shift", "zero", "c255"], "q"),
-        node("Sub", &["q", "zp"], "q_centered"),
-        cast("q_centered", "q_i32", data_type::INT32),
-        cast("W", "w_i32", data_type::INT32),
-        node("MatMul", &["q_i32", "w_i32"], "acc"),
-        cast("acc", "acc_f32", data_type::FLOAT),
-        node("Mul", &["s", "W_scale"], "out_scale"),
-        node("Mul", &["acc_f32", "out_scale"], "scaled"),
-        node("Add", &["scaled", "B"], if relu { "linear" } else { "Y" }),
     ]);
-    if relu {
-        body.push(node("Relu", &["linear"], "Y"));
-    }
-    FunctionProto {
-        name: Some(if relu { OP_RELU } else { OP }.into()),
-        domain: Some(DOMAIN.into()),
-        input: ["X", "W", "W_scale", "B"].map(String::from).to_vec(),
-        output: vec!["Y".into()],
-        node: body,
-        doc_string: Some(format!(
+    body.extend(quantized_product("s", relu));
+    function_proto(
+        if relu { OP_RELU } else { OP },
+        &["X", "W", "W_scale", "B"],
+        body,
+        format!(
             "int8 linear layer{}: rows of X quantized to u8 (own scale and zero point), exact int32 product with int8 W, rescaled by s·W_scale, plus B",
             if relu { " followed by Relu" } else { "" }
-        )),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(opset),
-        }],
-        ..Default::default()
-    }
+        ),
+        opset,
+    )
 }

@@ -334,7 +334,7 @@ impl GraphOptimizer {
         events.emit(Event::StageStarted {
             stage: "optimize".into(),
         });
-        if same_file(input, output) {
+        if kiln_core::fsutil::same_file(input, output) {
             return Err(OptimizeError::Options(format!(
                 "the output {} is the input file; kiln never modifies its input, choose another --output",
                 output.display()
@@ -390,6 +390,11 @@ impl GraphOptimizer {
                 )));
             }
         };
+        if form == OnnxForm::Kiln && self.options.qdq.symmetric_activations {
+            return Err(OptimizeError::Options(
+                "kiln's int8 op quantizes activations asymmetrically to uint8; drop --symmetric-activations, or use --onnx-form qdq".into(),
+            ));
+        }
         // Quantization runs on the graph the passes produced; `quantize` can leave chosen layers
         // in float, which the accuracy gate's fallback uses.
         let float_model = model.clone();
@@ -608,11 +613,4 @@ fn calibration_rows(
         }));
     }
     Ok((features, rows))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
 }

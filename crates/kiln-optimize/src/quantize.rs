@@ -119,6 +119,38 @@ fn candidate(
     }))
 }
 
+/// The layers a quantizer rewrites, in graph order, and a line for every one it leaves in
+/// float: kept by the accuracy budget (`keep_float`), refused by `skip` (which says why), or not
+/// expressible (`candidate`'s reason).
+fn scan(
+    g: &kiln_onnx::proto::GraphProto,
+    keep_float: &std::collections::HashSet<String>,
+    skip: impl Fn(&Candidate) -> Option<String>,
+) -> (Vec<Candidate>, Vec<String>) {
+    let inputs: std::collections::HashSet<String> =
+        g.input.iter().map(|i| i.name().to_string()).collect();
+    let mut details = Vec::new();
+    let mut cands = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        match candidate(g, i, n, &inputs) {
+            Ok(Some(c)) if keep_float.contains(&c.out) => {
+                details.push(format!("kept {:?} in float (accuracy budget)", c.out))
+            }
+            Ok(Some(c)) => match skip(&c) {
+                Some(why) => details.push(format!("kept {:?} in float: {why}", c.out)),
+                None => cands.push(c),
+            },
+            Ok(None) => {}
+            Err(why) => details.push(format!(
+                "kept {} {:?} in float: {why}",
+                n.op_type(),
+                n.name()
+            )),
+        }
+    }
+    (cands, details)
+}
+
 /// The layers quantization would rewrite, named by their output value (which is unique).
 pub fn quantizable_layers(model: &ModelProto) -> Vec<String> {
     model
@@ -153,24 +185,7 @@ pub fn dynamic_int8_with(
         pass: "quantize-dynamic",
         reason: "the model has no graph".into(),
     })?;
-    let inputs: std::collections::HashSet<String> =
-        g.input.iter().map(|i| i.name().to_string()).collect();
-    let mut details = Vec::new();
-    let mut cands = Vec::new();
-    for (i, n) in g.node.iter().enumerate() {
-        match candidate(g, i, n, &inputs) {
-            Ok(Some(c)) if keep_float.contains(&c.out) => {
-                details.push(format!("kept {:?} in float (accuracy budget)", c.out))
-            }
-            Ok(Some(c)) => cands.push(c),
-            Ok(None) => {}
-            Err(why) => details.push(format!(
-                "kept {} {:?} in float: {why}",
-                n.op_type(),
-                n.name()
-            )),
-        }
-    }
+    let (cands, mut details) = scan(g, keep_float, |_| None);
     let changes = cands.len();
     // Rewrite from the back so earlier indices stay valid.
     for c in cands.into_iter().rev() {
@@ -732,23 +747,10 @@ pub fn static_qdq_with(
 }
 
 /// Per-column symmetric int8 quantization of a `[k, n]` matrix: scale `max|w| / 127` per column,
-/// zero point 0. Returns the values and the scales.
+/// zero point 0. Returns the values and the scales. The same arithmetic as kiln's int8 kernel
+/// ([`kiln_kernels::quantize_weights_i8`]), so every int8 form stores the same weights.
 pub fn quantize_columns_i8(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
-    let mut scales = vec![1.0f32; n];
-    for (j, s) in scales.iter_mut().enumerate() {
-        let m = (0..k).map(|i| w[i * n + j].abs()).fold(0f32, f32::max);
-        if m > 0.0 {
-            *s = m / 127.0;
-        }
-    }
-    let q = (0..k * n)
-        .map(|idx| {
-            (w[idx] / scales[idx % n])
-                .round_ties_even()
-                .clamp(-127.0, 127.0) as i8
-        })
-        .collect();
-    (q, scales)
+    kiln_kernels::quantize_weights_i8(w, k, n)
 }
 
 /// Weight-only int8: every MatMul/Gemm weight is stored as per-column symmetric int8 behind a
@@ -822,15 +824,9 @@ pub fn weight_only_int8(
 /// the op as a local function of standard operators, so every ONNX runtime runs it; kiln's
 /// tract engine runs it with its SIMD int8 kernel (`kiln-kernels`), which is where the form is
 /// fast.
-pub fn dynamic_kiln_except(
-    model: &mut ModelProto,
-    keep_float: &std::collections::HashSet<String>,
-) -> Result<PassReport, OptimizeError> {
-    dynamic_kiln_with(model, keep_float, true)
-}
-
-/// [`dynamic_kiln_except`] with per-column (`per_channel`) or per-tensor weights (one scale for
-/// the whole matrix, repeated per column since the op takes `W_scale` as `[N]`).
+///
+/// Weights are per column (`per_channel`) or per tensor (one scale for the whole matrix,
+/// repeated per column since the op takes `W_scale` as `[N]`).
 pub fn dynamic_kiln_with(
     model: &mut ModelProto,
     keep_float: &std::collections::HashSet<String>,
@@ -876,34 +872,19 @@ fn kiln_form(
             )],
         });
     }
-    let inputs: std::collections::HashSet<String> =
-        g.input.iter().map(|i| i.name().to_string()).collect();
-    let mut details = Vec::new();
-    let mut cands = Vec::new();
-    for (i, n) in g.node.iter().enumerate() {
-        match candidate(g, i, n, &inputs) {
-            Ok(Some(c)) if keep_float.contains(&c.out) => {
-                details.push(format!("kept {:?} in float (accuracy budget)", c.out))
-            }
-            Ok(Some(c)) if c.k > kiln_kernels::MAX_K => details.push(format!(
-                "kept {:?} in float: {} inputs exceed the kernel's exact range ({})",
-                c.out,
+    let (cands, mut details) = scan(g, keep_float, |c| {
+        if c.k > kiln_kernels::MAX_K {
+            Some(format!(
+                "{} inputs exceed the kernel's exact range ({})",
                 c.k,
                 kiln_kernels::MAX_K
-            )),
-            Ok(Some(c)) if ranges.is_some_and(|r| !r.contains_key(&c.a)) => details.push(format!(
-                "kept {:?} in float: no calibration range for {:?}",
-                c.out, c.a
-            )),
-            Ok(Some(c)) => cands.push(c),
-            Ok(None) => {}
-            Err(why) => details.push(format!(
-                "kept {} {:?} in float: {why}",
-                n.op_type(),
-                n.name()
-            )),
+            ))
+        } else if ranges.is_some_and(|r| !r.contains_key(&c.a)) {
+            Some(format!("no calibration range for {:?}", c.a))
+        } else {
+            None
         }
-    }
+    });
     let changes = cands.len();
     for c in cands.into_iter().rev() {
         let base = g.node[c.index].name().to_string();
@@ -1097,15 +1078,8 @@ fn fuse_relu(g: &mut kiln_onnx::proto::GraphProto) -> usize {
 /// `DequantizeLinear`, weights are per-column symmetric int8 behind `DequantizeLinear(axis=1)`,
 /// and the MatMul/Gemm itself stays float. Runtimes that fuse QDQ patterns can run the integer
 /// product; the others compute the same quantized values in float.
-pub fn dynamic_qdq_except(
-    model: &mut ModelProto,
-    keep_float: &std::collections::HashSet<String>,
-) -> Result<PassReport, OptimizeError> {
-    dynamic_qdq_with(model, keep_float, true)
-}
-
-/// [`dynamic_qdq_except`] with per-column (`per_channel`) or per-tensor weights (one scalar
-/// scale for the whole matrix).
+///
+/// Weights are per column (`per_channel`) or per tensor (one scalar scale for the matrix).
 pub fn dynamic_qdq_with(
     model: &mut ModelProto,
     keep_float: &std::collections::HashSet<String>,
