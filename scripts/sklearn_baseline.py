@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 REPO = Path(__file__).resolve().parent.parent
 HIDDEN = (32, 16)
 EPOCHS, BATCH, LR = 200, 16, 0.01
-SEEDS = range(10)
+SEEDS = range(int(os.environ.get("KILN_BASELINE_SEEDS", "10")))
 # kiln's own settings beyond the shared ones (see docs/PERFORMANCE.md).
 KILN_EXTRA = os.environ.get("KILN_BASELINE_ARGS", "").split()
 
@@ -73,7 +73,7 @@ def main():
     kiln = sys.argv[1] if len(sys.argv) > 1 else str(REPO / "target/release/kiln")
     print("| data set | test rows | kiln mean (min–max) | scikit-learn mean (min–max) |")
     print("|----------|----------:|--------------------:|----------------------------:|")
-    for name in ("iris", "wine"):
+    for name in os.environ.get("KILN_BASELINE_SETS", "iris,wine,digits").split(","):
         d = REPO / "data" / name
         k = [kiln_accuracy(kiln, d, s) for s in SEEDS]
         s = [sklearn_accuracy(d, s) for s in SEEDS]

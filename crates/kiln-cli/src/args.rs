@@ -346,7 +346,8 @@ pub struct OptimizeArgs {
     #[arg(long, default_value_t = 0.99)]
     pub min_accuracy_ratio: f64,
     /// Graph passes: none, basic (identity removal, constant folding, dead code), extended (+ CSE,
-    /// MatMul+Add→Gemm, transpose folding) or all (+ batch-norm folding).
+    /// MatMul+Add→Gemm, transpose folding, input normalization folded into the first Gemm when
+    /// not quantizing) or all (+ batch-norm folding).
     #[arg(long, default_value = "basic")]
     pub graph_level: String,
     /// Run exactly these passes, in order, instead of a level (comma-separated names, e.g.

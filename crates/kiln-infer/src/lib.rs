@@ -35,7 +35,7 @@ mod model;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
 pub mod profile;
-mod softmax_op;
+mod row_ops;
 mod stream;
 mod tract_engine;
 

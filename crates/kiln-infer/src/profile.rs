@@ -236,7 +236,7 @@ pub fn profile(path: &Path, batch_size: usize, iterations: usize) -> Result<Prof
         .model_for_read(&mut &bytes[..])
         .and_then(|m| m.into_optimized())
         .and_then(|mut m| {
-            crate::softmax_op::replace_slow_softmax(&mut m)?;
+            crate::row_ops::replace_slow_ops(&mut m)?;
             m.into_runnable()
         })
         .map_err(load)?;

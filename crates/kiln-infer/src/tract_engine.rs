@@ -80,7 +80,7 @@ impl TractEngine {
         let plan = model
             .into_optimized()
             .and_then(|mut m| {
-                crate::softmax_op::replace_slow_softmax(&mut m)?;
+                crate::row_ops::replace_slow_ops(&mut m)?;
                 m.into_runnable()
             })
             .map_err(|e| load(format!("{e:#}")))?;

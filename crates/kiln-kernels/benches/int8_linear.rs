@@ -35,6 +35,26 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The first layer of kiln's digits MLP (64→64) at batch 64: a shape where fixed costs, not
+/// multiply-adds, decide.
+fn small(c: &mut Criterion) {
+    let (k, n, m) = (64usize, 64usize, 64usize);
+    let wf: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let (w, ws) = quantize_weights_i8(&wf, k, n);
+    let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32).collect();
+    let mut y = vec![0.0f32; m * n];
+    let mut group = c.benchmark_group("int8_linear_64x64");
+    for isa in Isa::all_available() {
+        let layer = Int8Linear::with_isa(&w, k, n, ws.clone(), None, isa).expect("pack");
+        group.bench_with_input(BenchmarkId::new(isa.name(), m), &m, |b, &m| {
+            b.iter(|| layer.forward(black_box(&x), m, &mut y).expect("forward"))
+        });
+    }
+    group.finish();
+}
+
 /// Softmax over 64 rows of 10 classes, the output layer of a classifier batch.
 fn softmax(c: &mut Criterion) {
     let mut x: Vec<f32> = (0..640).map(|i| (i % 17) as f32 * 0.3 - 2.0).collect();
@@ -43,5 +63,5 @@ fn softmax(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, softmax);
+criterion_group!(benches, bench, small, softmax);
 criterion_main!(benches);

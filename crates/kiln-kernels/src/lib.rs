@@ -32,6 +32,7 @@
 
 mod linear;
 mod quant;
+mod rows;
 mod softmax;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -39,6 +40,7 @@ mod x86;
 
 pub use linear::{Int8Linear, Isa, MAX_K, reference_linear, reference_linear_static};
 pub use quant::{quantize_row, quantize_weights_i8};
+pub use rows::{RowOp, apply_rows, argmax_rows};
 pub use softmax::softmax_rows;
 
 /// Marks the upper halves of the x86 vector registers clean (`vzeroupper`); a no-op elsewhere

@@ -352,3 +352,220 @@ impl Pass for FoldBatchNormIntoGemm {
         })
     }
 }
+
+/// How far (in units of the folded scale) a folded offset may move the inputs: folding
+/// `(x − m) / s · W` into `x · (W / s) − (m / s) · W` trades a product of centred values for a
+/// product of uncentred ones whose sum then cancels, so the rounding error grows with `|m / s|`.
+/// Up to 64 keeps it within about 64 float ulps of the result's largest term, which the
+/// optimize run's own output comparison then measures.
+pub const MAX_FOLDED_OFFSET: f64 = 64.0;
+
+/// A chain of per-feature affine operations by constants (`Sub`, `Add`, `Mul`, `Div`; the
+/// input normalization every exported tabular model starts with) folded into the `Gemm` that
+/// reads it: `(x · a + b) · W + c = x · (diag(a) W) + (b W + c)`. Applies when the chain's
+/// input is 2-D, every constant broadcasts along the features only (a scalar, `[K]` or
+/// `[1, K]`), each intermediate value has no other reader, the `Gemm` has constant weights,
+/// `transA = 0` and `alpha = beta = 1`, and every folded offset stays within
+/// [`MAX_FOLDED_OFFSET`]. Removes one elementwise operator per constant, which for small
+/// models is most of the run time in engines with per-operator overhead.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldAffineIntoGemm;
+
+/// One link of an affine chain: the node, and whether it scales (`Mul`/`Div`) or shifts.
+struct AffineLink {
+    node: usize,
+    constant: Vec<f32>,
+    op: String,
+}
+
+impl FoldAffineIntoGemm {
+    /// The affine chain feeding `value`, innermost last, and the chain's input.
+    fn chain(
+        g: &GraphProto,
+        value: &str,
+        consumers: &HashMap<String, Vec<usize>>,
+        outputs: &std::collections::HashSet<String>,
+        k: usize,
+    ) -> (Vec<AffineLink>, String) {
+        let mut links = Vec::new();
+        let mut current = value.to_string();
+        while let Some(i) = producer_index(g, &current) {
+            let n = &g.node[i];
+            let single = consumers.get(&current).is_some_and(|u| u.len() == 1)
+                && !outputs.contains(&current);
+            if !single
+                || !n.domain().is_empty()
+                || n.input.len() != 2
+                || !matches!(n.op_type(), "Sub" | "Add" | "Mul" | "Div")
+            {
+                break;
+            }
+            // The constant: the second operand, or the first for the commutative ops.
+            let as_const = |name: &str| {
+                graph::initializer(g, name).and_then(|t| {
+                    let ok = t.dims.len() <= 2
+                        && t.dims.iter().rev().skip(1).all(|&d| d == 1)
+                        && t.dims.last().is_none_or(|&d| d == 1 || d as usize == k);
+                    ok.then(|| TensorValue::from_proto(t).ok())
+                        .flatten()
+                        .and_then(|v| v.as_f32().map(<[f32]>::to_vec))
+                })
+            };
+            let commutative = matches!(n.op_type(), "Add" | "Mul");
+            let (constant, data) = match (as_const(&n.input[1]), as_const(&n.input[0])) {
+                (Some(c), _) if graph::initializer(g, &n.input[0]).is_none() => {
+                    (c, n.input[0].clone())
+                }
+                (_, Some(c)) if commutative && graph::initializer(g, &n.input[1]).is_none() => {
+                    (c, n.input[1].clone())
+                }
+                _ => break,
+            };
+            let constant = if constant.len() == 1 {
+                vec![constant[0]; k]
+            } else {
+                constant
+            };
+            links.push(AffineLink {
+                node: i,
+                constant,
+                op: n.op_type().to_string(),
+            });
+            current = data;
+        }
+        (links, current)
+    }
+}
+
+impl Pass for FoldAffineIntoGemm {
+    fn name(&self) -> &'static str {
+        "fold-affine-into-gemm"
+    }
+
+    fn run(&self, model: &mut ModelProto) -> Result<PassReport, OptimizeError> {
+        let g = graph_mut(model, self.name())?;
+        let mut details = Vec::new();
+        let mut refused = std::collections::HashSet::new();
+        loop {
+            let consumers = graph::consumers(g);
+            let outputs = graph::output_names(g);
+            let rank = ranks(g);
+            let f32s = |name: &str| {
+                graph::initializer(g, name)
+                    .and_then(|t| TensorValue::from_proto(t).ok())
+                    .and_then(|v| v.as_f32().map(<[f32]>::to_vec))
+            };
+            let found = g.node.iter().enumerate().find_map(|(gi, gemm)| {
+                let plain = gemm.op_type() == "Gemm"
+                    && gemm.domain().is_empty()
+                    && graph::attr_i(gemm, "transA", 0) == 0
+                    && graph::attr_f(gemm, "alpha", 1.0) == 1.0
+                    && graph::attr_f(gemm, "beta", 1.0) == 1.0
+                    && !gemm.output.first().is_some_and(|o| refused.contains(o));
+                let w = graph::initializer(g, gemm.input.get(1)?)?;
+                if !plain || w.dims.len() != 2 {
+                    return None;
+                }
+                let trans_b = graph::attr_i(gemm, "transB", 0) != 0;
+                let k = if trans_b { w.dims[1] } else { w.dims[0] } as usize;
+                let (links, input) = Self::chain(g, &gemm.input[0], &consumers, &outputs, k);
+                (!links.is_empty() && rank.get(&input) == Some(&2)).then_some((gi, links, input, k))
+            });
+            let Some((gi, links, input, k)) = found else {
+                break;
+            };
+            // Compose the chain, innermost first: x ↦ x · a + b.
+            let (mut a, mut b) = (vec![1f64; k], vec![0f64; k]);
+            for link in links.iter().rev() {
+                for i in 0..k {
+                    let c = f64::from(link.constant[i]);
+                    match link.op.as_str() {
+                        "Sub" => b[i] -= c,
+                        "Add" => b[i] += c,
+                        "Mul" => (a[i], b[i]) = (a[i] * c, b[i] * c),
+                        _ => (a[i], b[i]) = (a[i] / c, b[i] / c),
+                    }
+                }
+            }
+            let gemm = g.node[gi].clone();
+            let trans_b = graph::attr_i(&gemm, "transB", 0) != 0;
+            let w_name = gemm.input[1].clone();
+            let (Some(w_t), Some(w)) = (graph::initializer(g, &w_name), f32s(&w_name)) else {
+                break;
+            };
+            let dims: Vec<usize> = w_t.dims.iter().map(|&d| d as usize).collect();
+            let n = if trans_b { dims[0] } else { dims[1] };
+            let c = gemm
+                .input
+                .get(2)
+                .filter(|c| !c.is_empty())
+                .map(|c| f32s(c).ok_or(()))
+                .transpose();
+            let c = match c {
+                Ok(Some(c)) if c.len() == 1 => vec![c[0]; n],
+                Ok(Some(c)) if c.len() == n => c,
+                Ok(None) => vec![0.0; n],
+                _ => {
+                    refused.insert(gemm.output.first().cloned().unwrap_or_default());
+                    continue;
+                }
+            };
+            let finite = a.iter().chain(&b).all(|v| v.is_finite());
+            if !finite || b.iter().any(|v| v.abs() > MAX_FOLDED_OFFSET) {
+                details.push(format!(
+                    "left the affine chain before Gemm {:?}: its offsets reach {:.1} scale units (folding is limited to {MAX_FOLDED_OFFSET} to keep float rounding small)",
+                    gemm.name(),
+                    b.iter().fold(0f64, |m, v| m.max(v.abs()))
+                ));
+                refused.insert(gemm.output.first().cloned().unwrap_or_default());
+                continue;
+            }
+            let at = |i: usize, j: usize| if trans_b { j * k + i } else { i * n + j };
+            let mut w2 = w.clone();
+            let mut c2: Vec<f64> = c.iter().map(|&v| f64::from(v)).collect();
+            for i in 0..k {
+                for (j, cj) in c2.iter_mut().enumerate() {
+                    let wij = f64::from(w[at(i, j)]);
+                    w2[at(i, j)] = (wij * a[i]) as f32;
+                    *cj += b[i] * wij;
+                }
+            }
+            let c2: Vec<f32> = c2.into_iter().map(|v| v as f32).collect();
+            let stem = if gemm.name().is_empty() {
+                format!("gemm{gi}")
+            } else {
+                gemm.name().to_string()
+            };
+            let (wn, cn) = (
+                format!("{stem}.affine_folded_weight"),
+                format!("{stem}.affine_folded_bias"),
+            );
+            g.initializer.push(tensor_f32(&wn, &dims, &w2));
+            g.initializer.push(tensor_f32(&cn, &[n], &c2));
+            let ops: Vec<String> = links
+                .iter()
+                .rev()
+                .map(|l| format!("{} {:?}", l.op, g.node[l.node].name()))
+                .collect();
+            let gm = &mut g.node[gi];
+            gm.input = vec![input, wn, cn];
+            // The chain's nodes now have no reader; dead-code elimination removes them.
+            let mut gone: Vec<usize> = links.iter().map(|l| l.node).collect();
+            gone.sort_unstable_by(|x, y| y.cmp(x));
+            for i in gone {
+                g.node.remove(i);
+            }
+            details.push(format!(
+                "folded {} into Gemm {:?}",
+                ops.join(", "),
+                gemm.name()
+            ));
+        }
+        graph::eliminate_dead(g);
+        Ok(PassReport {
+            pass: self.name(),
+            changes: details.iter().filter(|d| d.starts_with("folded")).count(),
+            details,
+        })
+    }
+}

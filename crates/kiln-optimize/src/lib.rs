@@ -54,7 +54,8 @@ pub enum GraphLevel {
     /// Identity/dropout removal, constant folding, dead-code elimination.
     #[default]
     Basic,
-    /// Basic, plus common-subexpression elimination, MatMul+Add → Gemm and transpose folding.
+    /// Basic, plus common-subexpression elimination, MatMul+Add → Gemm, transpose folding and
+    /// folding input normalization (per-feature Sub/Add/Mul/Div by constants) into the Gemm.
     Extended,
     /// Extended, plus batch-norm folding.
     All,
@@ -69,6 +70,7 @@ pub const PASS_NAMES: &[&str] = &[
     "matmul-add-to-gemm",
     "fold-transpose-into-gemm",
     "fold-batchnorm-into-gemm",
+    "fold-affine-into-gemm",
     "eliminate-dead",
 ];
 
@@ -84,6 +86,7 @@ pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
         "matmul-add-to-gemm" => Box::new(fusion::MatMulAddToGemm),
         "fold-transpose-into-gemm" => Box::new(fusion::FoldTransposeIntoGemm),
         "fold-batchnorm-into-gemm" => Box::new(fusion::FoldBatchNormIntoGemm),
+        "fold-affine-into-gemm" => Box::new(fusion::FoldAffineIntoGemm),
         "eliminate-dead" => Box::new(passes::EliminateDead),
         _ => return None,
     })
@@ -135,6 +138,7 @@ impl GraphLevel {
                 "eliminate-common-subexpressions",
                 "matmul-add-to-gemm",
                 "fold-transpose-into-gemm",
+                "fold-affine-into-gemm",
                 "eliminate-dead",
             ],
             GraphLevel::All => PASS_NAMES,
@@ -356,7 +360,20 @@ impl GraphOptimizer {
         let mut reports = Vec::new();
         let passes = match &self.options.passes {
             Some(names) => passes_by_name(names)?,
-            None => self.options.level.passes(),
+            // Folding the input scaling into weights that are then quantized to int8 widens
+            // their per-column range by the largest 1/std (digits: test accuracy 0.9749 →
+            // 0.9554 with the first layer int8), so a level leaves it out when quantizing;
+            // naming it in `passes` still runs it.
+            None => self
+                .options
+                .level
+                .passes()
+                .into_iter()
+                .filter(|p| {
+                    self.options.quantization == Quantization::None
+                        || p.name() != "fold-affine-into-gemm"
+                })
+                .collect(),
         };
         for pass in passes {
             let r = pass.run(&mut model)?;

@@ -220,6 +220,8 @@ mod extended {
         DuplicateRelu,
         /// An Identity.
         Identity,
+        /// Input normalization: Sub(x, mean) → Div(·, std) → Mul(scale, ·) by constants.
+        Normalize,
     }
 
     fn weights(seed: &mut u64, n: usize) -> Vec<f32> {
@@ -239,7 +241,10 @@ mod extended {
         g.input("x", FLOAT, &[n(), Dim::Fixed(w0)]);
         let (mut x, mut w) = ("x".to_string(), w0);
         for (i, &(layer, out)) in layers.iter().enumerate() {
-            let out = if matches!(layer, Layer::DuplicateRelu | Layer::Identity) {
+            let out = if matches!(
+                layer,
+                Layer::DuplicateRelu | Layer::Identity | Layer::Normalize
+            ) {
                 w
             } else {
                 out
@@ -291,6 +296,15 @@ mod extended {
                     x = g.node("Add", &[&a, &b], &[]);
                 }
                 Layer::Identity => x = g.node("Identity", &[&x], &[]),
+                Layer::Normalize => {
+                    let mean = g.constant_f32(&format!("mean{i}"), &[w], &weights(&mut seed, w));
+                    let std: Vec<f32> = weights(&mut seed, w).iter().map(|v| v + 1.0).collect();
+                    let std = g.constant_f32(&format!("std{i}"), &[1, w], &std);
+                    let scale = g.constant_f32(&format!("scale{i}"), &[], &[1.5]);
+                    let c = g.node("Sub", &[&x, &mean], &[]);
+                    let d = g.node("Div", &[&c, &std], &[]);
+                    x = g.node("Mul", &[&scale, &d], &[]);
+                }
             }
             w = out;
             g.annotate(&x, FLOAT, &[n(), Dim::Fixed(w)]);
@@ -327,7 +341,12 @@ mod extended {
     }
 
     fn check(layer: Layer, pass: &str, want_changes: usize) {
-        let original = build(&[(layer, 3), (Layer::MatMulAdd, 2)], 7);
+        check_layers(&[(layer, 3), (Layer::MatMulAdd, 2)], pass, want_changes);
+    }
+
+    fn check_layers(layers: &[(Layer, usize)], pass: &str, want_changes: usize) {
+        let layer = layers[0].0;
+        let original = build(layers, 7);
         let mut m = original.clone();
         let p = pass_by_name(pass).expect("pass");
         let r = p.run(&mut m).expect("run");
@@ -346,6 +365,116 @@ mod extended {
         check(Layer::GemmBn, "fold-batchnorm-into-gemm", 1);
         check(Layer::TransposedGemm, "fold-transpose-into-gemm", 1);
         check(Layer::DuplicateRelu, "eliminate-common-subexpressions", 1);
+        check_layers(
+            &[
+                (Layer::Normalize, 0),
+                (Layer::GemmBn, 3),
+                (Layer::MatMulAdd, 2),
+            ],
+            "fold-affine-into-gemm",
+            1,
+        );
+    }
+
+    /// The folded chain is gone and the Gemm reads the graph input directly.
+    #[test]
+    fn affine_folding_removes_the_normalization() {
+        let original = build(&[(Layer::Normalize, 0), (Layer::GemmBn, 3)], 11);
+        let mut m = original.clone();
+        let r = pass_by_name("fold-affine-into-gemm")
+            .expect("pass")
+            .run(&mut m)
+            .expect("run");
+        assert_eq!(r.changes, 1, "{:?}", r.details);
+        assert!(
+            r.details[0].contains("Sub") && r.details[0].contains("Mul"),
+            "{:?}",
+            r.details
+        );
+        let graph = m.graph.as_ref().expect("graph");
+        let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["Gemm", "BatchNormalization", "Softmax"]);
+        assert_eq!(graph.node[0].input[0], "x");
+        assert!(close(&original, &m) <= 1e-5);
+    }
+
+    /// Not folded: a normalized value read twice, a graph output in the chain, a divisor that
+    /// is not a constant, a per-row constant, and offsets too large to fold without rounding
+    /// loss (reported, not applied).
+    #[test]
+    fn affine_folding_leaves_what_it_cannot_prove_alone() {
+        let fold = |m: &mut kiln_onnx::proto::ModelProto| {
+            pass_by_name("fold-affine-into-gemm")
+                .expect("pass")
+                .run(m)
+                .expect("run")
+        };
+        let graph = |build: &dyn Fn(&mut GraphBuilder, &str) -> String| {
+            let mut g = GraphBuilder::new("affine");
+            g.input("x", FLOAT, &[n(), Dim::Fixed(2)]);
+            let a = build(&mut g, "x");
+            let w = g.constant_f32("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+            let b = g.constant_f32("b", &[2], &[0.5, -0.5]);
+            let y = g.node("Gemm", &[&a, &w, &b], &[]);
+            g.node_named("Softmax", &[&y], &["probabilities"], &[attr_int("axis", 1)]);
+            g.output("probabilities", FLOAT, &[n(), Dim::Fixed(2)]);
+            g
+        };
+        let mut cases: Vec<(&str, kiln_onnx::proto::ModelProto)> = Vec::new();
+        // Read twice: the Sub result also feeds the output.
+        let mut g = graph(&|g, x| {
+            let m = g.constant_f32("m", &[2], &[1.0, 2.0]);
+            g.node_named("Sub", &[x, &m], &["centred"], &[]);
+            "centred".into()
+        });
+        g.output("centred", FLOAT, &[n(), Dim::Fixed(2)]);
+        cases.push(("graph output", g.into_model(17)));
+        cases.push((
+            "divisor not constant",
+            graph(&|g, x| {
+                let r = g.node("Relu", &[x], &[]);
+                g.node("Div", &[x, &r], &[])
+            })
+            .into_model(17),
+        ));
+        cases.push((
+            "constant first in Sub",
+            graph(&|g, x| {
+                let m = g.constant_f32("m", &[2], &[1.0, 2.0]);
+                g.node("Sub", &[&m, x], &[])
+            })
+            .into_model(17),
+        ));
+        cases.push((
+            "per-row constant",
+            graph(&|g, x| {
+                let m = g.constant_f32("m", &[2, 1], &[1.0, 2.0]);
+                g.node("Sub", &[x, &m], &[])
+            })
+            .into_model(17),
+        ));
+        for (what, original) in cases {
+            let mut m = original.clone();
+            assert_eq!(fold(&mut m).changes, 0, "{what}");
+            assert_eq!(m, original, "{what}: changed a graph it does not apply to");
+        }
+        // Offsets of 1000 standard deviations: reported and left alone.
+        let original = graph(&|g, x| {
+            let m = g.constant_f32("m", &[2], &[1000.0, 2.0]);
+            let s = g.constant_f32("s", &[2], &[1.0, 2.0]);
+            let c = g.node("Sub", &[x, &m], &[]);
+            g.node("Div", &[&c, &s], &[])
+        })
+        .into_model(17);
+        let mut m = original.clone();
+        let r = fold(&mut m);
+        assert_eq!(r.changes, 0);
+        assert!(
+            r.details[0].contains("1000.0 scale units"),
+            "{:?}",
+            r.details
+        );
+        assert_eq!(m, original);
     }
 
     #[test]
@@ -366,6 +495,7 @@ mod extended {
             "fold-transpose-into-gemm",
             "eliminate-common-subexpressions",
             "fold-batchnorm-into-gemm",
+            "fold-affine-into-gemm",
         ] {
             let mut m = original.clone();
             assert_eq!(
@@ -388,7 +518,8 @@ mod extended {
                 Just(Layer::GemmBn),
                 Just(Layer::TransposedGemm),
                 Just(Layer::DuplicateRelu),
-                Just(Layer::Identity)
+                Just(Layer::Identity),
+                Just(Layer::Normalize)
             ],
             1usize..6,
         )
