@@ -6,6 +6,11 @@
 //! `.venv` (scripts/setup-python.sh) or `KILN_PYTHON`; without it only kiln is measured.
 
 use criterion::{Criterion, Throughput, criterion_group};
+
+/// The allocator the `kiln` binary uses (src/main.rs), so that the bench measures what `kiln
+/// train` does (glibc's allocator against it: docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use kiln::core::NullSink;
 use kiln::train::{BurnTrainer, TrainConfig};
 use std::time::Instant;

@@ -321,30 +321,46 @@ impl Int8Linear {
             Packed::Vnni { kp, np, .. } | Packed::Avx2 { kp, np, .. } => (*kp, *np),
             Packed::Portable { .. } => (self.k, self.n),
         };
-        let mut scale = vec![0.0f32; m];
-        let mut zp = vec![0i32; m];
-        let mut q = vec![0u8; m * kp];
-        quantize_rows(
-            self.isa,
-            x,
-            self.k,
-            kp,
-            &mut q,
-            &mut scale,
-            &mut zp,
-            self.activation,
-        );
-        let mut acc = vec![0i32; m * np];
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => self.forward_with(x, m, y, kp, np, &mut s),
+            // Only if a caller re-entered on this thread: fresh buffers then.
+            Err(_) => self.forward_with(x, m, y, kp, np, &mut Scratch::default()),
+        });
+    }
+
+    /// [`Self::forward_rows`] with its buffers (reused between calls on one thread: a small
+    /// layer's call otherwise spent as long allocating them as multiplying).
+    fn forward_with(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        kp: usize,
+        np: usize,
+        s: &mut Scratch,
+    ) {
+        let Scratch { scale, zp, q, acc } = s;
+        // Zeroed like fresh buffers: the row padding of `q` and the accumulators must start at 0.
+        q.clear();
+        q.resize(m * kp, 0);
+        scale.clear();
+        scale.resize(m, 0.0);
+        zp.clear();
+        zp.resize(m, 0);
+        acc.clear();
+        acc.resize(m * np, 0);
+        let (scale, zp, q, acc) = (&mut scale[..], &mut zp[..], &mut q[..], &mut acc[..]);
+        quantize_rows(self.isa, x, self.k, kp, q, scale, zp, self.activation);
         match &self.packed {
             Packed::Vnni { data, .. } => {
                 #[cfg(target_arch = "x86_64")]
-                crate::x86::gemm_vnni(&q, m, kp, data, np, &mut acc);
+                crate::x86::gemm_vnni(q, m, kp, data, np, acc);
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = data;
             }
             Packed::Avx2 { data, .. } => {
                 #[cfg(target_arch = "x86_64")]
-                crate::x86::gemm_avx2(&crate::x86::widen_u8_avx2(&q), m, kp, data, np, &mut acc);
+                crate::x86::gemm_avx2(&crate::x86::widen_u8_avx2(q), m, kp, data, np, acc);
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = data;
             }
@@ -360,7 +376,7 @@ impl Int8Linear {
                 }
             }
         }
-        self.epilogue(&acc, np, &scale, &zp, y);
+        self.epilogue(acc, np, scale, zp, y);
     }
 
     /// `y = f32(Σ q·w − zp·Σw) · (s · w_scale) + bias`, in that order (the ONNX body's order),
@@ -412,6 +428,19 @@ impl Int8Linear {
     }
 }
 
+/// One thread's buffers for [`Int8Linear::forward_rows`].
+#[derive(Default)]
+struct Scratch {
+    scale: Vec<f32>,
+    zp: Vec<i32>,
+    q: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 /// Quantizes `m` rows of `k` values into rows of `stride ≥ k` bytes (the padding stays 0; the
 /// packed weights are 0 there too).
 #[allow(clippy::too_many_arguments)]
@@ -441,6 +470,11 @@ fn quantize_rows(
             scale[r] = s;
             zp[r] = z as i32;
         }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        crate::x86::quantize_rows_avx512(x, k, stride, q, scale, zp);
         return;
     }
     for (r, xr) in x.chunks_exact(k).enumerate() {
