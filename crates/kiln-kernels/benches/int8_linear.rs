@@ -51,6 +51,14 @@ fn small(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new(isa.name(), m), &m, |b, &m| {
             b.iter(|| layer.forward(black_box(&x), m, &mut y).expect("forward"))
         });
+        // The static form: a calibrated activation scale and zero point instead of per-row ones.
+        let layer = layer
+            .with_static_activation(16.0 / 255.0, 0)
+            .expect("static");
+        let id = format!("{}-static", isa.name());
+        group.bench_with_input(BenchmarkId::new(id, m), &m, |b, &m| {
+            b.iter(|| layer.forward(black_box(&x), m, &mut y).expect("forward"))
+        });
     }
     group.finish();
 }

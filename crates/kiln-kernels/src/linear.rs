@@ -464,7 +464,9 @@ fn quantize_rows(
             let qr = &mut q[r * stride..r * stride + k];
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni | Isa::Avx2 => crate::x86::quantize_fixed_avx2(xr, qr, inv, z),
+                Isa::Avx512Vnni => crate::x86::quantize_fixed_avx512(xr, qr, inv, z),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => crate::x86::quantize_fixed_avx2(xr, qr, inv, z),
                 _ => crate::quant::quantize_fixed(xr, qr, inv, z),
             }
             scale[r] = s;

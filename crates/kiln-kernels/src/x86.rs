@@ -73,6 +73,14 @@ fn quantize_rows_512(
     }
 }
 
+/// [`crate::quant::quantize_fixed`] with AVX-512 (the static form's calibrated scale and zero
+/// point): the same arithmetic as the dynamic path's last pass.
+pub(crate) fn quantize_fixed_avx512(x: &[f32], q: &mut [u8], inv: f32, zp: f32) {
+    assert!(has_vnni(), "caller checked the CPU");
+    // SAFETY: as for `quantize_row_avx512`.
+    unsafe { apply_512(x, q, inv, zp) }
+}
+
 /// The smallest and largest of `x`, and 0: the range always includes 0 (ONNX
 /// DynamicQuantizeLinear).
 #[target_feature(enable = "avx512f,avx512bw")]
