@@ -276,25 +276,28 @@ fn training_is_reproducible() {
 fn static_quantization_keeps_accuracy() {
     let k = Kiln::new();
     let (train, val, test) = synthetic_splits(&k, 13);
-    let iris = repo().join("data/iris");
-    for (name, tr, va, te, epochs, lr) in [
-        (
-            "synthetic",
-            train.clone(),
-            val.clone(),
-            test.clone(),
-            "10",
-            "0.003",
-        ),
-        (
-            "iris",
-            iris.join("train.csv"),
-            iris.join("val.csv"),
-            iris.join("test.csv"),
-            "200",
-            "0.01",
-        ),
+    // The repo's real data sets (settings of `real_data_sets_reach_high_accuracy`) and a
+    // synthetic one.
+    let real = |set: &str| {
+        let d = repo().join("data").join(set);
+        (d.join("train.csv"), d.join("val.csv"), d.join("test.csv"))
+    };
+    let mut sets = vec![(
+        "synthetic",
+        (train.clone(), val.clone(), test.clone()),
+        "10",
+        "16",
+        "0.003",
+        "32,16",
+    )];
+    for (name, epochs, batch, lr, hidden) in [
+        ("iris", "200", "16", "0.01", "32,16"),
+        ("wine", "200", "16", "0.01", "32,16"),
+        ("digits", "60", "32", "0.003", "64,32"),
     ] {
+        sets.push((name, real(name), epochs, batch, lr, hidden));
+    }
+    for (name, (tr, va, te), epochs, batch, lr, hidden) in sets {
         let out = format!("{name}-run");
         k.ok(&[
             "train",
@@ -309,7 +312,9 @@ fn static_quantization_keeps_accuracy() {
             "--lr",
             lr,
             "--batch-size",
-            "16",
+            batch,
+            "--hidden",
+            hidden,
             "-q",
         ]);
         let float = format!("{name}.onnx");
