@@ -2,7 +2,8 @@
 //! by measurement. Every quantized form is built (each through the accuracy gate), run on the
 //! validation rows in every engine and provider that really loads, and benchmarked at the
 //! target batch size; the fastest candidate whose accuracy stays within the gate of the float
-//! model *in the same engine* wins. The choice is written into the output model's metadata
+//! model *in the same engine* wins (of candidates within 3 % of it, the one with the fewest
+//! threads: [`THREADS_TIE_MARGIN`]). The choice is written into the output model's metadata
 //! (`kiln.auto.*`), so `kiln infer --engine auto` and `kiln serve --engine auto` reuse it
 //! without measuring again.
 
@@ -245,6 +246,33 @@ pub fn measure(
     })
 }
 
+/// The fastest candidate that keeps accuracy; of those within [`THREADS_TIE_MARGIN`] of it,
+/// the one with the fewest threads (a tie at the measured batch size is noise, and the extra
+/// threads cost at other sizes: the digits MLP ran 3× slower at batch 256 on two threads than
+/// on one, after tying at 64). `None` when none passes the gate.
+pub fn choose(candidates: &[AutoCandidate]) -> Option<usize> {
+    let fastest = candidates
+        .iter()
+        .filter(|c| c.passes_gate)
+        .map(|c| c.rows_per_second)
+        .fold(0.0f64, f64::max);
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.passes_gate && c.rows_per_second >= fastest * (1.0 - THREADS_TIE_MARGIN))
+        .min_by(|a, b| {
+            let threads = |c: &AutoCandidate| c.threads.unwrap_or(1);
+            threads(a.1)
+                .cmp(&threads(b.1))
+                .then(b.1.rows_per_second.total_cmp(&a.1.rows_per_second))
+        })
+        .map(|(i, _)| i)
+}
+
+/// How close to the fastest candidate's rate (as a fraction) a candidate with fewer threads
+/// may be and still be chosen over it.
+pub const THREADS_TIE_MARGIN: f64 = 0.03;
+
 /// Builds every form, measures every candidate, and writes the fastest one that passes the
 /// accuracy gate to `output` with the choice in its metadata.
 pub fn optimize_auto(
@@ -475,17 +503,11 @@ pub fn optimize_auto(
         stage: "auto".into(),
         seconds: start.elapsed().as_secs_f64(),
     });
-    let chosen = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.passes_gate)
-        .max_by(|a, b| a.1.rows_per_second.total_cmp(&b.1.rows_per_second))
-        .map(|(i, _)| i)
-        .ok_or_else(|| {
-            OptimizeError::Options(
-                "--engine auto found no candidate that loads and keeps accuracy".into(),
-            )
-        })?;
+    let chosen = choose(&candidates).ok_or_else(|| {
+        OptimizeError::Options(
+            "--engine auto found no candidate that loads and keeps accuracy".into(),
+        )
+    })?;
 
     // 4. Write the chosen form with the choice recorded.
     let c = &candidates[chosen];
@@ -515,4 +537,53 @@ pub fn optimize_auto(
         optimize,
         batch_size: opts.batch_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(threads: Option<usize>, rate: f64, passes_gate: bool) -> AutoCandidate {
+        AutoCandidate {
+            quantization: Quantization::Dynamic,
+            form: OnnxForm::Kiln,
+            engine: "tract",
+            provider: "cpu".into(),
+            threads,
+            accuracy: Some(1.0),
+            rmse: None,
+            passes_gate,
+            rows_per_second: rate,
+            p50_us: 1,
+            p95_us: 1,
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn the_fastest_passing_candidate_wins_and_ties_go_to_fewer_threads() {
+        // Two threads 2 % faster: a tie, one thread wins.
+        let c = [
+            candidate(Some(2), 102.0, true),
+            candidate(None, 100.0, true),
+        ];
+        assert_eq!(choose(&c), Some(1));
+        // 10 % faster is not a tie.
+        let c = [
+            candidate(Some(2), 110.0, true),
+            candidate(None, 100.0, true),
+        ];
+        assert_eq!(choose(&c), Some(0));
+        // The fastest fails the gate: the best of the others.
+        let c = [
+            candidate(None, 500.0, false),
+            candidate(Some(2), 90.0, true),
+            candidate(Some(1), 80.0, true),
+        ];
+        assert_eq!(choose(&c), Some(1));
+        // Equal threads within the margin: the faster.
+        let c = [candidate(Some(1), 99.0, true), candidate(None, 100.0, true)];
+        assert_eq!(choose(&c), Some(1));
+        assert_eq!(choose(&[candidate(None, 1.0, false)]), None);
+    }
 }

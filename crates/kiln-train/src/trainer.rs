@@ -746,27 +746,13 @@ impl BurnTrainer {
                 .early_stopping
                 .as_ref()
                 .and_then(|e| score_of(&e.metric, e.maximize()));
-            // A tie on a discrete metric (accuracy or F1 on a small validation set often ties
-            // for many epochs) goes to the epoch with the lower validation loss, so the kept
-            // model is the most confident of the equally accurate ones rather than the first.
-            // The best epoch's loss is read back from the history, which a resumed run
-            // restores, so resuming keeps choosing exactly as an uninterrupted run does.
+            // Only a strictly better score replaces the best epoch: of epochs tied on a
+            // discrete metric, the first is kept (as Keras and Lightning checkpoints do). Ties
+            // broken by the lower validation loss instead were tried against scikit-learn
+            // (docs/TRAINING.md): better on wine, worse on iris, so the convention stays.
             let better = match (score, best.as_ref()) {
                 (_, None) => true,
-                (Some(s), Some((b, best_epoch, _))) => {
-                    s < *b
-                        || (s == *b
-                            && match (
-                                m.val_loss,
-                                history
-                                    .iter()
-                                    .find(|h| h.epoch == *best_epoch)
-                                    .and_then(|h| h.val_loss),
-                            ) {
-                                (Some(now), Some(then)) => now < then,
-                                _ => false,
-                            })
-                }
+                (Some(s), Some((b, _, _))) => s < *b,
                 (None, Some(_)) => true,
             };
             if better {
