@@ -617,7 +617,11 @@ fn train(cli: &Cli, a: &TrainArgs, rep: &mut Reporter) -> Result<()> {
         test: test.as_deref(),
         out: &out,
     };
-    let run = run_training(rep, &cfg, paths, a.force, a.resume.is_some())?;
+    // Remote workers: a watch that ends a run stuck on a worker that went away.
+    let watch = crate::watch::WorkerWatch::start(&cfg.devices, &out);
+    let run = run_training(rep, &cfg, paths, a.force, a.resume.is_some());
+    drop(watch);
+    let run = run?;
     let o = &run.outcome;
     let plots = training_plots(&out, o)?;
     let best = &o.history[o.best_epoch - 1];

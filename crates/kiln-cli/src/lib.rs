@@ -19,6 +19,7 @@ mod logging;
 mod render;
 mod runstate;
 mod serve;
+mod watch;
 
 pub use args::Cli;
 pub use commands::check_config;
