@@ -508,18 +508,12 @@ pub fn reference_linear_static(
 ) {
     let (s, zp) = (activation.0, f32::from(activation.1));
     let inv = 1.0 / s;
-    for r in 0..m {
-        let q: Vec<u8> = x[r * k..(r + 1) * k]
-            .iter()
-            .map(|&v| crate::quant::quantize_value(v, inv, zp))
-            .collect();
-        for c in 0..n {
-            let acc: i64 = (0..k)
-                .map(|i| (i64::from(q[i]) - zp as i64) * i64::from(w[i * n + c]))
-                .sum();
-            y[r * n + c] = (acc as i32) as f32 * (s * w_scale[c]) + bias[c];
+    reference_rows(x, m, k, n, w, w_scale, bias, y, |row, q| {
+        for (o, &v) in q.iter_mut().zip(row) {
+            *o = crate::quant::quantize_value(v, inv, zp);
         }
-    }
+        (s, i32::from(activation.1))
+    });
 }
 
 /// The int8 linear semantics in plain scalar code: each row quantized by
@@ -536,9 +530,26 @@ pub fn reference_linear(
     bias: &[f32],
     y: &mut [f32],
 ) {
+    reference_rows(x, m, k, n, w, w_scale, bias, y, quantize_row);
+}
+
+/// The scalar reference body shared by both forms: `quantize` turns a row into bytes and
+/// returns its `(scale, zero point)`.
+#[allow(clippy::too_many_arguments)]
+fn reference_rows(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    w: &[i8],
+    w_scale: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    quantize: impl Fn(&[f32], &mut [u8]) -> (f32, i32),
+) {
     let mut q = vec![0u8; k];
     for r in 0..m {
-        let (s, zp) = quantize_row(&x[r * k..(r + 1) * k], &mut q);
+        let (s, zp) = quantize(&x[r * k..(r + 1) * k], &mut q);
         for c in 0..n {
             let acc: i64 = (0..k)
                 .map(|i| (i64::from(q[i]) - i64::from(zp)) * i64::from(w[i * n + c]))
