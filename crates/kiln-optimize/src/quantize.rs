@@ -267,16 +267,7 @@ pub fn dynamic_int8_with(
             ));
         }
         g.node.splice(c.index..=c.index, nodes);
-        details.push(format!(
-            "quantized {base:?} ([{}, {}] weights, {} uint8)",
-            c.k,
-            c.n,
-            if per_channel {
-                "per-column"
-            } else {
-                "per-tensor"
-            }
-        ));
+        details.push(weights_detail(&base, c.k, c.n, per_channel, "uint8"));
     }
     // The float weights that were replaced are now unused.
     graph::eliminate_dead(g);
@@ -285,6 +276,17 @@ pub fn dynamic_int8_with(
         changes,
         details,
     })
+}
+
+/// The report line of one quantized product: its name, weight shape, scale granularity and the
+/// form written (`uint8`, `int8, QDQ`, …).
+fn weights_detail(name: &str, k: usize, n: usize, per_channel: bool, form: &str) -> String {
+    let scales = if per_channel {
+        "per-column"
+    } else {
+        "per-tensor"
+    };
+    format!("quantized {name:?} ([{k}, {n}] weights, {scales} {form})")
 }
 
 #[cfg(test)]
@@ -963,15 +965,12 @@ fn kiln_form(
             });
         }
         g.node.splice(c.index..=c.index, nodes);
-        details.push(format!(
-            "quantized {base:?} ([{}, {}] weights, {} int8, kiln Int8Linear)",
+        details.push(weights_detail(
+            &base,
             c.k,
             c.n,
-            if per_channel {
-                "per-column"
-            } else {
-                "per-tensor"
-            }
+            per_channel,
+            "int8, kiln Int8Linear",
         ));
     }
     let fused = fuse_relu(g);
@@ -1155,16 +1154,7 @@ pub fn dynamic_qdq_with(
         if let Some(t) = node.attribute.iter_mut().find(|a| a.name() == "transB") {
             t.i = Some(0);
         }
-        details.push(format!(
-            "quantized {stem:?} ([{}, {}] weights, {} int8, QDQ)",
-            c.k,
-            c.n,
-            if per_channel {
-                "per-column"
-            } else {
-                "per-tensor"
-            }
-        ));
+        details.push(weights_detail(&stem, c.k, c.n, per_channel, "int8, QDQ"));
     }
     for (idx, nodes) in inserts.into_iter().rev() {
         g.node.splice(idx..idx, nodes);
