@@ -13,6 +13,8 @@ mod crash;
 mod crosscheck;
 mod diskfull;
 mod errors;
+#[cfg(feature = "wgpu")]
+mod gpu;
 mod help;
 mod int8;
 mod pipeline;

@@ -6,7 +6,7 @@ use crate::util::Kiln;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn weights(k: &Kiln, run: &str) -> Vec<u8> {
+pub(crate) fn weights(k: &Kiln, run: &str) -> Vec<u8> {
     std::fs::read(k.path(&format!("{run}/model/weights.safetensors"))).expect("weights")
 }
 
@@ -398,7 +398,7 @@ fn bf16_training_matches_f32_accuracy_and_resumes_exactly() {
     assert!(err.contains("underflows"), "{err}");
 }
 
-fn f32s(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     bytes[8 + n..]
         .chunks_exact(4)

@@ -185,7 +185,8 @@ pub struct TrainFlags {
     #[arg(long)]
     pub log_steps: bool,
     /// Training devices, comma-separated: cpu, or cpu,cpu for burn's multi-device strategy
-    /// (batch split across replicas, gradients gathered on the first) [default: cpu].
+    /// (batch split across replicas, gradients gathered on the first); cuda:N and wgpu[:N|:cpu]
+    /// with the `cuda` and `wgpu` builds, ws://host:port with `distributed` [default: cpu].
     #[arg(long, env = "KILN_DEVICES", value_delimiter = ',')]
     pub devices: Option<Vec<String>>,
     /// Training float type: f32 or bf16 (the exported model is f32 either way); f16 is refused

@@ -79,6 +79,12 @@ pub(crate) fn device_error(name: &str) -> Option<String> {
         {
             None
         }
+        #[cfg(feature = "wgpu")]
+        other if crate::trainer::wgpu_kind(other).is_some() => None,
+        #[cfg(feature = "wgpu")]
+        other if other.starts_with("wgpu") => Some(format!(
+            "device {other:?}: use wgpu (the adapter wgpu prefers), wgpu:N (the Nth discrete GPU) or wgpu:cpu (a software adapter such as Mesa's lavapipe)"
+        )),
         other
             if ["cuda", "wgpu", "rocm", "metal", "vulkan"]
                 .iter()
@@ -431,6 +437,30 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_names_are_accepted_or_refused_with_the_reason() {
+        assert_eq!(device_error("cpu"), None);
+        assert_eq!(device_error(" flex "), None);
+        assert!(device_error("tpu").is_some_and(|e| e.contains("unknown device")));
+        #[cfg(not(feature = "cuda"))]
+        assert!(device_error("cuda:0").is_some_and(|e| e.contains("cuda backend")));
+        #[cfg(not(feature = "wgpu"))]
+        assert!(device_error("wgpu").is_some_and(|e| e.contains("wgpu backend")));
+        #[cfg(feature = "wgpu")]
+        {
+            use burn::tensor::DeviceKind;
+            for (name, kind) in [
+                ("wgpu", DeviceKind::DefaultDevice),
+                ("wgpu:cpu", DeviceKind::Cpu),
+                ("wgpu:1", DeviceKind::DiscreteGpu(1)),
+            ] {
+                assert_eq!(device_error(name), None, "{name}");
+                assert_eq!(crate::trainer::wgpu_kind(name), Some(kind));
+            }
+            assert!(device_error("wgpu:gpu").is_some_and(|e| e.contains("wgpu:N")));
+        }
+    }
 
     #[test]
     fn schedules_follow_their_curves() {

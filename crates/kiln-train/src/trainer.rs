@@ -427,12 +427,22 @@ impl BurnTrainer {
             .transpose()?;
 
         let mut device = Device::flex().autodiff();
-        set_precision(&mut device, cfg.precision)?;
-        let replicas = parse_devices(&cfg.devices)?;
-        // Remote devices always take the replica path, even alone: the model lives there.
-        let remote = cfg.devices.iter().any(|d| d.trim().starts_with("ws://"));
-        let use_replicas = replicas.len() > 1 || remote;
-        let strategy = if use_replicas {
+        set_precision(&mut device, "cpu", cfg.precision)?;
+        let mut replicas = parse_devices(&cfg.devices)?;
+        // GPU devices train in the same precision (remote workers keep their own settings).
+        for (replica, name) in replicas.iter_mut().zip(&cfg.devices) {
+            if name.starts_with("cuda") || name.starts_with("wgpu") {
+                set_precision(replica, name, cfg.precision)?;
+            }
+        }
+        // Devices other than the local CPU always take the replica path, even alone: the model
+        // lives there, and validation and checkpoints read a copy brought back to the CPU.
+        let off_cpu = cfg
+            .devices
+            .iter()
+            .any(|d| !matches!(d.trim(), "cpu" | "flex"));
+        let use_replicas = replicas.len() > 1 || off_cpu;
+        let strategy = if replicas.len() > 1 {
             format!(
                 "multi-device: {} replicas ({}), gradients summed on the first (burn step_multi)",
                 replicas.len(),
@@ -968,7 +978,11 @@ impl BurnTrainer {
 
 /// Sets the flex device's float type for training. burn fixes a device's default types once
 /// per process, so a second run in the same process with another precision is refused.
-fn set_precision(device: &mut Device, precision: crate::Precision) -> Result<(), TrainError> {
+fn set_precision(
+    device: &mut Device,
+    name: &str,
+    precision: crate::Precision,
+) -> Result<(), TrainError> {
     use burn::tensor::FloatDType;
     let want = match precision {
         crate::Precision::F32 => FloatDType::F32,
@@ -981,7 +995,7 @@ fn set_precision(device: &mut Device, precision: crate::Precision) -> Result<(),
     };
     if want != FloatDType::F32 && !device.supports_dtype(want) {
         return Err(TrainError::Config(format!(
-            "the flex device does not support {want:?}; use --precision f32"
+            "device {name} does not support {want:?}; use --precision f32"
         )));
     }
     if device.settings().float_dtype == want {
@@ -1022,12 +1036,61 @@ fn parse_devices(names: &[String]) -> Result<Vec<Device>, TrainError> {
                 })?;
                 Ok(device.autodiff())
             }
+            #[cfg(feature = "wgpu")]
+            None if n.trim().starts_with("wgpu") => wgpu_device(n.trim()),
             #[cfg(feature = "distributed")]
             None if n.trim().starts_with("ws://") => crate::distributed::connect(n.trim()),
             None => Ok(Device::flex().autodiff()),
             Some(e) => Err(TrainError::Config(e)),
         })
         .collect()
+}
+
+/// The adapter that a `wgpu` device name selects: `wgpu` (wgpu's own choice, which
+/// `CUBECL_WGPU_DEFAULT_DEVICE` overrides), `wgpu:N` (the Nth discrete GPU) or `wgpu:cpu` (a
+/// software adapter, e.g. Mesa's lavapipe).
+#[cfg(feature = "wgpu")]
+pub(crate) fn wgpu_kind(name: &str) -> Option<burn::tensor::DeviceKind> {
+    use burn::tensor::DeviceKind;
+    match name.trim() {
+        "wgpu" => Some(DeviceKind::DefaultDevice),
+        "wgpu:cpu" => Some(DeviceKind::Cpu),
+        other => other
+            .strip_prefix("wgpu:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(DeviceKind::DiscreteGpu),
+    }
+}
+
+/// Opens a wgpu device once per process (burn registers each adapter's runtime once) and
+/// checks it with a sync, so that a machine without a usable adapter gets an error, never a
+/// silent CPU run.
+#[cfg(feature = "wgpu")]
+fn wgpu_device(name: &str) -> Result<Device, TrainError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static OPENED: OnceLock<Mutex<HashMap<String, Device>>> = OnceLock::new();
+    let kind = wgpu_kind(name)
+        .ok_or_else(|| TrainError::Config(format!("unknown wgpu device {name:?}")))?;
+    let mut opened = OPENED
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| TrainError::Device("the wgpu device table is poisoned".into()))?;
+    if let Some(device) = opened.get(name) {
+        return Ok(device.clone().autodiff());
+    }
+    let unusable = |why: String| {
+        TrainError::Config(format!(
+            "device {name} is not usable ({why}); check the GPU driver (vulkaninfo lists the adapters), or train on cpu"
+        ))
+    };
+    let device = Device::wgpu_options()
+        .device_kind(kind)
+        .init()
+        .map_err(|e| unusable(e.to_string()))?;
+    device.sync().map_err(|e| unusable(format!("{e:?}")))?;
+    opened.insert(name.to_string(), device.clone());
+    Ok(device.autodiff())
 }
 
 pub(crate) fn plain_device() -> Device {
