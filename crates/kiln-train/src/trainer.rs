@@ -430,11 +430,19 @@ impl BurnTrainer {
         set_precision(&mut device, "cpu", cfg.precision)?;
         let mut replicas = parse_devices(&cfg.devices)?;
         // GPU devices train in the same precision (remote workers keep their own settings).
+        let is_gpu =
+            |name: &str| name.trim().starts_with("cuda") || name.trim().starts_with("wgpu");
         for (replica, name) in replicas.iter_mut().zip(&cfg.devices) {
-            if name.starts_with("cuda") || name.starts_with("wgpu") {
-                set_precision(replica, name, cfg.precision)?;
+            if is_gpu(name) {
+                set_precision(replica, name.trim(), cfg.precision)?;
             }
         }
+        let gpus: Vec<Device> = replicas
+            .iter()
+            .zip(&cfg.devices)
+            .filter(|(_, name)| is_gpu(name))
+            .map(|(d, _)| d.clone())
+            .collect();
         // Devices other than the local CPU always take the replica path, even alone: the model
         // lives there, and validation and checkpoints read a copy brought back to the CPU.
         let off_cpu = cfg
@@ -442,6 +450,7 @@ impl BurnTrainer {
             .iter()
             .any(|d| !matches!(d.trim(), "cpu" | "flex"));
         let use_replicas = replicas.len() > 1 || off_cpu;
+        let remote = cfg.devices.iter().any(|d| d.trim().starts_with("ws://"));
         let strategy = if replicas.len() > 1 {
             format!(
                 "multi-device: {} replicas ({}), gradients summed on the first (burn step_multi)",
@@ -584,6 +593,10 @@ impl BurnTrainer {
             order = (0..train.rows()).collect();
             order.shuffle(&mut rng);
             device.seed(epoch_seed(cfg.seed, epoch, DROPOUT_SALT));
+            // Dropout masks drawn on a GPU come from that device's generator.
+            for gpu in &gpus {
+                gpu.seed(epoch_seed(cfg.seed, epoch, DROPOUT_SALT));
+            }
             let (mut loss_sum, mut hits) = (0f64, None::<i64>);
             for (step, group) in order.chunks(group_rows).enumerate() {
                 let loss_before = loss_sum;
@@ -630,8 +643,9 @@ impl BurnTrainer {
                             .cloned()
                             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown failure".into());
+                        let restart = if remote { "restart the workers and " } else { "" };
                         TrainError::Device(format!(
-                            "a training device failed during epoch {epoch} ({why}); restart the workers and continue with `kiln train --resume <run dir>` from the run's newest checkpoint"
+                            "a training device failed during epoch {epoch} ({why}); {restart}continue with `kiln train --resume <run dir>` from the run's newest checkpoint"
                         ))
                     })?;
                     loss_sum += l;
@@ -1084,10 +1098,13 @@ fn wgpu_device(name: &str) -> Result<Device, TrainError> {
             "device {name} is not usable ({why}); check the GPU driver (vulkaninfo lists the adapters), or train on cpu"
         ))
     };
-    let device = Device::wgpu_options()
-        .device_kind(kind)
-        .init()
-        .map_err(|e| unusable(e.to_string()))?;
+    let mut options = Device::wgpu_options().device_kind(kind.clone());
+    // Software adapters (Mesa's lavapipe, SwiftShader) are Vulkan drivers; pinning the API keeps
+    // wgpu from also probing OpenGL, whose EGL setup prints errors on headless machines.
+    if kind == burn::tensor::DeviceKind::Cpu && cfg!(not(target_os = "macos")) {
+        options = options.graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan);
+    }
+    let device = options.init().map_err(|e| unusable(e.to_string()))?;
     device.sync().map_err(|e| unusable(format!("{e:?}")))?;
     opened.insert(name.to_string(), device.clone());
     Ok(device.autodiff())
