@@ -37,6 +37,8 @@ impl Drop for Reporter {
 
 impl EventSink for Reporter {
     fn emit(&mut self, event: Event) {
+        // Any event is progress, for the stall watch on remote workers.
+        crate::watch::beat();
         match event {
             Event::StageStarted { stage } => tracing::info!(target: "kiln", "[{stage}] started"),
             Event::StageFinished { stage, seconds } => {
