@@ -49,6 +49,20 @@ fn worker(listen: &str) -> Worker {
     Worker { child, url }
 }
 
+/// Starts `kiln` with `args` in the test's directory, stderr piped, with an optional stall limit
+/// for runs on remote workers.
+fn spawn_kiln(k: &Kiln, args: &[&str], stall_secs: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
+        .current_dir(k.path(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(secs) = stall_secs {
+        cmd.env("KILN_WORKER_STALL_SECS", secs);
+    }
+    cmd.spawn().expect("spawn kiln")
+}
+
 /// Waits for `child` while draining its stderr, failing the test (instead of hanging it) after
 /// two minutes.
 fn wait_or_kill(mut child: Child, what: &str) -> std::process::Output {
@@ -169,8 +183,9 @@ fn a_worker_that_dies_mid_run_is_reported_and_the_run_resumes() {
     let a = worker("127.0.0.1:0");
     let mut b = worker("127.0.0.1:0");
     let devices = format!("{},{}", a.url, b.url);
-    let trainer = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
+    let trainer = spawn_kiln(
+        &k,
+        &[
             "train",
             "--data",
             train.to_str().unwrap(),
@@ -180,12 +195,9 @@ fn a_worker_that_dies_mid_run_is_reported_and_the_run_resumes() {
             "10",
             "--devices",
             &devices,
-        ])
-        .current_dir(k.path(""))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn trainer");
+        ],
+        None,
+    );
     let marker = k.path("run/checkpoints/epoch-000001/state.json");
     let start = std::time::Instant::now();
     while !marker.exists() {
@@ -212,14 +224,7 @@ fn a_worker_that_dies_mid_run_is_reported_and_the_run_resumes() {
     let mut stalls = 0;
     loop {
         let pair = (worker(&a_listen), worker(&b_listen));
-        let resume = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["train", "--resume", "run", "-q"])
-            .env("KILN_WORKER_STALL_SECS", "20")
-            .current_dir(k.path(""))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn resume");
+        let resume = spawn_kiln(&k, &["train", "--resume", "run", "-q"], Some("20"));
         let r = wait_or_kill(resume, "the resumed run");
         let err = String::from_utf8_lossy(&r.stderr).into_owned();
         if r.status.success() {
@@ -250,8 +255,9 @@ fn a_run_stuck_on_a_silent_worker_ends_with_the_resume_error() {
             open.push(conn);
         }
     });
-    let trainer = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
+    let trainer = spawn_kiln(
+        &k,
+        &[
             "train",
             "--data",
             train.to_str().unwrap(),
@@ -259,13 +265,9 @@ fn a_run_stuck_on_a_silent_worker_ends_with_the_resume_error() {
             "run",
             "--devices",
             &url,
-        ])
-        .env("KILN_WORKER_STALL_SECS", "6")
-        .current_dir(k.path(""))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn trainer");
+        ],
+        Some("6"),
+    );
     let out = wait_or_kill(trainer, "the trainer on a silent worker");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

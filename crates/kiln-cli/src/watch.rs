@@ -32,7 +32,14 @@ pub const STALL_DEFAULT: Duration = Duration::from_secs(600);
 /// How long a run on remote workers may go without a training event before it is ended:
 /// `KILN_WORKER_STALL_SECS`, else [`STALL_DEFAULT`].
 pub fn stall_limit() -> Duration {
-    parse_stall(std::env::var("KILN_WORKER_STALL_SECS").ok().as_deref())
+    let value = std::env::var("KILN_WORKER_STALL_SECS").ok();
+    let limit = parse_stall(value.as_deref());
+    if let Some(v) = value.filter(|_| limit == STALL_DEFAULT)
+        && v.trim().parse::<u64>().ok() != Some(STALL_DEFAULT.as_secs())
+    {
+        tracing::warn!(target: "kiln", "KILN_WORKER_STALL_SECS={v:?} is not a positive number of seconds; using {} s", STALL_DEFAULT.as_secs());
+    }
+    limit
 }
 
 fn parse_stall(value: Option<&str>) -> Duration {

@@ -451,7 +451,8 @@ impl BurnTrainer {
             .any(|d| !matches!(d.trim(), "cpu" | "flex"));
         let use_replicas = replicas.len() > 1 || off_cpu;
         let remote = cfg.devices.iter().any(|d| d.trim().starts_with("ws://"));
-        let strategy = if replicas.len() > 1 {
+        #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+        let mut strategy = if replicas.len() > 1 {
             format!(
                 "multi-device: {} replicas ({}), gradients summed on the first (burn step_multi)",
                 replicas.len(),
@@ -460,6 +461,13 @@ impl BurnTrainer {
         } else {
             format!("single-device ({})", cfg.devices.join(","))
         };
+        // The adapters the GPU devices really opened, as burn names them.
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        for (replica, name) in replicas.iter().zip(&cfg.devices) {
+            if let Some(id) = replica.identity().filter(|_| is_gpu(name)) {
+                strategy.push_str(&format!("; {} = {}", name.trim(), id.name));
+            }
+        }
         device.seed(cfg.seed);
         let mut net = Net::init(&spec, &device);
         // burn initialises parameters lazily, on first use; draw them now, from the run's seed,
