@@ -484,4 +484,25 @@ fn two_cpu_replicas_train_like_one_device_and_record_the_strategy() {
         2,
     );
     assert!(err.contains("grad_accum"), "{err}");
+    // burn's DDP needs an all-reduce, which burn 0.22 has for CUDA only.
+    for (strategy, needle) in [
+        ("ddp", "all-reduce exists only for CUDA"),
+        ("ring", "use auto, multi or ddp"),
+    ] {
+        let err = k.fails(
+            &[
+                "train",
+                "--data",
+                &train,
+                "--out",
+                "x",
+                "--devices",
+                "cpu,cpu",
+                "--strategy",
+                strategy,
+            ],
+            2,
+        );
+        assert!(err.contains(needle), "{strategy}: {err}");
+    }
 }

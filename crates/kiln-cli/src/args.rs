@@ -189,6 +189,11 @@ pub struct TrainFlags {
     /// with the `cuda` and `wgpu` builds, ws://host:port with `distributed` [default: cpu].
     #[arg(long, env = "KILN_DEVICES", value_delimiter = ',')]
     pub devices: Option<Vec<String>>,
+    /// How several devices share the work: auto (ddp on two or more CUDA devices, else
+    /// multi), multi (gradients summed on the first device) or ddp (burn's all-reduce, CUDA
+    /// only) [default: auto].
+    #[arg(long, env = "KILN_STRATEGY")]
+    pub strategy: Option<String>,
     /// Training float type: f32 or bf16 (the exported model is f32 either way); f16 is refused
     /// because Adam's second moment underflows it [default: f32].
     #[arg(long, env = "KILN_PRECISION")]

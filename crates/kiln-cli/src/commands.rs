@@ -360,6 +360,9 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     if let Some(v) = &flags.devices {
         c.devices = v.clone();
     }
+    if let Some(v) = &flags.strategy {
+        c.strategy = kiln_train::Strategy::parse(v).map_err(|e| usage(e.to_string()))?;
+    }
     if let Some(v) = &flags.precision {
         c.precision = kiln_train::Precision::parse(v).map_err(|e| usage(e.to_string()))?;
     }

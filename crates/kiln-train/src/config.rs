@@ -56,6 +56,12 @@ pub struct TrainConfig {
     /// (each batch split across replicas, gradients summed on the first). Cannot be combined
     /// with `grad_accum` > 1.
     pub devices: Vec<String>,
+    /// How several devices share the work: `auto` (burn's DDP on two or more CUDA devices,
+    /// else `multi`), `multi` (each batch split across the devices, gradients summed on the
+    /// first: burn's `step_multi`) or `ddp` (one optimizer per device, gradients all-reduced
+    /// between the devices: burn's DDP, which burn 0.22 implements for CUDA only).
+    #[serde(skip_serializing_if = "Strategy::is_auto")]
+    pub strategy: Strategy,
     /// Floating-point type of the weights, activations, gradients and optimizer state during
     /// training: `f32`, or `bf16` (flex supports it; the exported model is f32 either way).
     /// `f16` is refused: see [`Precision::F16`].
@@ -144,6 +150,40 @@ impl Arch {
                 "unknown architecture {other:?}; use mlp or cnn"
             ))),
         }
+    }
+}
+
+/// How several training devices share the work (`--strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// `ddp` on two or more CUDA devices, `multi` elsewhere.
+    #[default]
+    Auto,
+    /// burn's multi-device step: the batch is split across the devices and the gradients are
+    /// gathered and summed on the first, which holds the only optimizer. Every backend.
+    Multi,
+    /// burn's distributed data parallel: one replica and one optimizer per device, each in its
+    /// own thread, with the gradients all-reduced between the devices during the backward
+    /// pass. burn 0.22's all-reduce exists for CUDA (NCCL) only.
+    Ddp,
+}
+
+impl Strategy {
+    /// Parses `auto`, `multi` or `ddp`.
+    pub fn parse(name: &str) -> Result<Self, TrainError> {
+        match name {
+            "auto" => Ok(Self::Auto),
+            "multi" => Ok(Self::Multi),
+            "ddp" => Ok(Self::Ddp),
+            other => Err(TrainError::Config(format!(
+                "unknown strategy {other:?}; use auto, multi or ddp"
+            ))),
+        }
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == Self::Auto
     }
 }
 
@@ -340,6 +380,7 @@ impl Default for TrainConfig {
             best_metric: None,
             precision: Precision::F32,
             devices: vec!["cpu".into()],
+            strategy: Strategy::Auto,
             log_steps: false,
         }
     }
@@ -383,6 +424,15 @@ impl TrainConfig {
         }
         if self.devices.len() > 1 && self.grad_accum > 1 {
             return bad("grad_accum > 1 cannot be combined with several devices: each step already splits its batch across the devices; use one or the other".into());
+        }
+        if self.strategy == Strategy::Ddp {
+            let all_cuda = self.devices.iter().all(|d| d.trim().starts_with("cuda"));
+            if self.devices.len() < 2 || !all_cuda {
+                return bad(format!(
+                    "strategy ddp needs two or more CUDA devices (e.g. --devices cuda:0,cuda:1), got {}: burn 0.22's all-reduce exists only for CUDA (NCCL), not for cpu, wgpu or remote ws:// workers; use --strategy multi, which sums the gradients on the first device",
+                    self.devices.join(",")
+                ));
+            }
         }
         if self.precision == Precision::F16 {
             return bad("precision f16 is refused: burn 0.22 has no loss scaling or f32 master weights, so Adam's second moment (squared gradients, often below 1e-8) underflows f16 (smallest normal 6.1e-5) and training diverges; use bf16, which has f32's exponent range".into());
@@ -460,6 +510,34 @@ mod tests {
             }
             assert!(device_error("wgpu:gpu").is_some_and(|e| e.contains("wgpu:N")));
         }
+    }
+
+    #[test]
+    fn ddp_is_refused_where_burn_has_no_all_reduce() {
+        assert_eq!(Strategy::parse("ddp").ok(), Some(Strategy::Ddp));
+        assert!(Strategy::parse("ring").is_err());
+        let cfg = |devices: &[&str], strategy| TrainConfig {
+            devices: devices.iter().map(|d| d.to_string()).collect(),
+            strategy,
+            ..TrainConfig::default()
+        };
+        for devices in [&["cpu", "cpu"][..], &["cpu"]] {
+            let err = cfg(devices, Strategy::Ddp)
+                .validate()
+                .expect_err("ddp off CUDA must be refused")
+                .to_string();
+            assert!(err.contains("only for CUDA"), "{err}");
+            assert!(cfg(devices, Strategy::Multi).validate().is_ok());
+            assert!(cfg(devices, Strategy::Auto).validate().is_ok());
+        }
+        #[cfg(feature = "cuda")]
+        assert!(cfg(&["cuda:0", "cuda:1"], Strategy::Ddp).validate().is_ok());
+        // The default is not written out, so configs (and their checksums) from before the
+        // field existed are unchanged.
+        let toml = toml::to_string(&TrainConfig::default()).expect("serialises");
+        assert!(!toml.contains("strategy"), "{toml}");
+        let toml = toml::to_string(&cfg(&["cpu", "cpu"], Strategy::Multi)).expect("serialises");
+        assert!(toml.contains("strategy = \"multi\""), "{toml}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub mod import;
 mod net;
 mod trainer;
 
-pub use config::{Arch, EarlyStopping, OptimizerKind, Precision, Schedule, TrainConfig};
+pub use config::{Arch, EarlyStopping, OptimizerKind, Precision, Schedule, Strategy, TrainConfig};
 pub use error::TrainError;
 pub use trainer::{BurnTrainer, EpochMetrics, EvalMetrics, StepMetrics, TrainOutcome, macro_f1};
 

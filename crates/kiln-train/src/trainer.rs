@@ -451,8 +451,22 @@ impl BurnTrainer {
             .any(|d| !matches!(d.trim(), "cpu" | "flex"));
         let use_replicas = replicas.len() > 1 || off_cpu;
         let remote = cfg.devices.iter().any(|d| d.trim().starts_with("ws://"));
+        // burn's DDP where burn has an all-reduce: two or more CUDA devices (`validate` refuses
+        // `--strategy ddp` anywhere else).
+        #[cfg(feature = "cuda")]
+        let ddp = replicas.len() > 1
+            && cfg.devices.iter().all(|d| d.trim().starts_with("cuda"))
+            && cfg.strategy != crate::Strategy::Multi;
+        #[cfg(not(feature = "cuda"))]
+        let ddp = false;
         #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
-        let mut strategy = if replicas.len() > 1 {
+        let mut strategy = if ddp {
+            format!(
+                "ddp: {} replicas ({}), one optimizer each, gradients all-reduced (summed) across the devices (burn DistributedContext, NCCL)",
+                replicas.len(),
+                cfg.devices.join(",")
+            )
+        } else if replicas.len() > 1 {
             format!(
                 "multi-device: {} replicas ({}), gradients summed on the first (burn step_multi)",
                 replicas.len(),
@@ -588,6 +602,8 @@ impl BurnTrainer {
                 .collect();
             net = Net::init(&spec, &replicas[0]).with_weights_and_ids(&tensors, &ids, &replicas[0]);
         }
+        #[cfg(feature = "cuda")]
+        let mut ddp_state = ddp.then(|| ddp::Ddp::start(&net, &optim, &replicas));
         let last_epoch = if stopped_early.is_some() {
             0
         } else {
@@ -619,11 +635,12 @@ impl BurnTrainer {
                     // burn's multi-device strategy: the batch is split across the devices,
                     // each replica computes the gradient of its shard's loss (weighted by the
                     // shard's share, so that the sum is the whole batch's mean gradient), and
-                    // the optimizer gathers and sums them on one device (`step_multi`).
+                    // the optimizer gathers and sums them on one device (`step_multi`). DDP
+                    // (`mod ddp`) splits the batch the same way.
                     let shard_rows = group.len().div_ceil(replicas.len());
                     // A remote worker that goes away fails burn's tensor operations with a
                     // panic; it becomes an error that points at the last checkpoint.
-                    let step_result =
+                    let mut multi_step = || {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             let mut multi = burn::optim::MultiGradientsParams::default();
                             let (mut l, mut hh) = (0f64, None::<i64>);
@@ -644,7 +661,23 @@ impl BurnTrainer {
                             }
                             let stepped = optim.step_multi(lr, net.clone(), multi);
                             (stepped, l, hh)
-                        }));
+                        }))
+                    };
+                    // With DDP (CUDA), each device steps its own replica instead.
+                    #[cfg(feature = "cuda")]
+                    let step_result = match ddp_state.as_mut() {
+                        Some(d) => d
+                            .step(group, lr, &train_b)
+                            .map(|(l, hh)| (d.model().0.clone(), l, hh)),
+                        None => multi_step(),
+                    };
+                    #[cfg(not(feature = "cuda"))]
+                    let step_result = multi_step();
+                    // The optimizer state that checkpoints save is replica 0's.
+                    #[cfg(feature = "cuda")]
+                    if let Some(d) = &ddp_state {
+                        optim = d.model().1.clone();
+                    }
                     let (stepped, l, hh) = step_result.map_err(|p| {
                         let why = p
                             .downcast_ref::<String>()
@@ -1178,4 +1211,135 @@ pub(crate) fn serialize_weights(weights: &[NamedTensor]) -> Result<Vec<u8>, Trai
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "kiln-burn-layout".to_string());
     crate::checkpoint::safetensors_bytes(weights, meta)
+}
+
+/// burn's distributed data parallel (DDP) inside kiln's epoch loop, for CUDA devices: burn
+/// 0.22 implements the gradient all-reduce (NCCL) for CUDA only.
+///
+/// Each device holds a replica of the model whose parameters are marked distributed (what
+/// burn's `Learner::grad_sharded` does) and an optimizer of its own. Every step, each device
+/// computes the gradient of its shard of the batch in its own thread; during the backward pass
+/// burn all-reduces (sums) each parameter's gradient across the devices, so every replica then
+/// takes the same optimizer step and the replicas stay equal. Each shard's loss is weighted by
+/// its share of the batch, so the sum is the gradient of the whole batch's mean loss, as in the
+/// `multi` strategy. Replica 0 stands for the model (validation, checkpoints, the artifact).
+#[cfg(feature = "cuda")]
+mod ddp {
+    use super::{Batches, Net, loss_and_hits, scalar};
+    use burn::module::{Module, ModuleMapper, Param};
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use burn::optim::ModuleOptimizer;
+    use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
+    use burn::tensor::{Device, Tensor};
+
+    /// Marks every parameter for gradient all-reduce.
+    struct Sharded;
+
+    impl ModuleMapper for Sharded {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, tensor, mapper) = param.consume();
+            let tensor = tensor.set_distributed(id);
+            Param::from_mapped_value(id, tensor, mapper)
+        }
+    }
+
+    /// What one device's thread gives back: its replica and optimizer after the step, the
+    /// summed loss over its rows and its correct predictions.
+    type Stepped = (Net, ModuleOptimizer, f64, Option<i64>);
+
+    pub(super) struct Ddp {
+        nets: Vec<Net>,
+        optims: Vec<ModuleOptimizer>,
+        devices: Vec<Device>,
+        // Declared last, so dropped last: closes burn's communication server.
+        _context: DistributedContext,
+    }
+
+    impl Ddp {
+        /// Starts burn's communication server for `devices` and places a replica of `net`
+        /// (and a copy of `optim`, fresh or resumed) on each.
+        pub(super) fn start(net: &Net, optim: &ModuleOptimizer, devices: &[Device]) -> Self {
+            let context = DistributedContext::init(
+                devices.to_vec(),
+                DistributedConfig {
+                    all_reduce_op: ReduceOperation::Sum,
+                },
+            );
+            Self {
+                nets: devices
+                    .iter()
+                    .map(|d| net.clone().fork(d).map(&mut Sharded))
+                    .collect(),
+                optims: vec![optim.clone(); devices.len()],
+                devices: devices.to_vec(),
+                _context: context,
+            }
+        }
+
+        /// The model (replica 0) and its optimizer.
+        pub(super) fn model(&self) -> (&Net, &ModuleOptimizer) {
+            (&self.nets[0], &self.optims[0])
+        }
+
+        /// One optimizer step over the rows `group`: the summed loss over its rows and the
+        /// correct predictions, or the panic that ended a device's thread.
+        pub(super) fn step(
+            &mut self,
+            group: &[usize],
+            lr: f64,
+            train: &Batches,
+        ) -> Result<(f64, Option<i64>), Box<dyn std::any::Any + Send>> {
+            let n = self.devices.len();
+            let shard_rows = group.len().div_ceil(n);
+            let total = group.len() as f32;
+            let nets = std::mem::take(&mut self.nets);
+            let optims = std::mem::take(&mut self.optims);
+            let results: Vec<std::thread::Result<Stepped>> = std::thread::scope(|s| {
+                let handles: Vec<_> = nets
+                    .into_iter()
+                    .zip(optims)
+                    .zip(&self.devices)
+                    .enumerate()
+                    .map(|(i, ((net, optim), device))| {
+                        let start = (i * shard_rows).min(group.len());
+                        let shard = &group[start..(start + shard_rows).min(group.len())];
+                        s.spawn(move || {
+                            // Every device must join each all-reduce: one left without rows
+                            // (a last batch smaller than the device count) computes a zero-
+                            // weighted loss on one row, contributing nothing.
+                            let (rows, weight) = if shard.is_empty() {
+                                (&group[..1], 0.0)
+                            } else {
+                                (shard, shard.len() as f32 / total)
+                            };
+                            let loss_fn = CrossEntropyLossConfig::new().init(device);
+                            let (x, y) = train.gather(rows, device, None);
+                            let (loss, hits) = loss_and_hits(net.forward(x), y, &loss_fn);
+                            let sum = scalar(loss.clone()) * shard.len() as f64;
+                            let grads = GradientsParams::from_grads(
+                                loss.mul_scalar(weight).backward(),
+                                &net,
+                            );
+                            let mut optim = optim;
+                            let net = optim.step(lr, net, grads);
+                            (net, optim, sum, hits.filter(|_| !shard.is_empty()))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join()).collect()
+            });
+            let (mut loss, mut hits) = (0f64, None::<i64>);
+            for r in results {
+                let (net, optim, l, h) = r?;
+                self.nets.push(net);
+                self.optims.push(optim);
+                loss += l;
+                if let Some(h) = h {
+                    hits = Some(hits.unwrap_or(0) + h);
+                }
+            }
+            Ok((loss, hits))
+        }
+    }
 }
