@@ -449,60 +449,25 @@ fn two_cpu_replicas_train_like_one_device_and_record_the_strategy() {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
     assert!(diff < 1e-4, "replicated training drifted by {diff}");
-    // What this build cannot do is refused, not ignored.
-    for (devices, needle) in [
-        ("cuda:0", "GPU training"),
-        ("ws://127.0.0.1:3000", "remote"),
-        ("tpu", "unknown device"),
+    // What this build cannot do is refused, not ignored; burn's DDP needs an all-reduce, which
+    // burn 0.22 has for CUDA only.
+    for (flags, needle) in [
+        (&["--devices", "cuda:0"][..], "GPU training"),
+        (&["--devices", "ws://127.0.0.1:3000"], "remote"),
+        (&["--devices", "tpu"], "unknown device"),
+        (&["--devices", "cpu,cpu", "--grad-accum", "2"], "grad_accum"),
+        (
+            &["--devices", "cpu,cpu", "--strategy", "ddp"],
+            "all-reduce exists only for CUDA",
+        ),
+        (
+            &["--devices", "cpu,cpu", "--strategy", "ring"],
+            "use auto, multi or ddp",
+        ),
     ] {
-        let err = k.fails(
-            &[
-                "train",
-                "--data",
-                &train,
-                "--out",
-                "x",
-                "--devices",
-                devices,
-            ],
-            2,
-        );
-        assert!(err.contains(needle), "{devices}: {err}");
-    }
-    let err = k.fails(
-        &[
-            "train",
-            "--data",
-            &train,
-            "--out",
-            "x",
-            "--devices",
-            "cpu,cpu",
-            "--grad-accum",
-            "2",
-        ],
-        2,
-    );
-    assert!(err.contains("grad_accum"), "{err}");
-    // burn's DDP needs an all-reduce, which burn 0.22 has for CUDA only.
-    for (strategy, needle) in [
-        ("ddp", "all-reduce exists only for CUDA"),
-        ("ring", "use auto, multi or ddp"),
-    ] {
-        let err = k.fails(
-            &[
-                "train",
-                "--data",
-                &train,
-                "--out",
-                "x",
-                "--devices",
-                "cpu,cpu",
-                "--strategy",
-                strategy,
-            ],
-            2,
-        );
-        assert!(err.contains(needle), "{strategy}: {err}");
+        let mut args = vec!["train", "--data", &train, "--out", "x"];
+        args.extend_from_slice(flags);
+        let err = k.fails(&args, 2);
+        assert!(err.contains(needle), "{flags:?}: {err}");
     }
 }
