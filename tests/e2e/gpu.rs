@@ -3,7 +3,7 @@
 //! runs on the CPU) is the adapter, so CubeCL still compiles the kernels to SPIR-V and keeps
 //! the weights, gradients and optimizer state in device buffers (`scripts/setup-vulkan.sh`).
 
-use crate::resume::{f32s, weights};
+use crate::resume::weight_gap;
 use crate::util::{Kiln, synthetic_splits};
 
 #[test]
@@ -48,13 +48,7 @@ fn wgpu_training_matches_cpu_training_and_exports() {
     );
     // Same seed, same initial weights and batches: the device changes only the float
     // summation order, so the trained weights agree closely.
-    let (a, b) = (f32s(&weights(&k, "cpu")), f32s(&weights(&k, "gpu")));
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let diff = weight_gap(&k, "cpu", "gpu");
     assert!(diff < 1e-3, "wgpu and cpu training differ by {diff}");
     let acc = |m: &serde_json::Value| m["test"]["accuracy"].as_f64().unwrap();
     assert!(acc(&gpu) > 0.9, "{gpu:#}");

@@ -398,6 +398,16 @@ fn bf16_training_matches_f32_accuracy_and_resumes_exactly() {
     assert!(err.contains("underflows"), "{err}");
 }
 
+/// The largest difference between the trained weights of two runs with the same model.
+pub(crate) fn weight_gap(k: &Kiln, a: &str, b: &str) -> f32 {
+    let (a, b) = (f32s(&weights(k, a)), f32s(&weights(k, b)));
+    assert_eq!(a.len(), b.len(), "the runs trained different models");
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 pub(crate) fn f32s(bytes: &[u8]) -> Vec<f32> {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     bytes[8 + n..]
@@ -441,13 +451,7 @@ fn two_cpu_replicas_train_like_one_device_and_record_the_strategy() {
     );
     // Half a batch on each replica, gradients summed: the same step as the whole batch on one
     // device, up to float summation order.
-    let (a, b) = (f32s(&weights(&k, "one")), f32s(&weights(&k, "two")));
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let diff = weight_gap(&k, "one", "two");
     assert!(diff < 1e-4, "replicated training drifted by {diff}");
     // What this build cannot do is refused, not ignored; burn's DDP needs an all-reduce, which
     // burn 0.22 has for CUDA only.

@@ -95,15 +95,6 @@ fn wait_or_kill(mut child: Child, what: &str) -> std::process::Output {
     }
 }
 
-fn f32s(path: &std::path::Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    bytes[8 + n..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
 #[test]
 fn two_loopback_workers_train_a_model_together() {
     let k = Kiln::new();
@@ -149,15 +140,7 @@ fn two_loopback_workers_train_a_model_together() {
         "cpu",
         "-q",
     ]);
-    let (x, y) = (
-        f32s(&k.path("remote/model/weights.safetensors")),
-        f32s(&k.path("local/model/weights.safetensors")),
-    );
-    let diff = x
-        .iter()
-        .zip(&y)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0f32, f32::max);
+    let diff = crate::resume::weight_gap(&k, "remote", "local");
     assert!(diff < 1e-4, "remote and local training differ by {diff}");
     // The trained model exports like any other.
     k.ok(&[

@@ -77,14 +77,7 @@ pub(crate) fn device_error(name: &str) -> Option<String> {
     match name.trim() {
         "cpu" | "flex" => None,
         #[cfg(feature = "cuda")]
-        other
-            if other == "cuda"
-                || other
-                    .strip_prefix("cuda:")
-                    .is_some_and(|n| n.parse::<usize>().is_ok()) =>
-        {
-            None
-        }
+        other if cuda_index(other).is_some() => None,
         #[cfg(feature = "wgpu")]
         other if crate::trainer::wgpu_kind(other).is_some() => None,
         #[cfg(feature = "wgpu")]
@@ -110,6 +103,25 @@ pub(crate) fn device_error(name: &str) -> Option<String> {
             "unknown device {other:?}; use cpu (or cpu,cpu for two replicas)"
         )),
     }
+}
+
+/// The index of a CUDA device name: `cuda` (device 0) or `cuda:N`.
+pub(crate) fn cuda_index(name: &str) -> Option<usize> {
+    match name.trim() {
+        "cuda" => Some(0),
+        other => other.strip_prefix("cuda:")?.parse().ok(),
+    }
+}
+
+/// Two or more CUDA devices, each named once: what burn's all-reduce can run on (one device
+/// named twice would join its own collective).
+fn distinct_cuda_devices(devices: &[String]) -> bool {
+    let indices: Option<Vec<usize>> = devices.iter().map(|d| cuda_index(d)).collect();
+    indices.is_some_and(|mut v| {
+        v.sort_unstable();
+        v.dedup();
+        v.len() > 1 && v.len() == devices.len()
+    })
 }
 
 /// Whether `metric` is maximised: `mode` (`min`/`max`) when given, else accuracies are.
@@ -387,6 +399,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Whether the run takes burn's DDP: `ddp`, or `auto` on two or more different CUDA
+    /// devices.
+    pub(crate) fn uses_ddp(&self) -> bool {
+        self.strategy != Strategy::Multi && distinct_cuda_devices(&self.devices)
+    }
+
     /// Checks every field and says which one is wrong and what is allowed.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -425,14 +443,11 @@ impl TrainConfig {
         if self.devices.len() > 1 && self.grad_accum > 1 {
             return bad("grad_accum > 1 cannot be combined with several devices: each step already splits its batch across the devices; use one or the other".into());
         }
-        if self.strategy == Strategy::Ddp {
-            let all_cuda = self.devices.iter().all(|d| d.trim().starts_with("cuda"));
-            if self.devices.len() < 2 || !all_cuda {
-                return bad(format!(
-                    "strategy ddp needs two or more CUDA devices (e.g. --devices cuda:0,cuda:1), got {}: burn 0.22's all-reduce exists only for CUDA (NCCL), not for cpu, wgpu or remote ws:// workers; use --strategy multi, which sums the gradients on the first device",
-                    self.devices.join(",")
-                ));
-            }
+        if self.strategy == Strategy::Ddp && !distinct_cuda_devices(&self.devices) {
+            return bad(format!(
+                "strategy ddp needs two or more different CUDA devices (e.g. --devices cuda:0,cuda:1), got {}: burn 0.22's all-reduce exists only for CUDA (NCCL), not for cpu, wgpu or remote ws:// workers; use --strategy multi, which sums the gradients on the first device",
+                self.devices.join(",")
+            ));
         }
         if self.precision == Precision::F16 {
             return bad("precision f16 is refused: burn 0.22 has no loss scaling or f32 master weights, so Adam's second moment (squared gradients, often below 1e-8) underflows f16 (smallest normal 6.1e-5) and training diverges; use bf16, which has f32's exponent range".into());
@@ -532,6 +547,23 @@ mod tests {
         }
         #[cfg(feature = "cuda")]
         assert!(cfg(&["cuda:0", "cuda:1"], Strategy::Ddp).validate().is_ok());
+        // Which runs take DDP, whatever this build includes.
+        for (devices, strategy, ddp) in [
+            (&["cuda:0", "cuda:1"][..], Strategy::Auto, true),
+            (&["cuda:1", "cuda"], Strategy::Ddp, true),
+            (&["cuda:0", "cuda:1"], Strategy::Multi, false),
+            (&["cuda:0"], Strategy::Auto, false),
+            (&["cuda:0", "cuda:0"], Strategy::Auto, false),
+            (&["cuda", "cuda:0"], Strategy::Auto, false),
+            (&["cuda:0", "cpu"], Strategy::Auto, false),
+            (&["cuda:x", "cuda:1"], Strategy::Auto, false),
+        ] {
+            assert_eq!(
+                cfg(devices, strategy).uses_ddp(),
+                ddp,
+                "{devices:?} {strategy:?}"
+            );
+        }
         // The default is not written out, so configs (and their checksums) from before the
         // field existed are unchanged.
         let toml = toml::to_string(&TrainConfig::default()).expect("serialises");

@@ -451,14 +451,9 @@ impl BurnTrainer {
             .any(|d| !matches!(d.trim(), "cpu" | "flex"));
         let use_replicas = replicas.len() > 1 || off_cpu;
         let remote = cfg.devices.iter().any(|d| d.trim().starts_with("ws://"));
-        // burn's DDP where burn has an all-reduce: two or more CUDA devices (`validate` refuses
-        // `--strategy ddp` anywhere else).
-        #[cfg(feature = "cuda")]
-        let ddp = replicas.len() > 1
-            && cfg.devices.iter().all(|d| d.trim().starts_with("cuda"))
-            && cfg.strategy != crate::Strategy::Multi;
-        #[cfg(not(feature = "cuda"))]
-        let ddp = false;
+        // burn's DDP where burn has an all-reduce: two or more different CUDA devices
+        // (`validate` refuses `--strategy ddp` anywhere else).
+        let ddp = cfg!(feature = "cuda") && cfg.uses_ddp();
         #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
         let mut strategy = if ddp {
             format!(
@@ -673,11 +668,6 @@ impl BurnTrainer {
                     };
                     #[cfg(not(feature = "cuda"))]
                     let step_result = multi_step();
-                    // The optimizer state that checkpoints save is replica 0's.
-                    #[cfg(feature = "cuda")]
-                    if let Some(d) = &ddp_state {
-                        optim = d.model().1.clone();
-                    }
                     let (stepped, l, hh) = step_result.map_err(|p| {
                         let why = p
                             .downcast_ref::<String>()
@@ -749,6 +739,11 @@ impl BurnTrainer {
                     total: Some(steps_per_epoch * cfg.epochs as u64),
                     unit: "batch".into(),
                 });
+            }
+            // With DDP, the optimizer state that checkpoints save is replica 0's.
+            #[cfg(feature = "cuda")]
+            if let Some(d) = &ddp_state {
+                optim = d.model().1.clone();
             }
             let train_loss = loss_sum / train.rows() as f64;
             if !train_loss.is_finite() {
@@ -1076,12 +1071,8 @@ fn parse_devices(names: &[String]) -> Result<Vec<Device>, TrainError> {
         .iter()
         .map(|n| match crate::config::device_error(n) {
             #[cfg(feature = "cuda")]
-            None if n.trim().starts_with("cuda") => {
-                let index = n
-                    .trim()
-                    .strip_prefix("cuda:")
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .unwrap_or(0);
+            None if crate::config::cuda_index(n).is_some() => {
+                let index = crate::config::cuda_index(n).unwrap_or(0);
                 let device = Device::cuda(index);
                 // A CUDA device that cannot start is an error, never a silent CPU run.
                 device.sync().map_err(|e| {
