@@ -1,7 +1,7 @@
 //! The CLI as users meet it: output formats, colour, quiet/verbose and non-TTY logs, run
 //! directories with their plots and records, `kiln runs`, `kiln init`.
 
-use crate::util::{Kiln, synthetic_splits, trained_and_exported};
+use crate::util::{Kiln, f, synthetic_splits, trained_and_exported};
 use std::path::Path;
 
 /// Parses an SVG file as XML and checks its root element.
@@ -630,10 +630,8 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
         "--provider",
         "cpu",
     ];
-    let lib_str = lib.as_ref().map(|p| p.to_string_lossy().to_string());
-    if let Some(l) = &lib_str {
-        args.extend(["--ort-lib", l.as_str()]);
-    }
+    let lib_str = lib.to_string_lossy().to_string();
+    args.extend(["--ort-lib", lib_str.as_str()]);
     let v = k.json(&args);
     let cands = v["auto"]["candidates"].as_array().unwrap();
     let forms: std::collections::BTreeSet<&str> = cands
@@ -658,21 +656,32 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
         .iter()
         .map(|c| c["engine"].as_str().unwrap())
         .collect();
-    if lib.is_some() {
-        assert!(
-            engines.contains("ort") && engines.contains("tract"),
-            "{v:#}"
-        );
-    }
-    // The chosen one is the fastest among those that pass the gate.
+    assert!(
+        engines.contains("ort") && engines.contains("tract"),
+        "{v:#}"
+    );
+    // The chosen one follows `choose`'s rule: of the candidates that pass the gate and are
+    // within the tie margin of the fastest, the fewest threads, then the highest rate.
     let chosen = &cands[v["auto"]["chosen"].as_u64().unwrap() as usize];
     assert_eq!(chosen["passes_gate"], true);
-    let best = cands
+    let rate = |c: &serde_json::Value| c["rows_per_second"].as_f64().unwrap();
+    let threads = |c: &serde_json::Value| c["threads"].as_u64().unwrap_or(1);
+    let passing: Vec<&serde_json::Value> =
+        cands.iter().filter(|c| c["passes_gate"] == true).collect();
+    let best = passing.iter().map(|c| rate(c)).fold(0.0, f64::max);
+    let margin = kiln::optimize::auto::THREADS_TIE_MARGIN;
+    let near: Vec<&serde_json::Value> = passing
+        .into_iter()
+        .filter(|c| rate(c) >= best * (1.0 - margin))
+        .collect();
+    let fewest = near.iter().map(|c| threads(c)).min().unwrap();
+    assert_eq!(threads(chosen), fewest, "{v:#}");
+    let best_at_fewest = near
         .iter()
-        .filter(|c| c["passes_gate"] == true)
-        .map(|c| c["rows_per_second"].as_f64().unwrap())
+        .filter(|c| threads(c) == fewest)
+        .map(|c| rate(c))
         .fold(0.0, f64::max);
-    assert_eq!(chosen["rows_per_second"].as_f64().unwrap(), best);
+    assert_eq!(rate(chosen), best_at_fewest, "{v:#}");
     assert_svg(&k.path("plots/accuracy_vs_speed.svg"));
     assert_png(&k.path("plots/accuracy_vs_speed.png"));
     // Recorded in the model's metadata …
@@ -694,9 +703,7 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
         "--output",
         "p.csv",
     ];
-    if let Some(l) = &lib_str {
-        infer.extend(["--ort-lib", l.as_str()]);
-    }
+    infer.extend(["--ort-lib", lib_str.as_str()]);
     let r = k.json(&infer);
     assert_eq!(r["engine"], chosen["engine"], "{r:#}");
     assert!(
@@ -715,14 +722,12 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
     let at = gpu.iter().position(|a| *a == "cpu").unwrap();
     gpu[at] = "cpu,cuda:0";
     gpu[4] = "m.gpu.onnx";
-    let out = k.run(&gpu);
+    let out = k.ok(&gpu);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        assert!(
-            stderr.contains("warning:") && stderr.contains("cuda:0"),
-            "{stderr}"
-        );
-    }
+    assert!(
+        stderr.contains("warning:") && stderr.contains("cuda:0"),
+        "{stderr}"
+    );
     gpu.push("--strict-provider");
     gpu[4] = "m.gpu2.onnx";
     let err = k.fails(&gpu, 2);
@@ -757,4 +762,176 @@ fn optimize_engine_auto_chooses_records_and_is_reused() {
         2,
     );
     assert!(err.contains("--validate-data"), "{err}");
+}
+
+/// `--provider` means ONNX Runtime wherever it is given: a provider that is not here (CUDA on
+/// this CPU build) is a loud warning naming what runs instead, and the JSON records requested
+/// and actual providers; `--strict-provider` makes it an error; tract with a GPU provider is
+/// refused rather than ignored.
+#[test]
+fn providers_fall_back_loudly_or_fail_when_strict() {
+    let k = Kiln::new();
+    let (_, val, test) = trained_and_exported(&k, 61, "3");
+    let test = test.to_str().unwrap();
+    // infer: ONNX Runtime's own provider name works too.
+    let out = k.ok(&[
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test,
+        "--output",
+        "p.csv",
+        "--provider",
+        "CUDAExecutionProvider",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(v["engine"], "ort", "{v:#}");
+    assert_eq!(v["provider"]["requested"], "cuda:0", "{v:#}");
+    assert_eq!(v["provider"]["actual"], "cpu", "{v:#}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("cuda:0")
+            && stderr.contains("running on cpu"),
+        "{stderr}"
+    );
+    let strict = [
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test,
+        "--output",
+        "q.csv",
+        "--provider",
+        "cuda",
+        "--strict-provider",
+    ];
+    let err = k.fails(&strict, 2);
+    assert!(
+        err.contains("cuda:0") && err.contains("unavailable"),
+        "{err}"
+    );
+    assert!(!k.path("q.csv").exists());
+    let err = k.fails(
+        &[
+            "infer",
+            "--model",
+            "m.onnx",
+            "--data",
+            test,
+            "--engine",
+            "tract",
+            "--provider",
+            "cuda",
+        ],
+        2,
+    );
+    assert!(err.contains("tract runs on the CPU only"), "{err}");
+    // bench: the provider goes to the ONNX Runtime configurations.
+    let b = k.json(&[
+        "bench",
+        "m.onnx",
+        "--provider",
+        "cuda",
+        "--batch-sizes",
+        "8",
+        "--seconds",
+        "0.05",
+    ]);
+    assert_eq!(b["provider"]["actual"], "cpu", "{b:#}");
+    let err = k.fails(
+        &[
+            "bench",
+            "m.onnx",
+            "--engines",
+            "tract",
+            "--provider",
+            "cuda",
+        ],
+        2,
+    );
+    assert!(err.contains("no ort engine"), "{err}");
+    // optimize: refused with tract, an error when strict (nothing written), and a warning
+    // otherwise, with the model checked in ONNX Runtime on the CPU.
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--quantization",
+            "dynamic",
+            "--engine",
+            "tract",
+            "--provider",
+            "cuda",
+        ],
+        2,
+    );
+    assert!(err.contains("tract runs on the CPU only"), "{err}");
+    let err = k.fails(
+        &[
+            "optimize",
+            "--model",
+            "m.onnx",
+            "--quantization",
+            "dynamic",
+            "--provider",
+            "cuda",
+            "--strict-provider",
+        ],
+        2,
+    );
+    assert!(err.contains("cuda:0"), "{err}");
+    assert!(
+        !k.path("m.int8.onnx").exists(),
+        "nothing written when refused"
+    );
+    let o = k.json(&[
+        "optimize",
+        "--model",
+        "m.onnx",
+        "--quantization",
+        "dynamic",
+        "--provider",
+        "cpu",
+        "--validate-data",
+        val.to_str().unwrap(),
+    ]);
+    assert_eq!(o["output"], "m.int8.onnx", "beside the input: {o:#}");
+    assert_eq!(o["provider"]["actual"], "cpu", "{o:#}");
+    assert!(o["provider"]["fallback"].is_null(), "{o:#}");
+    let ops = k.json(&["inspect", "m.int8.onnx"])["ops"].clone();
+    assert!(
+        ops.get("MatMulInteger").is_some(),
+        "ONNX Runtime's integer form: {ops}"
+    );
+    assert!(f(&o, "/ort_check/max_abs_diff") < 1e-4, "{o:#}");
+    // Flags that would be ignored are refused.
+    for (args, says) in [
+        (
+            vec![
+                "--quantization",
+                "dynamic",
+                "--calibration-data",
+                val.to_str().unwrap(),
+            ],
+            "--quantization static",
+        ),
+        (
+            vec!["--quantization", "dynamic", "--batch-size", "8"],
+            "--engine auto",
+        ),
+        (
+            vec!["--engine", "ort"],
+            "--engine ort chooses the ONNX form",
+        ),
+    ] {
+        let mut full = vec!["optimize", "--model", "m.onnx", "--output", "z.onnx"];
+        full.extend(args);
+        let err = k.fails(&full, 2);
+        assert!(err.contains(says), "{full:?}: {err}");
+    }
 }

@@ -68,7 +68,8 @@ fn cnn_on_digits_trains_exports_verifies_and_resumes() {
             e["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-5,
             "opset {opset}: {e:#}"
         );
-        if let Some(py) = python() {
+        {
+            let py = python();
             let r = std::process::Command::new(&py)
                 .arg(repo().join("scripts/onnx_crosscheck.py"))
                 .arg(k.path(&out))
@@ -332,7 +333,8 @@ fn silu_and_gelu_export_as_local_functions() {
         );
         let ops = k.json(&["inspect", &inl])["ops"].clone();
         assert!(ops.get(format!("ai.kiln:{func}")).is_none(), "{ops}");
-        if let Some(py) = python() {
+        {
+            let py = python();
             // The checker accepts the function form and ONNX Runtime runs it, within 1e-5 of
             // tract (which runs it inlined).
             let (_, diff) = crate::crosscheck::ort_vs_tract(&py, &k.path(&fun), &rows);

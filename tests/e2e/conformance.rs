@@ -28,21 +28,22 @@ fn tolerance(kind: &str) -> (f32, f64) {
         .unwrap_or((0.0, 1.0))
 }
 
-pub fn ort_lib() -> Option<PathBuf> {
+/// The ONNX Runtime library. A test that needs it fails without it, naming the fix.
+pub fn ort_lib() -> PathBuf {
     let candidates = [
         std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
         Some(repo().join(".ort/lib/libonnxruntime.so")),
     ];
-    if let Some(p) = candidates.into_iter().flatten().find(|p| p.is_file()) {
-        return Some(p);
+    match candidates.into_iter().flatten().find(|p| p.is_file()) {
+        Some(p) => p,
+        None => panic!(
+            "{}",
+            crate::crosscheck::missing_tool(
+                "the ONNX Runtime library",
+                "scripts/fetch-onnxruntime.sh or set ORT_DYLIB_PATH"
+            )
+        ),
     }
-    let msg =
-        "ONNX Runtime library not found (run scripts/fetch-onnxruntime.sh or set ORT_DYLIB_PATH)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}: CI must run the ONNX Runtime engine tests");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
 }
 
 fn rows(n: usize, width: usize) -> Vec<f32> {
@@ -95,7 +96,7 @@ fn compare(model: &Path, lib: &Path, kind: &str, features: &[f32], n: usize) {
 
 #[test]
 fn kiln_models_agree_across_engines() {
-    let Some(lib) = ort_lib() else { return };
+    let lib = ort_lib();
     let k = Kiln::new();
     let (train, val, test) = synthetic_splits(&k, 23);
     k.ok(&[
@@ -153,8 +154,8 @@ fn kiln_models_agree_across_engines() {
 
 #[test]
 fn python_tool_models_agree_across_engines() {
-    let Some(lib) = ort_lib() else { return };
-    let Some(py) = python() else { return };
+    let lib = ort_lib();
+    let py = python();
     let k = Kiln::new();
     let dir = k.path("models");
     let out = std::process::Command::new(&py)
@@ -223,7 +224,7 @@ fn python_tool_models_agree_across_engines() {
 /// a clear error, not a panic.
 #[test]
 fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
-    let Some(lib) = ort_lib() else { return };
+    let lib = ort_lib();
     let k = Kiln::new();
     let (_, _, test) = trained_and_exported(&k, 29, "3");
     let t = k.json(&[
@@ -446,20 +447,16 @@ fn model_kind_by_opset_by_batch_matrix() {
             let e = k.json(&export.iter().map(String::as_str).collect::<Vec<_>>());
             let diff = e["verification"]["max_abs_diff"].as_f64().unwrap();
             assert!(diff <= 1e-5, "{file}: tract vs burn {diff}");
-            if lib.is_some() {
-                let diff = e["verification_ort"]["max_abs_diff"].as_f64().unwrap();
-                assert!(diff <= 1e-5, "{file}: ONNX Runtime vs burn {diff}");
-            }
-            if let Some(lib) = &lib {
-                for n in [1, 7, 64] {
-                    compare(&k.path(&file), lib, "f32", &rows(n, width), n);
-                }
+            let diff = e["verification_ort"]["max_abs_diff"].as_f64().unwrap();
+            assert!(diff <= 1e-5, "{file}: ONNX Runtime vs burn {diff}");
+            for n in [1, 7, 64] {
+                compare(&k.path(&file), &lib, "f32", &rows(n, width), n);
             }
             files.push(k.path(&file));
         }
     }
-    if let Some(py) = python() {
-        let out = std::process::Command::new(py)
+    {
+        let out = std::process::Command::new(python())
             .arg(repo().join("scripts/onnx_check_many.py"))
             .args(&files)
             .output()

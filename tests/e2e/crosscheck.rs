@@ -1,14 +1,17 @@
 //! Cross-checks with implementations kiln did not write: the Python `onnx` checker (full check
 //! and strict shape inference) and ONNX Runtime, which must agree with kiln's tract outputs.
 //!
-//! Python tools come from `KILN_PYTHON` or the repository's `.venv` (`scripts/setup-python.sh`).
-//! Without them the tests say so and skip, except under CI (`CI` set), where that is a failure.
+//! Python tools come from `KILN_PYTHON` or the repository's `.venv` (`scripts/setup-python.sh`;
+//! nextest's setup script runs it). Without them these tests fail, naming the fix: they never
+//! pass without running the cross-check.
 
 use crate::util::{Kiln, repo, synthetic_splits};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub fn python() -> Option<PathBuf> {
+/// The Python with the cross-check tools. A test that needs it fails without it, naming the
+/// fix: the README's test command (nextest) installs it first (scripts/nextest-setup.sh).
+pub fn python() -> PathBuf {
     let candidates = [
         std::env::var_os("KILN_PYTHON").map(PathBuf::from),
         Some(repo().join(".venv/bin/python")),
@@ -20,16 +23,26 @@ pub fn python() -> Option<PathBuf> {
             .map(|o| o.status.success())
             .unwrap_or(false);
         if ok {
-            return Some(c);
+            return c;
         }
     }
-    let msg =
-        "Python with onnx + onnxruntime not found (run scripts/setup-python.sh or set KILN_PYTHON)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}: CI must run the cross-checks");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    panic!(
+        "{}",
+        missing_tool(
+            "Python with onnx + onnxruntime",
+            "scripts/setup-python.sh or set KILN_PYTHON"
+        )
+    );
+}
+
+/// Why a cross-check tool is missing and how to get it.
+pub fn missing_tool(what: &str, fix: &str) -> String {
+    let setup = std::env::var("KILN_TOOL_SETUP_ERROR")
+        .map(|e| format!(" (nextest's setup script said: {e})"))
+        .unwrap_or_default();
+    format!(
+        "{what} not found{setup}: run `cargo nextest run`, whose setup script installs it, or {fix}; this test cross-checks kiln against it and cannot pass without it"
+    )
 }
 
 /// Runs the checker and ONNX Runtime on `model` with `rows`; returns ORT's outputs.
@@ -79,7 +92,7 @@ fn tract_outputs(model: &Path, rows: &[Vec<f32>]) -> Vec<Vec<f32>> {
 
 #[test]
 fn exported_and_quantized_models_pass_onnx_checker_and_onnxruntime() {
-    let Some(py) = python() else { return };
+    let py = python();
     let k = Kiln::new();
     let (train, val, _) = synthetic_splits(&k, 21);
     k.ok(&[
@@ -162,7 +175,7 @@ fn exported_and_quantized_models_pass_onnx_checker_and_onnxruntime() {
 /// decode and re-encode to the same message.
 #[test]
 fn onnx_messages_round_trip_models_from_python() {
-    let Some(py) = python() else { return };
+    let py = python();
     let k = Kiln::new();
     let dir = k.path("models");
     let out = Command::new(&py)

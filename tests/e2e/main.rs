@@ -21,6 +21,7 @@ mod pipeline;
 mod resume;
 mod serve;
 mod streaming;
+mod testplan;
 mod util;
 #[cfg(feature = "distributed")]
 mod worker;

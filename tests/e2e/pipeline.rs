@@ -724,8 +724,8 @@ fn regression_pipeline() {
         3,
     );
     assert!(err.contains("must be numeric"), "{err}");
-    if let Some(py) = crate::crosscheck::python() {
-        let out = std::process::Command::new(py)
+    {
+        let out = std::process::Command::new(crate::crosscheck::python())
             .arg(repo().join("scripts/onnx_crosscheck.py"))
             .arg(k.path("run/model.onnx"))
             .output()
@@ -973,4 +973,69 @@ fn gradient_accumulation_matches_a_larger_batch() {
         d > 1e-3,
         "batch 10 without accumulation should differ ({d})"
     );
+}
+
+/// Regression targets in the hundreds and in the millions export and verify: the tolerance
+/// scales with the output (one f32 ulp at 256 is already 3e-5), and the report says which
+/// tolerance was used. A corrupted weight is still refused at that scale, and nothing is written.
+#[test]
+fn regression_exports_verify_on_large_targets_and_corruption_is_refused() {
+    for (scale, offset) in [(60.0f32, 150.0f32), (8.0e5, 3.0e6)] {
+        let k = Kiln::new();
+        let mut all = kiln::data::synthetic::make_regression(400, 5, 3, 0.1, 13);
+        if let Some(kiln::core::Targets::Values(v)) = all.targets.as_mut() {
+            v.iter_mut().for_each(|y| *y = *y * scale + offset);
+        }
+        let data = k.write_dataset("all.csv", &all);
+        k.ok(&[
+            "train",
+            "--task",
+            "regression",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "run",
+            "--epochs",
+            "8",
+            "-q",
+        ]);
+        let e = k.json(&["export", "--model", "run/model", "--output", "m.onnx"]);
+        let v = &e["verification"];
+        assert!(f(v, "/error_ratio") <= 1.0, "offset {offset}: {e:#}");
+        assert_eq!(f(v, "/tolerance/atol"), f64::from(1e-5f32), "{e:#}");
+        assert_eq!(f(v, "/tolerance/rtol"), f64::from(1e-5f32), "{e:#}");
+        // Absolute tolerances alone would not do at this scale: the allowed difference grew.
+        assert!(f(v, "/allowed_diff") > 1e-4, "{e:#}");
+
+        // Corrupt one stored weight (and its recorded checksum, so that the integrity check
+        // lets it through): the graph is built from it, burn's reference outputs are not.
+        let path = k.path("run/model/weights.safetensors");
+        let sha = |p: &std::path::Path| {
+            let out = std::process::Command::new("sha256sum")
+                .arg(p)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)[..64].to_string()
+        };
+        let old_sha = sha(&path);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let at = 8 + header;
+        let w = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + 0.5;
+        bytes[at..at + 4].copy_from_slice(&w.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let meta = k.path("run/model/metadata.json");
+        let text = std::fs::read_to_string(&meta).unwrap();
+        assert!(text.contains(&old_sha), "{text}");
+        std::fs::write(&meta, text.replace(&old_sha, &sha(&path))).unwrap();
+        let err = k.fails(
+            &["export", "--model", "run/model", "--output", "bad.onnx"],
+            1,
+        );
+        assert!(
+            err.contains("verification failed") && err.contains("was not written"),
+            "offset {offset}: {err}"
+        );
+        assert!(!k.path("bad.onnx").exists());
+    }
 }

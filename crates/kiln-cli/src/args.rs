@@ -3,7 +3,9 @@ use std::path::PathBuf;
 
 /// kiln: train, export, optimize and run models, one Rust-native pipeline.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, long_about = None, arg_required_else_help = true,
+#[command(name = "kiln", version,
+    about = "kiln: train a model, export it to ONNX, optimize it and serve it, checking accuracy at every step.\nExample: kiln pipeline --demo --out runs/demo",
+    long_about = None, arg_required_else_help = true,
     after_help = "Start with `kiln pipeline --demo --out runs/demo`, which generates data and runs every stage.")]
 pub struct Cli {
     /// Print one JSON summary object on stdout (logs go to stderr); same as --format json.
@@ -149,9 +151,9 @@ pub struct TrainFlags {
     /// Target column name [default: label].
     #[arg(long, env = "KILN_TARGET")]
     pub target: Option<String>,
-    /// What to learn: classification (class labels) or regression (a numeric target)
-    /// [default: classification].
-    #[arg(long, env = "KILN_TASK")]
+    /// What to learn: classification (class labels) or regression (a numeric target); also
+    /// spelled --model-type classifier|regressor [default: classification].
+    #[arg(long, env = "KILN_TASK", visible_alias = "model-type")]
     pub task: Option<String>,
     /// Number of epochs [default: 20].
     #[arg(long, env = "KILN_EPOCHS")]
@@ -163,7 +165,7 @@ pub struct TrainFlags {
     #[arg(long, env = "KILN_GRAD_ACCUM")]
     pub grad_accum: Option<usize>,
     /// Learning rate [default: 0.001].
-    #[arg(long, env = "KILN_LR")]
+    #[arg(long, env = "KILN_LR", visible_alias = "learning-rate")]
     pub lr: Option<f64>,
     /// Hidden activation: relu, tanh, sigmoid, silu or gelu (silu and gelu export as ONNX
     /// local functions in the ai.kiln domain) [default: relu].
@@ -289,7 +291,7 @@ pub struct ExportArgs {
     #[arg(long, requires = "spec")]
     pub weights: Option<PathBuf>,
     /// Layout of Linear weights in --weights: burn ([in, out]) or torch ([out, in]).
-    #[arg(long, default_value = "burn")]
+    #[arg(long, default_value = "burn", requires = "spec")]
     pub weights_layout: String,
     /// Output .onnx file.
     #[arg(long)]
@@ -300,9 +302,14 @@ pub struct ExportArgs {
     /// Skip verification against burn's outputs.
     #[arg(long)]
     pub no_verify: bool,
-    /// Verification tolerance (max abs diff).
-    #[arg(long, default_value_t = 1e-5)]
+    /// Verification tolerance, absolute part: an output passes when |onnx - burn| <= atol + rtol
+    /// x the largest magnitude of that output over the reference rows.
+    #[arg(long, default_value_t = 1e-5, conflicts_with = "no_verify")]
     pub atol: f32,
+    /// Verification tolerance, relative part (see --atol): what lets regression outputs in the
+    /// hundreds or millions verify at f32 precision.
+    #[arg(long, default_value_t = 1e-5, conflicts_with = "no_verify")]
+    pub rtol: f32,
     /// Name of the graph input.
     #[arg(long, default_value = "features")]
     pub input_name: String,
@@ -338,18 +345,20 @@ pub struct OptimizeArgs {
     /// Input .onnx file (never modified).
     #[arg(long)]
     pub model: PathBuf,
-    /// Output .onnx file.
+    /// Output .onnx file [default: beside the input, named for what was done: <stem>.int8.onnx
+    /// (dynamic), <stem>.int8-static.onnx, <stem>.opt.onnx (graph passes only) or
+    /// <stem>.auto.onnx; never over the input, nor over an existing file without --force].
     #[arg(long)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Quantization: none, dynamic (int8 weights) or static (calibrated QDQ).
     #[arg(long, default_value = "none")]
     pub quantization: String,
     /// Calibration method for static quantization: minmax, percentile (99.99 %) or entropy
     /// (the KL-divergence clipping threshold).
-    #[arg(long, default_value = "minmax")]
+    #[arg(long, default_value = "minmax", requires = "calibration_data")]
     pub calibration_method: String,
     /// Refuse an output whose validation accuracy is below this fraction of the input's.
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = 0.99, requires = "validate_data")]
     pub min_accuracy_ratio: f64,
     /// Graph passes: none, basic (identity removal, constant folding, dead code), extended (+ CSE,
     /// MatMul+Add→Gemm, transpose folding, input normalization folded into the first Gemm when
@@ -393,22 +402,40 @@ pub struct OptimizeArgs {
     /// --engine ort (then integer), qdq for static and weight-only.
     #[arg(long, default_value = "auto")]
     pub onnx_form: String,
-    /// With --engine auto: ONNX Runtime execution providers to try: auto (every one that
-    /// registers here), or a list such as cpu,cuda:0. An unavailable one is a loud warning.
-    #[arg(long, default_value = "auto", requires = "engine")]
-    pub provider: String,
-    /// With --engine auto: an unavailable requested provider is an error, not a warning.
-    #[arg(long, requires = "engine")]
+    /// ONNX Runtime execution provider the model is for: cpu, cuda[:N] or tensorrt[:N] (ONNX
+    /// Runtime's names, e.g. CUDAExecutionProvider, work too). Without --engine it means
+    /// --engine ort: the ONNX form suits that provider (QDQ for TensorRT), and the written model
+    /// is run in ONNX Runtime on it and compared with tract. One that is not available here is a
+    /// loud warning naming what runs instead. With --engine auto: the providers to try, auto
+    /// (every one that registers here, the default) or a list such as cpu,cuda:0.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// An unavailable --provider is an error, not a warning.
+    #[arg(long, requires = "provider")]
     pub strict_provider: bool,
-    /// With --engine auto: the batch size to measure speed at.
-    #[arg(long, default_value_t = 64, requires = "engine")]
-    pub batch_size: usize,
+    /// With --engine auto: the batch size to measure speed at [default: 64].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// With --engine auto: write the accuracy-vs-speed chart of the candidates (SVG, PNG) here.
-    #[arg(long, requires = "engine")]
+    #[arg(long)]
     pub plots: Option<PathBuf>,
     /// Path of libonnxruntime.so [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+}
+
+/// Where ONNX Runtime runs the model (`infer`, `serve`, `bench`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ProviderArgs {
+    /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N] (ONNX Runtime's names,
+    /// e.g. CUDAExecutionProvider, work too). Without --engine it selects the ort engine. A
+    /// provider that is not available here is a loud warning naming what runs instead, and the
+    /// JSON result records requested and actual providers.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// An unavailable --provider is an error instead of a warning.
+    #[arg(long, requires = "provider")]
+    pub strict_provider: bool,
 }
 
 /// `kiln infer`.
@@ -431,10 +458,10 @@ pub struct InferArgs {
     /// Threads running batches in parallel; 0 picks for the engine (tract: one per core, since
     /// a tract call is single-threaded unless --threads; ort: 1, since ONNX Runtime threads
     /// each call itself).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "stream")]
     pub workers: usize,
     /// What to do with NaN/inf feature values: reject (error record) or pass (to the model).
-    #[arg(long, default_value = "reject")]
+    #[arg(long, default_value = "reject", conflicts_with = "stream")]
     pub non_finite: String,
     /// Warm-up iterations at the batch size in use before the first real row.
     #[arg(long, default_value_t = 0)]
@@ -442,14 +469,14 @@ pub struct InferArgs {
     /// Output file (.csv, .jsonl, or .npy for the score matrix); stdout as CSV when absent.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Rows per engine call.
-    #[arg(long, default_value_t = 64)]
+    /// Rows per engine call (--stream runs each row as it arrives).
+    #[arg(long, default_value_t = 64, conflicts_with = "stream")]
     pub batch_size: usize,
     /// Inference engine: tract (pure Rust), ort (ONNX Runtime, loaded at run time), or auto
     /// (the choice `kiln optimize --engine auto` recorded in the model, else the faster of the
-    /// two measured here).
-    #[arg(long, default_value = "tract")]
-    pub engine: String,
+    /// two measured here) [default: ort with --provider, else tract].
+    #[arg(long)]
+    pub engine: Option<String>,
     /// Path of libonnxruntime.so for --engine ort [default: $ORT_DYLIB_PATH, then .ort/lib].
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
@@ -458,10 +485,8 @@ pub struct InferArgs {
     /// calls at once instead].
     #[arg(long)]
     pub threads: Option<usize>,
-    /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N]. A provider that cannot
-    /// be registered is an error, never a silent fall-back to the CPU.
-    #[arg(long, default_value = "cpu")]
-    pub provider: String,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     /// Target column; when present, accuracy is reported.
     #[arg(long, default_value = "label")]
     pub target: String,
@@ -563,9 +588,8 @@ pub struct ServeArgs {
     /// Intra-op threads per call: ONNX Runtime's, or tract's (matrix products, kiln's int8 op).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// ONNX Runtime execution provider: cpu, cuda[:N] or tensorrt[:N].
-    #[arg(long, default_value = "cpu")]
-    pub provider: String,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
 }
 
 /// `kiln bench`.
@@ -617,6 +641,8 @@ pub struct BenchArgs {
     /// Path of libonnxruntime.so.
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     /// Instead of the sweep, run this many predictions (tract, first batch size) and fail when
     /// resident memory grows by more than --max-growth percent after the first tenth.
     #[arg(long, conflicts_with = "server")]

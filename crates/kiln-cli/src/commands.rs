@@ -1,6 +1,7 @@
 use crate::args::{
     BenchArgs, Cli, Command, CompareArgs, ExportArgs, Format, InferArgs, InspectArgs, OptimizeArgs,
-    PackageArgs, PipelineArgs, ProfileArgs, RunFlags, RunsAction, RunsArgs, TrainArgs, TrainFlags,
+    PackageArgs, PipelineArgs, ProfileArgs, ProviderArgs, RunFlags, RunsAction, RunsArgs,
+    TrainArgs, TrainFlags,
 };
 use crate::render::{Reporter, Table, print_tables};
 use anyhow::{Context, Result};
@@ -409,8 +410,8 @@ fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
     }
     if let Some(t) = &flags.task {
         c.task = match t.as_str() {
-            "classification" => kiln_core::Task::Classification,
-            "regression" => kiln_core::Task::Regression,
+            "classification" | "classifier" => kiln_core::Task::Classification,
+            "regression" | "regressor" => kiln_core::Task::Regression,
             other => {
                 return Err(usage(format!(
                     "unknown --task {other:?}; use classification or regression"
@@ -786,7 +787,10 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
     let opts = ExportOptions {
         opset: a.opset,
         verify: !a.no_verify,
-        atol: a.atol,
+        tolerance: kiln_export::Tolerance {
+            atol: a.atol,
+            rtol: a.rtol,
+        },
         force: a.force,
         input_name: a.input_name.clone(),
         output_names: a.output_names.clone().unwrap_or_default(),
@@ -822,17 +826,16 @@ fn export(cli: &Cli, a: &ExportArgs, rep: &mut Reporter) -> Result<()> {
         o.bytes,
         a.opset
     );
-    if let Some(v) = &o.verification {
-        human.push_str(&format!(
-            "\nverified against burn: max abs diff {:.3e}, argmax agreement {:.4}",
-            v.max_abs_diff, v.argmax_agreement
-        ));
-    }
-    if let Some(v) = &o.verification_ort {
-        human.push_str(&format!(
-            "\nverified in ONNX Runtime too: max abs diff {:.3e}, argmax agreement {:.4}",
-            v.max_abs_diff, v.argmax_agreement
-        ));
+    for (what, v) in [
+        ("verified against burn", &o.verification),
+        ("verified in ONNX Runtime too", &o.verification_ort),
+    ] {
+        if let Some(v) = v {
+            human.push_str(&format!(
+                "\n{what}: max abs diff {:.3e} (allowed {:.3e}: atol {:.0e} + rtol {:.0e} x output scale), argmax agreement {:.4}",
+                v.max_abs_diff, v.allowed_diff, v.tolerance.atol, v.tolerance.rtol, v.argmax_agreement
+            ));
+        }
     }
     summary(
         cli,
@@ -863,11 +866,13 @@ fn optimize_auto(
     cli: &Cli,
     a: &OptimizeArgs,
     base: OptimizeOptions,
+    output: &Path,
     rep: &mut Reporter,
 ) -> Result<()> {
     use kiln_optimize::auto::{AutoOptions, optimize_auto};
     let mut providers = vec![Provider::Cpu];
-    if a.provider == "auto" {
+    let requested = a.provider.as_deref().unwrap_or("auto");
+    if requested == "auto" {
         // Every GPU provider this build knows, probed with errors on; unavailable ones are
         // skipped quietly since nobody asked for them.
         for p in ["cuda:0", "tensorrt:0"] {
@@ -886,7 +891,7 @@ fn optimize_auto(
         }
     } else {
         providers.clear();
-        for name in a.provider.split(',') {
+        for name in requested.split(',') {
             providers.push(Provider::parse(name.trim()).map_err(|e| usage(e.to_string()))?);
         }
     }
@@ -894,7 +899,17 @@ fn optimize_auto(
     if ort_available(a.ort_lib.as_deref()) {
         engines.push(EngineKind::Ort);
     } else {
-        tracing::warn!(target: "kiln", "ONNX Runtime is not available (scripts/fetch-onnxruntime.sh or --ort-lib), so only tract is measured");
+        let gpus: Vec<String> = providers
+            .iter()
+            .filter(|p| **p != Provider::Cpu)
+            .map(Provider::to_string)
+            .collect();
+        let unused = if gpus.is_empty() {
+            String::new()
+        } else {
+            format!("; the requested providers {} are not used", gpus.join(","))
+        };
+        tracing::warn!(target: "kiln", "ONNX Runtime is not available (scripts/fetch-onnxruntime.sh or --ort-lib), so only tract is measured{unused}");
         if a.strict_provider && providers.iter().any(|p| *p != Provider::Cpu) {
             return Err(usage(
                 "--strict-provider: the requested providers need ONNX Runtime, which is not available",
@@ -906,11 +921,11 @@ fn optimize_auto(
         engines,
         providers,
         strict_provider: a.strict_provider,
-        batch_size: a.batch_size,
+        batch_size: a.batch_size.unwrap_or(64),
         ort_lib: a.ort_lib.clone(),
         ..AutoOptions::default()
     };
-    let r = optimize_auto(&a.model, &a.output, &opts, rep)?;
+    let r = optimize_auto(&a.model, output, &opts, rep)?;
     let mut table = Table::new(
         format!("candidates (batch {})", r.batch_size),
         &[
@@ -979,7 +994,7 @@ fn optimize_auto(
         c.threads.map(|t| format!(" with {t} threads")).unwrap_or_default(),
         c.rows_per_second,
         r.batch_size,
-        a.output.display()
+        output.display()
     ));
     for s in &r.skipped {
         human.push_str(&format!("\nnot measured: {} ({})", s.what, s.reason));
@@ -987,7 +1002,7 @@ fn optimize_auto(
     summary_tables(
         cli,
         &human,
-        json!({ "command": "optimize", "auto": r, "plots": plots }),
+        json!({ "command": "optimize", "output": output, "auto": r, "plots": plots }),
         vec![table],
         false,
     );
@@ -1032,6 +1047,20 @@ fn optimize_opts(f: OptimizeFlags<'_>) -> Result<OptimizeOptions> {
 }
 
 fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
+    // --provider alone means the ONNX Runtime form, as `engine_and_provider` rules elsewhere.
+    let engine = match (a.engine.as_deref(), &a.provider) {
+        (Some(e), _) => Some(e),
+        (None, Some(_)) => Some("ort"),
+        (None, None) => None,
+    };
+    refuse_ignored_optimize_flags(a, engine)?;
+    let provider = match (engine, a.provider.as_deref()) {
+        (Some("ort"), Some(p)) => Some(optimize_provider(a, p)?),
+        _ => None,
+    };
+    let tensorrt = provider
+        .as_ref()
+        .is_some_and(|p| p.requested.starts_with("tensorrt"));
     let opts = optimize_opts(OptimizeFlags {
         quantization: &a.quantization,
         level: &a.graph_level,
@@ -1046,60 +1075,30 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
             symmetric_activations: a.symmetric_activations,
             per_channel_weights: !a.per_tensor_weights,
         },
-        form: &a.onnx_form,
-        engine: a.engine.as_deref(),
+        // TensorRT builds its int8 engines from QDQ graphs.
+        form: if tensorrt && a.onnx_form == "auto" {
+            "qdq"
+        } else {
+            &a.onnx_form
+        },
+        engine,
     })?;
-    // Flags that would otherwise be parsed and silently ignored.
-    let auto = a.engine.as_deref() == Some("auto");
-    if a.symmetric_activations && a.quantization != "static" && !auto {
-        return Err(usage(
-            "--symmetric-activations shapes static quantization; add --quantization static (with --calibration-data)",
-        ));
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| default_optimize_output(&a.model, &a.quantization, engine));
+    if engine == Some("auto") {
+        return optimize_auto(cli, a, opts, &output, rep);
     }
-    if a.per_tensor_weights && !matches!(a.quantization.as_str(), "static" | "dynamic") && !auto {
-        return Err(usage(
-            "--per-tensor-weights shapes dynamic or static quantization; add --quantization dynamic (or static with --calibration-data)",
-        ));
-    }
-    if a.engine.as_deref() == Some("auto") && a.quantization != "none" {
-        return Err(usage(format!(
-            "--engine auto tries every quantized form itself; drop --quantization {}",
-            a.quantization
-        )));
-    }
-    if a.quantization == "none" && !auto {
-        if a.onnx_form != "auto" {
-            return Err(usage(format!(
-                "--onnx-form {} chooses how a quantized model is written; add --quantization dynamic or static",
-                a.onnx_form
-            )));
-        }
-        if let Some(engine @ ("tract" | "ort")) = a.engine.as_deref() {
-            return Err(usage(format!(
-                "--engine {engine} chooses the ONNX form of a quantized model; add --quantization dynamic or static, or drop --engine"
-            )));
-        }
-    }
-    if a.engine.as_deref() == Some("auto") && a.onnx_form != "auto" {
-        return Err(usage(format!(
-            "--engine auto tries every ONNX form itself; drop --onnx-form {}",
-            a.onnx_form
-        )));
-    }
-    match a.engine.as_deref() {
-        None | Some("tract" | "ort") => {}
-        Some("auto") => return optimize_auto(cli, a, opts, rep),
-        Some(other) => {
-            return Err(usage(format!(
-                "unknown --engine {other:?} for optimize; use tract or ort (the engine the model is for), or auto (measure and choose)"
-            )));
-        }
-    }
-    let r = GraphOptimizer::new(opts).run(&a.model, &a.output, rep)?;
+    let r = GraphOptimizer::new(opts).run(&a.model, &output, rep)?;
+    let ort_check = match &provider {
+        Some(p) if p.engine == "ort" => Some(check_in_ort(a, &output, p)?),
+        _ => None,
+    };
     let mut human = format!(
         "optimized {} -> {}\nsize {} -> {} bytes ({:.1}%), nodes {} -> {}\n{}",
         a.model.display(),
-        a.output.display(),
+        output.display(),
         r.bytes_before,
         r.bytes_after,
         100.0 * r.bytes_after as f64 / r.bytes_before.max(1) as f64,
@@ -1113,13 +1112,210 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
     for k in &r.kept_float {
         human.push_str(&format!("\nkept in float by the accuracy gate: {k}"));
     }
+    if let Some(c) = &ort_check {
+        human.push_str(&format!(
+            "\nran in ONNX Runtime on {}: {} rows, max abs diff from tract {:.3e}",
+            c.provider, c.rows, c.max_abs_diff
+        ));
+    }
     summary(
         cli,
         &human,
-        json!({ "command": "optimize", "report": r, "accuracy_ratio": r.comparison.accuracy_ratio() }),
+        json!({ "command": "optimize", "output": output, "report": r, "accuracy_ratio": r.comparison.accuracy_ratio(),
+            "provider": provider, "ort_check": ort_check }),
         false,
     );
     Ok(())
+}
+
+/// Flags that would otherwise be parsed and silently ignored by `kiln optimize`.
+fn refuse_ignored_optimize_flags(a: &OptimizeArgs, engine: Option<&str>) -> Result<()> {
+    let auto = engine == Some("auto");
+    let refuse = |msg: String| Err(usage(msg));
+    if a.symmetric_activations && a.quantization != "static" && !auto {
+        return refuse("--symmetric-activations shapes static quantization; add --quantization static (with --calibration-data)".into());
+    }
+    if a.per_tensor_weights && !matches!(a.quantization.as_str(), "static" | "dynamic") && !auto {
+        return refuse("--per-tensor-weights shapes dynamic or static quantization; add --quantization dynamic (or static with --calibration-data)".into());
+    }
+    if a.calibration_data.is_some() && a.quantization != "static" && !auto {
+        return refuse("--calibration-data calibrates static quantization; add --quantization static (or --engine auto, which tries it)".into());
+    }
+    if !auto && (a.batch_size.is_some() || a.plots.is_some()) {
+        return refuse("--batch-size and --plots set how --engine auto measures its candidates; add --engine auto or drop them".into());
+    }
+    match engine {
+        None | Some("tract" | "ort" | "auto") => {}
+        Some(other) => {
+            return refuse(format!(
+                "unknown --engine {other:?} for optimize; use tract or ort (the engine the model is for), or auto (measure and choose)"
+            ));
+        }
+    }
+    if auto && a.quantization != "none" {
+        return refuse(format!(
+            "--engine auto tries every quantized form itself; drop --quantization {}",
+            a.quantization
+        ));
+    }
+    if auto && a.onnx_form != "auto" {
+        return refuse(format!(
+            "--engine auto tries every ONNX form itself; drop --onnx-form {}",
+            a.onnx_form
+        ));
+    }
+    if let (Some("tract"), Some(p)) = (engine, &a.provider) {
+        return refuse(format!(
+            "--provider {p} is an ONNX Runtime execution provider and tract runs on the CPU only; use --engine ort (or --provider alone)"
+        ));
+    }
+    if a.quantization == "none" && !auto && a.onnx_form != "auto" {
+        return refuse(format!(
+            "--onnx-form {} chooses how a quantized model is written; add --quantization dynamic or static",
+            a.onnx_form
+        ));
+    }
+    let form_only = engine == Some("tract") || (engine == Some("ort") && a.provider.is_none());
+    if a.quantization == "none" && form_only {
+        return refuse(format!(
+            "--engine {} chooses the ONNX form of a quantized model; add --quantization dynamic or static, or drop --engine",
+            engine.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// Where `kiln optimize` writes when --output is not given: beside the input, named for what
+/// was done.
+fn default_optimize_output(model: &Path, quantization: &str, engine: Option<&str>) -> PathBuf {
+    let what = match (engine, quantization) {
+        (Some("auto"), _) => "auto",
+        (_, "dynamic") => "int8",
+        (_, "static") => "int8-static",
+        _ => "opt",
+    };
+    let stem = model
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    model.with_file_name(format!("{stem}.{what}.onnx"))
+}
+
+/// `kiln optimize --provider P`: checks, before anything is written, where ONNX Runtime will run
+/// the model: P, or the CPU with a loud warning (an error with --strict-provider); tract when
+/// ONNX Runtime itself is not here.
+fn optimize_provider(a: &OptimizeArgs, name: &str) -> Result<kiln_infer::ProviderChoice> {
+    let provider = Provider::parse(name).map_err(|e| usage(e.to_string()))?;
+    let config = EngineConfig {
+        kind: EngineKind::Ort,
+        ort_lib: a.ort_lib.clone(),
+        threads: Some(1),
+        provider,
+        concurrency: 1,
+    };
+    let choice = match kiln_infer::load_on_provider(&a.model, config, a.strict_provider) {
+        Ok((_, choice)) => choice,
+        Err(kiln_infer::InferError::EngineUnavailable { reason, .. }) if !a.strict_provider => {
+            kiln_infer::ProviderChoice {
+                engine: "tract",
+                requested: provider.to_string(),
+                actual: Provider::Cpu.to_string(),
+                fallback: Some(format!(
+                    "ONNX Runtime is not available ({reason}), so the model is written in its ONNX Runtime form but checked in tract only"
+                )),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(w) = choice.warning() {
+        tracing::warn!(target: "kiln", "{w}");
+    }
+    Ok(choice)
+}
+
+/// The optimized model run in ONNX Runtime on the provider it is for.
+#[derive(Debug, Serialize)]
+struct OrtCheck {
+    provider: String,
+    rows: usize,
+    max_abs_diff: f32,
+}
+
+/// Runs the written model in ONNX Runtime on `choice.actual` and in tract on the same rows
+/// (synthetic, from its signature) and reports how far apart they are.
+fn check_in_ort(
+    a: &OptimizeArgs,
+    output: &Path,
+    choice: &kiln_infer::ProviderChoice,
+) -> Result<OrtCheck> {
+    let provider = Provider::parse(&choice.actual).map_err(|e| usage(e.to_string()))?;
+    let ort = Model::load(
+        output,
+        EngineConfig {
+            kind: EngineKind::Ort,
+            ort_lib: a.ort_lib.clone(),
+            threads: Some(1),
+            provider,
+            concurrency: 1,
+        },
+    )
+    .with_context(|| {
+        format!(
+            "{} was written but does not load in ONNX Runtime on {provider}",
+            output.display()
+        )
+    })?;
+    let tract = Model::load(output, EngineKind::Tract)?;
+    let rows = 64;
+    let x = kiln_infer::synthetic_rows(tract.info(), rows, 0x6b696c6e)?;
+    let (p, q) = (ort.predict(&x, rows)?, tract.predict(&x, rows)?);
+    let max_abs_diff = p
+        .iter()
+        .zip(&q)
+        .flat_map(|(p, q)| p.scores.iter().zip(&q.scores))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    Ok(OrtCheck {
+        provider: choice.actual.clone(),
+        rows,
+        max_abs_diff,
+    })
+}
+
+/// The engine and provider a command runs: `--provider` without `--engine` means ONNX Runtime;
+/// tract runs on the CPU only, so a GPU provider with `--engine tract` is refused.
+pub(crate) fn engine_and_provider(
+    engine: Option<&str>,
+    p: &ProviderArgs,
+) -> Result<(String, Provider)> {
+    let provider = match &p.provider {
+        Some(name) => Provider::parse(name).map_err(|e| usage(e.to_string()))?,
+        None => Provider::Cpu,
+    };
+    let engine = match (engine, &p.provider) {
+        (Some(e), _) => e.to_string(),
+        (None, Some(_)) => "ort".to_string(),
+        (None, None) => "tract".to_string(),
+    };
+    if engine == "tract" && provider != Provider::Cpu {
+        return Err(usage(format!(
+            "--provider {provider} is an ONNX Runtime execution provider and tract runs on the CPU only; drop --engine tract (--provider alone selects the ort engine)"
+        )));
+    }
+    Ok((engine, provider))
+}
+
+/// Loads the model on the requested provider, or on the CPU with a loud warning when that
+/// provider is not here (an error with --strict-provider).
+pub(crate) fn load_on_provider(
+    path: &Path,
+    engine: EngineConfig,
+    p: &ProviderArgs,
+) -> Result<(Model, kiln_infer::ProviderChoice)> {
+    let (model, choice) = kiln_infer::load_on_provider(path, engine, p.strict_provider)?;
+    if let Some(w) = choice.warning() {
+        tracing::warn!(target: "kiln", "{w}");
+    }
+    Ok((model, choice))
 }
 
 fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
@@ -1135,8 +1331,8 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     if a.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1"));
     }
-    let kind = EngineKind::parse(&a.engine).map_err(|e| usage(e.to_string()))?;
-    let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
+    let (engine_name, provider) = engine_and_provider(a.engine.as_deref(), &a.provider)?;
+    let kind = EngineKind::parse(&engine_name).map_err(|e| usage(e.to_string()))?;
     let workers = match (a.workers, kind) {
         (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         (0, _) => 1,
@@ -1150,7 +1346,7 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         concurrency: workers,
     };
     // `auto` measures the available engines on this model at the batch size in use.
-    let (engine, auto) = if a.engine == "auto" {
+    let (engine, auto) = if engine_name == "auto" {
         let (cfg, choice) =
             kiln_infer::choose_engine(&a.model, if a.stream { 1 } else { a.batch_size }, &engine)?;
         tracing::info!(target: "kiln", "engine auto: {} ({})", choice.engine, choice.reason);
@@ -1158,7 +1354,7 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     } else {
         (engine, None)
     };
-    let model = Model::load(&a.model, engine)?;
+    let (model, provider) = load_on_provider(&a.model, engine, &a.provider)?;
     let explicit_format = match a.input_format.as_deref() {
         None => None,
         Some("csv") => Some(kiln_data::Format::Csv),
@@ -1197,7 +1393,7 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
         summary(
             cli,
             &human,
-            json!({ "command": "infer", "stream": true, "engine": model.engine_name(), "warmup_seconds": warmup_seconds, "report": r }),
+            json!({ "command": "infer", "stream": true, "engine": model.engine_name(), "provider": provider, "warmup_seconds": warmup_seconds, "report": r }),
             true,
         );
         return Ok(());
@@ -1279,7 +1475,7 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     summary_tables(
         cli,
         &human,
-        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "auto": auto, "warmup_seconds": warmup_seconds, "report": report }),
+        json!({ "command": "infer", "output": a.output, "engine": model.engine_name(), "provider": provider, "auto": auto, "warmup_seconds": warmup_seconds, "report": report }),
         tables,
         a.output.is_none(),
     );
@@ -1788,6 +1984,35 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// Puts `--provider` on the ONNX Runtime configurations of a bench (after checking that it
+/// registers here, else the CPU with a warning), and returns what was requested and used.
+fn bench_provider(
+    model: &Path,
+    engines: &mut [EngineConfig],
+    p: &ProviderArgs,
+) -> Result<Option<kiln_infer::ProviderChoice>> {
+    let Some(name) = &p.provider else {
+        return Ok(None);
+    };
+    let requested = Provider::parse(name).map_err(|e| usage(e.to_string()))?;
+    let Some(ort) = engines.iter().find(|e| e.kind == EngineKind::Ort).cloned() else {
+        return Err(usage(format!(
+            "--provider {name} is an ONNX Runtime execution provider, and no ort engine is benchmarked here; add --engines ort (or auto with ONNX Runtime installed)"
+        )));
+    };
+    let probe = EngineConfig {
+        provider: requested,
+        concurrency: 1,
+        ..ort
+    };
+    let (_, choice) = load_on_provider(model, probe, p)?;
+    let actual = Provider::parse(&choice.actual).map_err(|e| usage(e.to_string()))?;
+    for e in engines.iter_mut().filter(|e| e.kind == EngineKind::Ort) {
+        e.provider = actual;
+    }
+    Ok(Some(choice))
+}
+
 fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     if let Some(url) = &a.server {
         return crate::serve::bench_server(cli, a, url);
@@ -1803,6 +2028,11 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
         return Err(usage("--seconds must be positive"));
     }
     if let Some(n) = a.leak_check {
+        if let Some(p) = &a.provider.provider {
+            return Err(usage(format!(
+                "--leak-check runs tract on the CPU, so --provider {p} would be ignored; drop one of them"
+            )));
+        }
         let model = Model::load(model_path, EngineKind::Tract)?;
         let r = kiln_infer::leak_check(&model, a.batch_sizes[0], n)?;
         let human = format!(
@@ -1857,6 +2087,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     if a.workers.is_empty() || a.workers.contains(&0) {
         return Err(usage("--workers needs positive counts, e.g. 1,2"));
     }
+    let provider = bench_provider(model_path, &mut engines, &a.provider)?;
     // What is measured, all in this one run: the model as given ("suite" 0, the baseline of
     // the ratio column), its int8 forms with --int8, and the configuration recorded in it by
     // `kiln optimize --engine auto`.
@@ -2049,7 +2280,7 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     summary_tables(
         cli,
         &human,
-        json!({ "command": "bench", "model": model_path, "report": r, "suites": reports, "ratios": ratios, "plots": plots }),
+        json!({ "command": "bench", "model": model_path, "report": r, "suites": reports, "provider": provider, "ratios": ratios, "plots": plots }),
         vec![table],
         false,
     );

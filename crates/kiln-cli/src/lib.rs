@@ -1,7 +1,8 @@
 //! The `kiln` command-line front end. It parses arguments and config files into validated
 //! stage configurations, dispatches to the stage crates, and renders their events and results.
-//! No pipeline logic lives here: every command is a few calls into `kiln-train`,
-//! `kiln-export`, `kiln-optimize` and `kiln-infer`.
+//! Some pipeline logic still lives here (the run directory and its files, `kiln pipeline`'s
+//! orchestration, config layering, bench-suite building); moving it into the library crates is
+//! tracked work, and docs/ARCHITECTURE.md says what is where.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 input data error,
 //! 4 accuracy gate refused the optimized model.
@@ -141,7 +142,9 @@ fn classify(err: &anyhow::Error) -> i32 {
         match e {
             InferError::Data(_) => Some(EXIT_DATA),
             // A missing engine is a setup problem the user fixes with a flag or a script.
-            InferError::EngineUnavailable { .. } => Some(EXIT_USAGE),
+            InferError::EngineUnavailable { .. } | InferError::ProviderUnavailable { .. } => {
+                Some(EXIT_USAGE)
+            }
             _ => None,
         }
     }

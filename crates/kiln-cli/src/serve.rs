@@ -2,10 +2,10 @@
 //! `kiln-serve`.
 
 use crate::args::{BenchArgs, Cli, ServeArgs};
-use crate::commands::{summary, usage};
+use crate::commands::{engine_and_provider, load_on_provider, summary, usage};
 use anyhow::{Context, Result};
 use kiln_infer::batcher::BatcherConfig;
-use kiln_infer::{EngineConfig, EngineKind, Model, Provider};
+use kiln_infer::{EngineConfig, EngineKind};
 use kiln_serve::loadgen::{LoadOptions, run_load};
 use kiln_serve::{ServeConfig, Server};
 use serde_json::json;
@@ -122,12 +122,12 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     }
     // `_unpacked` keeps a .tar.gz bundle's directory until the server stops.
     let (model_path, default_name, bundle_engine, _unpacked) = resolve_model(&a.model)?;
-    let engine_name = a
-        .engine
-        .clone()
-        .or(bundle_engine)
-        .unwrap_or_else(|| "tract".into());
-    let provider = Provider::parse(&a.provider).map_err(|e| usage(e.to_string()))?;
+    // An explicit --engine, else ort for a --provider, else the bundle's engine, else tract.
+    let bundle_engine = bundle_engine.filter(|_| a.provider.provider.is_none());
+    let (engine_name, provider) = engine_and_provider(
+        a.engine.as_deref().or(bundle_engine.as_deref()),
+        &a.provider,
+    )?;
     let engine = if engine_name == "auto" {
         // The choice recorded by `kiln optimize --engine auto`, else a measurement at the
         // largest batch the server forms.
@@ -154,7 +154,7 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
             concurrency: a.workers,
         }
     };
-    let model = Model::load(&model_path, engine)?;
+    let (model, provider) = load_on_provider(&model_path, engine, &a.provider)?;
     let name = a.name.clone().unwrap_or(default_name);
     let config = ServeConfig {
         addr: SocketAddr::new(host, a.port),
@@ -208,13 +208,18 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     summary(
         cli,
         &human,
-        json!({ "command": "serve", "model": name, "summary": result }),
+        json!({ "command": "serve", "model": name, "engine": engine_used, "provider": provider, "summary": result }),
         false,
     );
     Ok(())
 }
 
 pub(crate) fn bench_server(cli: &Cli, a: &BenchArgs, url: &str) -> Result<()> {
+    if let Some(p) = &a.provider.provider {
+        return Err(usage(format!(
+            "--provider {p} would be ignored by a load test: the server's provider is chosen where it runs (kiln serve --provider)"
+        )));
+    }
     if a.clients == 0 || a.requests == 0 || a.rows_per_request == 0 {
         return Err(usage(
             "--clients, --requests and --rows-per-request must be at least 1",

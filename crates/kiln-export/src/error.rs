@@ -42,12 +42,15 @@ pub enum ExportError {
         dir: PathBuf,
     },
     /// The ONNX outputs differ from burn's by more than the tolerance.
-    #[error("verification failed: max abs diff {:.3e} exceeds tolerance {atol:.1e} (argmax agreement {:.4}); the file was not written", report.max_abs_diff, report.argmax_agreement)]
+    #[error(
+        "verification failed in {engine}: max abs diff {:.3e} where {:.3e} is allowed (atol {:.1e} + rtol {:.1e} x the output's largest reference magnitude; argmax agreement {:.4}); the file was not written. if the graph is right and only the tolerance is tight, raise rtol or atol",
+        report.max_abs_diff, report.allowed_diff, report.tolerance.atol, report.tolerance.rtol, report.argmax_agreement
+    )]
     Verification {
-        /// The comparison.
+        /// The engine that ran the exported graph.
+        engine: String,
+        /// The comparison, with the tolerance it was held to.
         report: VerifyReport,
-        /// The tolerance.
-        atol: f32,
     },
     /// The exported graph could not be run for verification.
     #[error("running the exported model for verification: {0}")]

@@ -34,7 +34,7 @@ mod weights;
 pub use build::{build_model, build_model_with};
 pub use error::ExportError;
 pub use layer::{LayerContext, LayerExport};
-pub use verify::{VerifyReport, verify_against_reference, verify_in_onnx_runtime};
+pub use verify::{Tolerance, VerifyReport, verify_against_reference, verify_in_onnx_runtime};
 pub use weights::Weights;
 
 use kiln_core::{Event, EventSink, Exporter, OnnxModel, TrainedModel};
@@ -51,8 +51,9 @@ pub struct ExportOptions {
     pub opset: i64,
     /// Verify the ONNX file against the reference outputs before writing it.
     pub verify: bool,
-    /// Largest absolute difference allowed by verification.
-    pub atol: f32,
+    /// How far the ONNX outputs may be from burn's (absolute plus relative to each output's
+    /// scale; see [`Tolerance`]).
+    pub tolerance: Tolerance,
     /// Name of the graph input.
     pub input_name: String,
     /// Names of the graph outputs (classifier: scores then label; regressor: predictions);
@@ -102,7 +103,7 @@ impl Default for ExportOptions {
         Self {
             opset: 17,
             verify: true,
-            atol: 1e-5,
+            tolerance: Tolerance::default(),
             input_name: "features".into(),
             output_names: Vec::new(),
             static_batch: None,
@@ -260,44 +261,17 @@ impl OnnxExporter {
                 unit: "engine".into(),
             };
             events.emit(progress(0));
-            let report = verify_against_reference(&bytes, reference, output, &batch_sizes)?;
+            let tolerance = self.options.tolerance;
+            let report =
+                verify_against_reference(&bytes, reference, output, &batch_sizes, tolerance)?;
             events.emit(progress(1));
-            events.emit(Event::Message {
-                level: kiln_core::Level::Info,
-                text: format!(
-                    "verified against burn on {} rows at batch sizes {:?}: max abs diff {:.3e}, argmax agreement {:.4}",
-                    report.rows,
-                    report.batch_sizes, report.max_abs_diff, report.argmax_agreement
-                ),
-            });
-            if report.max_abs_diff.is_nan() || report.max_abs_diff > self.options.atol {
-                return Err(ExportError::Verification {
-                    report,
-                    atol: self.options.atol,
-                });
-            }
-            verification = Some(report);
+            verification = Some(checked("burn in tract", report, events)?);
             // ONNX Runtime too, when its library is here: two independent engines must both
             // reproduce burn.
-            let ort = verify_in_onnx_runtime(&bytes, reference, output, &batch_sizes)?;
+            let ort = verify_in_onnx_runtime(&bytes, reference, output, &batch_sizes, tolerance)?;
             events.emit(progress(2));
             match ort {
-                Some(r) => {
-                    events.emit(Event::Message {
-                        level: kiln_core::Level::Info,
-                        text: format!(
-                            "verified in ONNX Runtime: max abs diff {:.3e}, argmax agreement {:.4}",
-                            r.max_abs_diff, r.argmax_agreement
-                        ),
-                    });
-                    if r.max_abs_diff.is_nan() || r.max_abs_diff > self.options.atol {
-                        return Err(ExportError::Verification {
-                            report: r,
-                            atol: self.options.atol,
-                        });
-                    }
-                    verification_ort = Some(r);
-                }
+                Some(r) => verification_ort = Some(checked("ONNX Runtime", r, events)?),
                 None => events.emit(Event::Message {
                     level: kiln_core::Level::Info,
                     text: "ONNX Runtime is not available (scripts/fetch-onnxruntime.sh or ORT_DYLIB_PATH), so the export was verified in tract only".into(),
@@ -316,6 +290,35 @@ impl OnnxExporter {
             verification,
             verification_ort,
             bytes: bytes.len(),
+        })
+    }
+}
+
+/// Logs a verification and turns a failed one into the error.
+fn checked(
+    engine: &str,
+    report: VerifyReport,
+    events: &mut dyn EventSink,
+) -> Result<VerifyReport, ExportError> {
+    events.emit(Event::Message {
+        level: kiln_core::Level::Info,
+        text: format!(
+            "verified against burn ({engine}) on {} rows at batch sizes {:?}: max abs diff {:.3e} (allowed {:.3e}: atol {:.1e} + rtol {:.1e} x output scale), argmax agreement {:.4}",
+            report.rows,
+            report.batch_sizes,
+            report.max_abs_diff,
+            report.allowed_diff,
+            report.tolerance.atol,
+            report.tolerance.rtol,
+            report.argmax_agreement
+        ),
+    });
+    if report.passed() {
+        Ok(report)
+    } else {
+        Err(ExportError::Verification {
+            engine: engine.to_string(),
+            report,
         })
     }
 }

@@ -4,6 +4,36 @@ use kiln_infer::TractEngine;
 use serde::Serialize;
 use std::path::Path;
 
+/// How far an exported model's outputs may be from the reference: an element passes when
+/// `|onnx - reference| <= atol + rtol * scale`, where `scale` is the largest magnitude of that
+/// output column over the reference rows. A fixed absolute tolerance cannot hold for outputs in
+/// the hundreds or millions (one f32 ulp at 256 is 3.05e-5); scaling by the column rather than
+/// by each element keeps a regression prediction near zero, on a target in the millions, to the
+/// precision its graph (`z * std + mean`) actually has.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub atol: f32,
+    /// Relative part, times the output column's largest reference magnitude.
+    pub rtol: f32,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Self {
+            atol: 1e-5,
+            rtol: 1e-5,
+        }
+    }
+}
+
+impl Tolerance {
+    /// The difference allowed for an output whose column has largest magnitude `scale`.
+    pub fn allowed(&self, scale: f32) -> f32 {
+        self.atol + self.rtol * scale
+    }
+}
+
 /// How closely an exported model reproduces the reference outputs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerifyReport {
@@ -19,6 +49,19 @@ pub struct VerifyReport {
     pub min_cosine: f32,
     /// Fraction of rows whose argmax agrees.
     pub argmax_agreement: f32,
+    /// The tolerance the outputs were held to.
+    pub tolerance: Tolerance,
+    /// Largest `|onnx - reference| / allowed` over all outputs: at most 1 passes (NaN fails).
+    pub error_ratio: f32,
+    /// The difference allowed at the element with the largest `error_ratio`.
+    pub allowed_diff: f32,
+}
+
+impl VerifyReport {
+    /// Whether every output is within the tolerance (and none is NaN).
+    pub fn passed(&self) -> bool {
+        self.error_ratio <= 1.0
+    }
 }
 
 /// Runs the serialized model in tract on the reference rows at each of `batch_sizes` (1, 7 and
@@ -29,9 +72,10 @@ pub fn verify_against_reference(
     reference: &Reference,
     origin: &Path,
     batch_sizes: &[usize],
+    tolerance: Tolerance,
 ) -> Result<VerifyReport, ExportError> {
     let engine = TractEngine::from_bytes(onnx, origin)?;
-    compare(&engine, reference, origin, batch_sizes)
+    compare(&engine, reference, origin, batch_sizes, tolerance)
 }
 
 /// The same check in ONNX Runtime (kiln's `ort` engine), when its library can be loaded;
@@ -41,6 +85,7 @@ pub fn verify_in_onnx_runtime(
     reference: &Reference,
     origin: &Path,
     batch_sizes: &[usize],
+    tolerance: Tolerance,
 ) -> Result<Option<VerifyReport>, ExportError> {
     #[cfg(feature = "ort")]
     {
@@ -52,11 +97,11 @@ pub fn verify_in_onnx_runtime(
             ..Default::default()
         };
         let engine = kiln_infer::ort_engine::OrtEngine::from_bytes(onnx, origin, &opts)?;
-        compare(&engine, reference, origin, batch_sizes).map(Some)
+        compare(&engine, reference, origin, batch_sizes, tolerance).map(Some)
     }
     #[cfg(not(feature = "ort"))]
     {
-        let _ = (onnx, reference, origin, batch_sizes);
+        let _ = (onnx, reference, origin, batch_sizes, tolerance);
         Ok(None)
     }
 }
@@ -66,6 +111,7 @@ fn compare(
     reference: &Reference,
     origin: &Path,
     batch_sizes: &[usize],
+    tolerance: Tolerance,
 ) -> Result<VerifyReport, ExportError> {
     let n = reference.inputs.len();
     if n == 0 {
@@ -73,77 +119,137 @@ fn compare(
             dir: origin.to_path_buf(),
         });
     }
-    let width = reference.inputs[0].len();
-    let batch_sizes = batch_sizes.to_vec();
-    let (mut max_abs, mut max_rel, mut min_cos) = (0f32, 0f32, 1f32);
-    let (mut agree, mut compared) = (0usize, 0usize);
-    for &bs in &batch_sizes {
-        let mut start = 0;
-        while start < n {
+    let mut diffs = Diffs::new(column_scales(&reference.outputs), tolerance);
+    for &bs in batch_sizes {
+        for start in (0..n).step_by(bs.max(1)) {
             let idx: Vec<usize> = (0..bs).map(|k| (start + k) % n).collect();
-            let data: Vec<f32> = idx
-                .iter()
-                .flat_map(|&i| reference.inputs[i].iter().copied())
-                .collect();
-            let out = kiln_core::InferenceEngine::run(
-                engine,
-                vec![kiln_core::Tensor::F32 {
-                    shape: vec![bs, width],
-                    data,
-                }],
-            )?;
-            let Some(kiln_core::Tensor::F32 { data: got, .. }) = out.into_iter().next() else {
-                return Err(ExportError::Infer(kiln_infer::InferError::Signature(
-                    "first output is not float32".into(),
-                )));
-            };
-            let per = got.len() / bs;
+            let got = run_rows(engine, reference, &idx)?;
+            let per = got.len() / bs.max(1);
             for (k, &i) in idx.iter().enumerate() {
-                let a = &got[k * per..(k + 1) * per];
-                let b = &reference.outputs[i];
-                if a.len() != b.len() {
-                    return Err(ExportError::Infer(kiln_infer::InferError::Signature(
-                        format!(
-                            "the ONNX model gives {} outputs per row, the reference has {}",
-                            a.len(),
-                            b.len()
-                        ),
-                    )));
-                }
-                let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-                for (x, y) in a.iter().zip(b) {
-                    let d = (x - y).abs();
-                    // A NaN anywhere must fail verification, so compare with `!(d <= m)`.
-                    if d.is_nan() || d > max_abs {
-                        max_abs = d;
-                    }
-                    max_rel = max_rel.max(d / y.abs().max(1e-6));
-                    dot += (*x as f64) * (*y as f64);
-                    na += (*x as f64).powi(2);
-                    nb += (*y as f64).powi(2);
-                }
-                let cos = if na > 0.0 && nb > 0.0 {
-                    (dot / (na.sqrt() * nb.sqrt())) as f32
-                } else {
-                    1.0
-                };
-                min_cos = min_cos.min(cos);
-                compared += 1;
-                if argmax(a) == argmax(b) {
-                    agree += 1;
-                }
+                diffs.add_row(&got[k * per..(k + 1) * per], &reference.outputs[i])?;
             }
-            start += bs;
         }
     }
-    Ok(VerifyReport {
-        rows: n,
-        batch_sizes,
-        max_abs_diff: max_abs,
-        max_rel_diff: max_rel,
-        min_cosine: min_cos,
-        argmax_agreement: agree as f32 / compared.max(1) as f32,
-    })
+    Ok(diffs.report(n, batch_sizes.to_vec()))
+}
+
+/// Runs the reference rows `idx` as one batch and returns the first output, flattened.
+fn run_rows(
+    engine: &dyn kiln_core::InferenceEngine<Error = kiln_infer::InferError>,
+    reference: &Reference,
+    idx: &[usize],
+) -> Result<Vec<f32>, ExportError> {
+    let width = reference.inputs[0].len();
+    let data: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| reference.inputs[i].iter().copied())
+        .collect();
+    let out = kiln_core::InferenceEngine::run(
+        engine,
+        vec![kiln_core::Tensor::F32 {
+            shape: vec![idx.len(), width],
+            data,
+        }],
+    )?;
+    match out.into_iter().next() {
+        Some(kiln_core::Tensor::F32 { data, .. }) => Ok(data),
+        _ => Err(ExportError::Infer(kiln_infer::InferError::Signature(
+            "first output is not float32".into(),
+        ))),
+    }
+}
+
+/// The largest magnitude of each output column over the reference rows.
+fn column_scales(outputs: &[Vec<f32>]) -> Vec<f32> {
+    let width = outputs.first().map_or(0, Vec::len);
+    let mut scales = vec![0f32; width];
+    for row in outputs {
+        for (s, y) in scales.iter_mut().zip(row) {
+            *s = s.max(y.abs());
+        }
+    }
+    scales
+}
+
+/// Running comparison of ONNX rows against reference rows.
+struct Diffs {
+    scales: Vec<f32>,
+    tolerance: Tolerance,
+    max_abs: f32,
+    max_rel: f32,
+    min_cos: f32,
+    ratio: f32,
+    allowed_at_worst: f32,
+    agree: usize,
+    compared: usize,
+}
+
+impl Diffs {
+    fn new(scales: Vec<f32>, tolerance: Tolerance) -> Self {
+        Self {
+            scales,
+            tolerance,
+            max_abs: 0.0,
+            max_rel: 0.0,
+            min_cos: 1.0,
+            ratio: 0.0,
+            allowed_at_worst: tolerance.atol,
+            agree: 0,
+            compared: 0,
+        }
+    }
+
+    fn add_row(&mut self, got: &[f32], want: &[f32]) -> Result<(), ExportError> {
+        if got.len() != want.len() || want.len() != self.scales.len() {
+            return Err(ExportError::Infer(kiln_infer::InferError::Signature(
+                format!(
+                    "the ONNX model gives {} outputs per row, the reference has {}",
+                    got.len(),
+                    want.len()
+                ),
+            )));
+        }
+        let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+        for ((x, y), scale) in got.iter().zip(want).zip(&self.scales) {
+            let d = (x - y).abs();
+            // A NaN anywhere must fail verification, so NaN replaces whatever was there.
+            if d.is_nan() || d > self.max_abs {
+                self.max_abs = d;
+            }
+            self.max_rel = self.max_rel.max(d / y.abs().max(1e-6));
+            let allowed = self.tolerance.allowed(*scale);
+            let ratio = d / allowed;
+            if ratio.is_nan() || ratio > self.ratio {
+                self.ratio = if ratio.is_nan() { f32::INFINITY } else { ratio };
+                self.allowed_at_worst = allowed;
+            }
+            dot += f64::from(*x) * f64::from(*y);
+            na += f64::from(*x).powi(2);
+            nb += f64::from(*y).powi(2);
+        }
+        if na > 0.0 && nb > 0.0 {
+            self.min_cos = self.min_cos.min((dot / (na.sqrt() * nb.sqrt())) as f32);
+        }
+        self.compared += 1;
+        if argmax(got) == argmax(want) {
+            self.agree += 1;
+        }
+        Ok(())
+    }
+
+    fn report(self, rows: usize, batch_sizes: Vec<usize>) -> VerifyReport {
+        VerifyReport {
+            rows,
+            batch_sizes,
+            max_abs_diff: self.max_abs,
+            max_rel_diff: self.max_rel,
+            min_cosine: self.min_cos,
+            argmax_agreement: self.agree as f32 / self.compared.max(1) as f32,
+            tolerance: self.tolerance,
+            error_ratio: self.ratio,
+            allowed_diff: self.allowed_at_worst,
+        }
+    }
 }
 
 fn argmax(v: &[f32]) -> usize {

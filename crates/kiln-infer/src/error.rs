@@ -29,6 +29,14 @@ pub enum InferError {
         /// Why, and how to fix it.
         reason: String,
     },
+    /// The requested ONNX Runtime execution provider cannot run on this machine or build.
+    #[error("the {provider} execution provider is unavailable: {reason}")]
+    ProviderUnavailable {
+        /// The provider asked for (`cuda:0`, `tensorrt:0`).
+        provider: String,
+        /// Why, and how to fix it.
+        reason: String,
+    },
     /// The inputs do not fit the model.
     #[error("invalid input: {0}")]
     Input(String),

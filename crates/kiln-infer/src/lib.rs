@@ -35,6 +35,7 @@ mod model;
 #[cfg(feature = "ort")]
 pub mod ort_engine;
 pub mod profile;
+mod provider;
 mod row_ops;
 mod stream;
 mod tract_engine;
@@ -51,5 +52,6 @@ pub use bench::{
 pub use error::InferError;
 pub use latency::{LatencyBucket, LatencyRecorder, LatencySummary};
 pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction, Provider};
+pub use provider::{ProviderChoice, load_bytes_on_provider, load_on_provider};
 pub use stream::{StreamOptions, StreamReport, infer_stream};
 pub use tract_engine::TractEngine;

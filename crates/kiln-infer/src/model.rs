@@ -66,8 +66,15 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// Parses `cpu`, `cuda`, `cuda:1`, `tensorrt`, `tensorrt:0`.
+    /// Parses `cpu`, `cuda`, `cuda:1`, `tensorrt`, `tensorrt:0`, and ONNX Runtime's own names
+    /// (`CPUExecutionProvider`, `CUDAExecutionProvider`, `TensorrtExecutionProvider`, any case,
+    /// with an optional `:N`).
     pub fn parse(s: &str) -> Result<Self, InferError> {
+        let normal = s
+            .trim()
+            .to_ascii_lowercase()
+            .replace("executionprovider", "");
+        let s = normal.as_str();
         let (name, device) = match s.split_once(':') {
             Some((n, d)) => (
                 n,

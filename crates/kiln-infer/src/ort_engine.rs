@@ -91,9 +91,9 @@ pub struct OrtOptions {
 
 /// The error for a provider this build was compiled without.
 #[cfg(not(all(feature = "cuda", feature = "tensorrt")))]
-fn unavailable(name: &str, feature: &str) -> InferError {
-    InferError::EngineUnavailable {
-        engine: "ort",
+fn unavailable(provider: crate::Provider, name: &str, feature: &str) -> InferError {
+    InferError::ProviderUnavailable {
+        provider: provider.to_string(),
         reason: format!(
             "this kiln was built without the {name} execution provider; rebuild with `--features {feature}` (and use an ONNX Runtime library built with {name}, e.g. from the onnxruntime-gpu wheel)"
         ),
@@ -115,7 +115,7 @@ fn execution_providers(
                 .error_on_failure(),
         ]),
         #[cfg(not(feature = "cuda"))]
-        crate::Provider::Cuda { .. } => Err(unavailable("CUDA", "cuda")),
+        crate::Provider::Cuda { .. } => Err(unavailable(provider, "CUDA", "cuda")),
         #[cfg(feature = "tensorrt")]
         crate::Provider::TensorRt { device } => Ok(vec![
             ort::ep::TensorRT::default()
@@ -124,7 +124,7 @@ fn execution_providers(
                 .error_on_failure(),
         ]),
         #[cfg(not(feature = "tensorrt"))]
-        crate::Provider::TensorRt { .. } => Err(unavailable("TensorRT", "tensorrt")),
+        crate::Provider::TensorRt { .. } => Err(unavailable(provider, "TensorRT", "tensorrt")),
     }
 }
 
@@ -168,12 +168,9 @@ impl OrtEngine {
             let providers = execution_providers(opts.provider)?;
             if !providers.is_empty() {
                 builder = builder.with_execution_providers(providers).map_err(|e| {
-                    InferError::EngineUnavailable {
-                        engine: "ort",
-                        reason: format!(
-                            "the {} execution provider could not be registered: {e}",
-                            opts.provider
-                        ),
+                    InferError::ProviderUnavailable {
+                        provider: opts.provider.to_string(),
+                        reason: format!("ONNX Runtime could not register it: {e}"),
                     }
                 })?;
             }

@@ -193,7 +193,9 @@ pub struct Measurement {
 pub fn unloadable(e: &kiln_infer::InferError) -> bool {
     matches!(
         e,
-        kiln_infer::InferError::Load { .. } | kiln_infer::InferError::EngineUnavailable { .. }
+        kiln_infer::InferError::Load { .. }
+            | kiln_infer::InferError::EngineUnavailable { .. }
+            | kiln_infer::InferError::ProviderUnavailable { .. }
     )
 }
 
