@@ -332,8 +332,35 @@ fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
     );
     assert!(auto["auto"]["max_abs_diff"].as_f64().expect("diff") <= 1e-4);
     assert_eq!(auto["engine"], auto["auto"]["engine"]);
-    // A GPU provider is never replaced by the CPU silently: without it, the run stops and says why.
+    // A GPU provider is never replaced by the CPU silently: without it, the run warns and says
+    // what runs instead, or with --strict-provider stops and says why.
     let lib_s = lib.to_str().unwrap();
+    let mut cuda = vec![
+        "infer",
+        "--model",
+        "m.onnx",
+        "--data",
+        test.to_str().unwrap(),
+        "--output",
+        "cuda.csv",
+        "--engine",
+        "ort",
+        "--ort-lib",
+        lib_s,
+        "--provider",
+        "cuda",
+    ];
+    let out = k.ok(&cuda);
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warn.contains("warning:") && warn.contains("CUDA") && warn.contains("running on cpu"),
+        "{warn}"
+    );
+    cuda.push("--strict-provider");
+    cuda[6] = "cuda2.csv";
+    let err = k.fails(&cuda, 2);
+    assert!(err.contains("CUDA"), "{err}");
+    assert!(!k.path("cuda2.csv").exists());
     let err = k.fails(
         &[
             "infer",
@@ -342,22 +369,7 @@ fn cli_engine_ort_matches_tract_and_reports_a_missing_library() {
             "--data",
             test.to_str().unwrap(),
             "--engine",
-            "ort",
-            "--ort-lib",
-            lib_s,
-            "--provider",
-            "cuda",
-        ],
-        2,
-    );
-    assert!(err.contains("CUDA"), "{err}");
-    let err = k.fails(
-        &[
-            "infer",
-            "--model",
-            "m.onnx",
-            "--data",
-            test.to_str().unwrap(),
+            "tract",
             "--provider",
             "cuda:0",
         ],

@@ -1053,6 +1053,7 @@ fn optimize(cli: &Cli, a: &OptimizeArgs, rep: &mut Reporter) -> Result<()> {
         (None, Some(_)) => Some("ort"),
         (None, None) => None,
     };
+    kiln_optimize::OnnxForm::parse(&a.onnx_form).map_err(|e| usage(e.to_string()))?;
     refuse_ignored_optimize_flags(a, engine)?;
     let provider = match (engine, a.provider.as_deref()) {
         (Some("ort"), Some(p)) => Some(optimize_provider(a, p)?),
