@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "runs/demo/model.onnx".into());
-    let model = Model::load(path.as_ref(), EngineKind::Tract)?;
+    let model = Model::load(&path, EngineKind::Tract)?;
     let width = model
         .info()
         .input_width

@@ -77,6 +77,6 @@ pub fn kserve_request(data: &[u8]) {
 /// Parses and validates the bytes as a `kiln.toml`.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = kiln_cli::check_config(text);
+        let _ = kiln_train::check_config(text);
     }
 }

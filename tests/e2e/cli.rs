@@ -842,49 +842,39 @@ fn providers_fall_back_loudly_or_fail_when_strict() {
         "0.05",
     ]);
     assert_eq!(b["provider"]["actual"], "cpu", "{b:#}");
-    let err = k.fails(
-        &[
-            "bench",
-            "m.onnx",
-            "--engines",
-            "tract",
-            "--provider",
-            "cuda",
-        ],
-        2,
-    );
-    assert!(err.contains("no ort engine"), "{err}");
-    // optimize: refused with tract, an error when strict (nothing written), and a warning
-    // otherwise, with the model checked in ONNX Runtime on the CPU.
-    let err = k.fails(
-        &[
-            "optimize",
-            "--model",
-            "m.onnx",
-            "--quantization",
-            "dynamic",
-            "--engine",
-            "tract",
-            "--provider",
-            "cuda",
-        ],
-        2,
-    );
-    assert!(err.contains("tract runs on the CPU only"), "{err}");
-    let err = k.fails(
-        &[
-            "optimize",
-            "--model",
-            "m.onnx",
-            "--quantization",
-            "dynamic",
-            "--provider",
-            "cuda",
-            "--strict-provider",
-        ],
-        2,
-    );
-    assert!(err.contains("cuda:0"), "{err}");
+    // Refused: a GPU provider for tract, and a provider nothing runs on; an error when strict.
+    let refusals: [(&[&str], &str); 3] = [
+        (&["bench", "m.onnx", "--engines", "tract"], "no ort engine"),
+        (
+            &[
+                "optimize",
+                "--model",
+                "m.onnx",
+                "--quantization",
+                "dynamic",
+                "--engine",
+                "tract",
+            ],
+            "tract runs on the CPU only",
+        ),
+        (
+            &[
+                "optimize",
+                "--model",
+                "m.onnx",
+                "--quantization",
+                "dynamic",
+                "--strict-provider",
+            ],
+            "cuda:0",
+        ),
+    ];
+    for (args, says) in refusals {
+        let mut full = args.to_vec();
+        full.extend(["--provider", "cuda"]);
+        let err = k.fails(&full, 2);
+        assert!(err.contains(says), "{full:?}: {err}");
+    }
     assert!(
         !k.path("m.int8.onnx").exists(),
         "nothing written when refused"

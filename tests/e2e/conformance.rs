@@ -197,7 +197,7 @@ fn python_tool_models_agree_across_engines() {
                     concurrency: 1,
                 },
             ] {
-                let a = Model::load(&dir.join(file), engine.clone())
+                let a = Model::load(dir.join(file), engine.clone())
                     .expect("load")
                     .predict(&x, 64)
                     .expect("run");

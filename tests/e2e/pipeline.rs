@@ -443,7 +443,7 @@ fn infer_reads_stdin_and_prints_round_trippable_probabilities() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("100 rows"));
     let data = kiln::data::load_dataset(&test, "label", None).expect("test");
     let model =
-        kiln::infer::Model::load(&k.path("m.onnx"), kiln::infer::EngineKind::Tract).expect("model");
+        kiln::infer::Model::load(k.path("m.onnx"), kiln::infer::EngineKind::Tract).expect("model");
     let preds = model.predict(&data.features, data.rows()).expect("predict");
     for (p, row) in preds.iter().zip(&printed) {
         let bits: Vec<u32> = p.scores.iter().map(|v| v.to_bits()).collect();

@@ -137,7 +137,7 @@ fn test_quantization_accuracy() {
     let original_model = k.path("model.onnx");
     let original_accuracy = accuracy(&k, &original_model, &test);
 
-    let o = k.json(&[
+    let quantize = [
         "optimize",
         "--model",
         s(&original_model),
@@ -145,7 +145,8 @@ fn test_quantization_accuracy() {
         "static",
         "--calibration-data",
         s(&val),
-    ]);
+    ];
+    let o = k.json(&quantize);
     let quantized = PathBuf::from(o["output"].as_str().unwrap());
     assert_eq!(quantized, k.path("model.int8-static.onnx"), "{o:#}");
     let quantized_accuracy = accuracy(&k, &quantized, &test);
@@ -155,18 +156,7 @@ fn test_quantization_accuracy() {
     );
     // Run again without --force: the earlier output is never overwritten.
     let before = std::fs::read(&quantized).unwrap();
-    let err = k.fails(
-        &[
-            "optimize",
-            "--model",
-            s(&original_model),
-            "--quantization",
-            "static",
-            "--calibration-data",
-            s(&val),
-        ],
-        2,
-    );
+    let err = k.fails(&quantize, 2);
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&quantized).unwrap(), before);
 }

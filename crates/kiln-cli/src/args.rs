@@ -248,6 +248,41 @@ pub struct TrainFlags {
     pub config: Option<PathBuf>,
 }
 
+impl TrainFlags {
+    /// The flags as the library's overrides (config layering lives in kiln-train).
+    pub fn overrides(&self) -> kiln_train::TrainOverrides {
+        kiln_train::TrainOverrides {
+            target: self.target.clone(),
+            task: self.task.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            activation: self.activation.clone(),
+            arch: self.arch.clone(),
+            input_shape: self.input_shape.clone(),
+            channels: self.channels.clone(),
+            log_steps: self.log_steps,
+            devices: self.devices.clone(),
+            strategy: self.strategy.clone(),
+            precision: self.precision.clone(),
+            optimizer: self.optimizer.clone(),
+            momentum: self.momentum,
+            hidden: self.hidden.clone(),
+            dropout: self.dropout,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            schedule: self.schedule.clone(),
+            patience: self.patience,
+            early_stop_metric: self.early_stop_metric.clone(),
+            min_delta: self.min_delta,
+            checkpoint_every: self.checkpoint_every,
+            best_metric: self.best_metric.clone(),
+            keep_checkpoints: self.keep_checkpoints,
+        }
+    }
+}
+
 /// `kiln train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {

@@ -10,8 +10,8 @@ use kiln_export::{ExportOptions, OnnxExporter};
 use kiln_infer::{BatchOptions, EngineConfig, EngineKind, Model, OutputFormat, Provider};
 use kiln_optimize::quantize::Calibration;
 use kiln_optimize::{GraphLevel, GraphOptimizer, OptimizeOptions, Quantization};
-use kiln_train::{BurnTrainer, TrainConfig, TrainOutcome};
-use serde::{Deserialize, Serialize};
+use kiln_train::{BurnTrainer, ConfigFile, TrainConfig, TrainOutcome};
+use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -252,175 +252,15 @@ fn training_plots(out: &Path, o: &TrainOutcome) -> Result<Vec<(String, kiln_repo
     Ok(written)
 }
 
-/// A `kiln.toml` file: data paths and a `[train]` table. Unknown keys are errors.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ConfigFile {
-    pub data: Option<PathBuf>,
-    pub val_data: Option<PathBuf>,
-    pub test_data: Option<PathBuf>,
-    pub out: Option<PathBuf>,
-    pub train: Option<TrainConfig>,
-}
-
 fn load_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    parse_config(&text, path)
+    Ok(ConfigFile::load(path)?)
 }
 
-/// Parses and validates a config file's text as `kiln train --config` would (for the fuzz
-/// target and tools that check configs): the TOML, the keys, and the training settings.
-pub fn check_config(text: &str) -> Result<()> {
-    let file = parse_config(text, Path::new("kiln.toml"))?;
-    train_config(&TrainFlags::default(), &file)?;
-    Ok(())
-}
-
-fn parse_config(text: &str, path: &Path) -> Result<ConfigFile> {
-    let mut cfg: ConfigFile = toml::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        let hint = suggest_key(&msg)
-            .map(|k| format!("; did you mean `{k}`?"))
-            .unwrap_or_default();
-        usage(format!(
-            "config file {}: {}{hint}",
-            path.display(),
-            msg.trim()
-        ))
-    })?;
-    // Relative paths in a config file are relative to the file, not to the working directory.
-    let base = path.parent().unwrap_or(Path::new("."));
-    for p in [
-        &mut cfg.data,
-        &mut cfg.val_data,
-        &mut cfg.test_data,
-        &mut cfg.out,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        *p = resolve(base, p);
-    }
-    Ok(cfg)
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    let expanded = match p.to_str().and_then(|s| s.strip_prefix("~/")) {
-        Some(rest) => std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(rest))
-            .unwrap_or_else(|| p.to_path_buf()),
-        None => p.to_path_buf(),
-    };
-    if expanded.is_absolute() {
-        expanded
-    } else {
-        base.join(expanded)
-    }
-}
-
-/// Defaults < config file < flags.
+/// Defaults < config file < flags (and their `KILN_*` environment variables).
 fn train_config(flags: &TrainFlags, file: &ConfigFile) -> Result<TrainConfig> {
-    let mut c = file.train.clone().unwrap_or_default();
-    if let Some(v) = &flags.target {
-        c.target = v.clone();
-    }
-    if let Some(v) = flags.epochs {
-        c.epochs = v;
-    }
-    if let Some(v) = flags.batch_size {
-        c.batch_size = v;
-    }
-    if let Some(v) = flags.lr {
-        c.lr = v;
-    }
-    if let Some(v) = &flags.optimizer {
-        c.optimizer = kiln_train::OptimizerKind::parse(v).map_err(|e| usage(e.to_string()))?;
-    }
-    if let Some(v) = flags.momentum {
-        c.momentum = v;
-    }
-    if let Some(v) = &flags.input_shape {
-        c.input_shape = v.clone();
-        if flags.arch.is_none() {
-            c.arch = kiln_train::Arch::Cnn;
-        }
-    }
-    if let Some(v) = &flags.arch {
-        c.arch = kiln_train::Arch::parse(v).map_err(|e| usage(e.to_string()))?;
-    }
-    if let Some(v) = &flags.activation {
-        c.activation = kiln_core::Activation::parse(v).map_err(|e| usage(e.to_string()))?;
-    }
-    if let Some(v) = &flags.channels {
-        c.channels = v.clone();
-    }
-    if flags.log_steps {
-        c.log_steps = true;
-    }
-    if let Some(v) = &flags.devices {
-        c.devices = v.clone();
-    }
-    if let Some(v) = &flags.strategy {
-        c.strategy = kiln_train::Strategy::parse(v).map_err(|e| usage(e.to_string()))?;
-    }
-    if let Some(v) = &flags.precision {
-        c.precision = kiln_train::Precision::parse(v).map_err(|e| usage(e.to_string()))?;
-    }
-    if let Some(v) = &flags.hidden {
-        c.hidden = v.clone();
-    }
-    if let Some(v) = flags.dropout {
-        c.dropout = v;
-    }
-    if let Some(v) = flags.weight_decay {
-        c.weight_decay = v;
-    }
-    if let Some(v) = flags.seed {
-        c.seed = v;
-    }
-    if let Some(v) = flags.grad_accum {
-        c.grad_accum = v;
-    }
-    if let Some(v) = flags.checkpoint_every {
-        c.checkpoint_every = v;
-    }
-    if let Some(v) = flags.keep_checkpoints {
-        c.keep_checkpoints = v;
-    }
-    if let Some(v) = &flags.best_metric {
-        c.best_metric = Some(v.clone());
-    }
-    if let Some(name) = &flags.schedule {
-        c.schedule =
-            kiln_train::Schedule::parse(name, c.epochs).map_err(|e| usage(e.to_string()))?;
-    }
-    if flags.patience.is_some() || flags.early_stop_metric.is_some() || flags.min_delta.is_some() {
-        let mut e = c.early_stopping.clone().unwrap_or_default();
-        if let Some(p) = flags.patience {
-            e.patience = p;
-        }
-        if let Some(m) = &flags.early_stop_metric {
-            e.metric = m.clone();
-        }
-        if let Some(d) = flags.min_delta {
-            e.min_delta = d;
-        }
-        c.early_stopping = Some(e);
-    }
-    if let Some(t) = &flags.task {
-        c.task = match t.as_str() {
-            "classification" | "classifier" => kiln_core::Task::Classification,
-            "regression" | "regressor" => kiln_core::Task::Regression,
-            other => {
-                return Err(usage(format!(
-                    "unknown --task {other:?}; use classification or regression"
-                )));
-            }
-        };
-    }
-    c.validate().map_err(|e| usage(e.to_string()))?;
-    Ok(c)
+    Ok(flags
+        .overrides()
+        .apply(file.train.clone().unwrap_or_default())?)
 }
 
 fn load_data(path: &Path, cfg: &TrainConfig, classes: Option<&[String]>) -> Result<Dataset> {
@@ -2806,47 +2646,4 @@ fn doctor(cli: &Cli) -> Result<()> {
         false,
     );
     Ok(())
-}
-
-/// For serde's "unknown field `x`, expected one of `a`, `b`" message, the valid key closest to
-/// `x` (at most 3 edits away).
-fn suggest_key(msg: &str) -> Option<String> {
-    let unknown = msg.split("unknown field `").nth(1)?.split('`').next()?;
-    let expected = msg.split("expected ").nth(1)?;
-    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(unknown, c), c))
-        .filter(|(d, _)| *d <= 3)
-        .min()
-        .map(|(_, c)| c.to_string())
-}
-
-/// Levenshtein distance between two short strings.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_keys_get_the_closest_valid_one() {
-        let msg = "unknown field `epoch`, expected one of `task`, `hidden`, `dropout`, `epochs`, `batch_size`";
-        assert_eq!(suggest_key(msg).as_deref(), Some("epochs"));
-        assert_eq!(suggest_key("unknown field `zzzzzzzz`, expected `lr`"), None);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-    }
 }

@@ -4,8 +4,9 @@
 //! detected defaults), so a script never hangs on a prompt.
 
 use crate::args::{Cli, InitArgs};
-use crate::commands::{ConfigFile, summary, usage};
+use crate::commands::{summary, usage};
 use anyhow::{Context, Result};
+use kiln_train::ConfigFile;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 

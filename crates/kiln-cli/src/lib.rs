@@ -23,7 +23,7 @@ mod serve;
 mod watch;
 
 pub use args::Cli;
-pub use commands::check_config;
+pub use kiln_train::check_config;
 
 use std::process::ExitCode;
 

@@ -16,7 +16,7 @@
 //! ```no_run
 //! use kiln_infer::{Model, EngineKind};
 //!
-//! let model = Model::load("model.onnx".as_ref(), EngineKind::Tract)?;
+//! let model = Model::load("model.onnx", EngineKind::Tract)?;
 //! let preds = model.predict(&[5.1, 3.5, 1.4, 0.2], 1)?;
 //! println!("{} {:?}", preds[0].label, preds[0].scores);
 //! # Ok::<(), kiln_infer::InferError>(())
@@ -51,7 +51,7 @@ pub use bench::{
 };
 pub use error::InferError;
 pub use latency::{LatencyBucket, LatencyRecorder, LatencySummary};
-pub use model::{EngineConfig, EngineKind, Model, ModelInfo, Prediction, Provider};
+pub use model::{EngineConfig, EngineKind, Evaluation, Model, ModelInfo, Prediction, Provider};
 pub use provider::{ProviderChoice, load_bytes_on_provider, load_on_provider};
 pub use stream::{StreamOptions, StreamReport, infer_stream};
 pub use tract_engine::TractEngine;

@@ -311,7 +311,11 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Loads an ONNX file with the chosen engine (an [`EngineKind`] or a full [`EngineConfig`]).
-    pub fn load(path: &Path, engine: impl Into<EngineConfig>) -> Result<Self, InferError> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        engine: impl Into<EngineConfig>,
+    ) -> Result<Self, InferError> {
+        let path = path.as_ref();
         // kiln_onnx::load gives the clear errors (directory, truncated file, size limit).
         kiln_onnx::load(path)?;
         let bytes = std::fs::read(path).map_err(|e| InferError::Load {
@@ -515,4 +519,60 @@ pub(crate) fn argmax(v: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// How a model does on a labelled data set ([`Model::evaluate`]).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// One prediction per row, in order.
+    pub predictions: Vec<Prediction>,
+    /// For class targets: accuracy, per-class metrics and the confusion matrix, matched by
+    /// class name (so a data set whose class list differs from the model's is still scored
+    /// correctly).
+    pub classification: Option<kiln_core::metrics::ClassificationReport>,
+    /// For numeric targets: RMSE, MAE and R².
+    pub regression: Option<crate::RegressionMetrics>,
+}
+
+impl Model {
+    /// Predicts every row of `data` and scores the predictions against its targets, when it
+    /// has them; the feature count must match the model's input.
+    pub fn evaluate(&self, data: &kiln_core::Dataset) -> Result<Evaluation, InferError> {
+        if let Some(w) = self.info.input_width
+            && w != data.n_features()
+        {
+            return Err(InferError::Input(format!(
+                "the model expects {w} features per row, the data set has {}",
+                data.n_features()
+            )));
+        }
+        let predictions = self.predict(&data.features, data.rows())?;
+        let (mut classification, mut regression) = (None, None);
+        match &data.targets {
+            Some(kiln_core::Targets::Classes { indices, names }) => {
+                let truth = indices
+                    .iter()
+                    .map(|&i| names.get(i as usize).map_or("?", String::as_str));
+                let pairs = predictions.iter().map(|p| &*p.label).zip(truth);
+                let known = self.info.class_names.clone().unwrap_or_default();
+                classification = Some(kiln_core::metrics::ClassificationReport::from_pairs(
+                    pairs, &known,
+                ));
+            }
+            Some(kiln_core::Targets::Values(values)) => {
+                let pairs: Vec<(f64, f64)> = predictions
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(p, &y)| p.scores.first().map(|&s| (f64::from(s), f64::from(y))))
+                    .collect();
+                regression = crate::regression_metrics(&pairs);
+            }
+            None => {}
+        }
+        Ok(Evaluation {
+            predictions,
+            classification,
+            regression,
+        })
+    }
 }

@@ -54,7 +54,11 @@ pub fn environment(
 ) -> Result<&'static ort::environment::Environment, InferError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
-        let path = find_library(lib).map_err(|e| e.to_string())?;
+        // Keep only the reason: the error below says "the ort engine is unavailable" itself.
+        let path = find_library(lib).map_err(|e| match e {
+            InferError::EngineUnavailable { reason, .. } => reason,
+            other => other.to_string(),
+        })?;
         ort::init_from(&path)
             .map_err(|e| format!("cannot load {}: {e}; {HOW_TO_GET}", path.display()))?
             .with_name("kiln")

@@ -226,7 +226,7 @@ pub fn verify_bundle(dir: &Path) -> Result<BundleCheck, OptimizeError> {
         }
     }
     let sample: Sample = kiln_core::fsutil::read_json(&dir.join("sample.json"), "bundle sample")?;
-    let m = Model::load(&dir.join(&manifest.model), EngineKind::Tract)?;
+    let m = Model::load(dir.join(&manifest.model), EngineKind::Tract)?;
     let x: Vec<f32> = sample.inputs.iter().flatten().copied().collect();
     let preds = m.predict(&x, sample.inputs.len())?;
     let mut max = 0f32;

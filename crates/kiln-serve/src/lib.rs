@@ -24,7 +24,7 @@
 //! use kiln_serve::{ServeConfig, Server};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let model = Model::load("model.onnx".as_ref(), EngineKind::Tract)?;
+//! let model = Model::load("model.onnx", EngineKind::Tract)?;
 //! let server = Server::bind(model, "iris", ServeConfig::default()).await?;
 //! println!("listening on http://{}", server.local_addr());
 //! let summary = server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;

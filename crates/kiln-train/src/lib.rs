@@ -31,11 +31,13 @@ mod config;
 pub mod distributed;
 mod error;
 pub mod import;
+mod layers;
 mod net;
 mod trainer;
 
 pub use config::{Arch, EarlyStopping, OptimizerKind, Precision, Schedule, Strategy, TrainConfig};
 pub use error::TrainError;
+pub use layers::{ConfigFile, TrainOverrides, check_config};
 pub use trainer::{BurnTrainer, EpochMetrics, EvalMetrics, StepMetrics, TrainOutcome, macro_f1};
 
 /// The burn version kiln trains with, recorded in every artifact.

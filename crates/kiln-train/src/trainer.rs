@@ -375,6 +375,13 @@ impl BurnTrainer {
         if train.rows() == 0 {
             return Err(TrainError::Data("the training data has no rows".into()));
         }
+        // Class indices are positions in a set's own class list: a validation set that lacks
+        // one of the training classes numbers the others differently, so it is remapped onto
+        // the training classes (or refused when it has a class training never saw).
+        let val_aligned = val
+            .map(|v| align_classes("validation", &classes, v))
+            .transpose()?;
+        let val = val_aligned.as_deref();
         if let Some(v) = val
             && v.n_features() != train.n_features()
         {
@@ -911,7 +918,12 @@ impl BurnTrainer {
         let sample_src = val.filter(|v| v.rows() > 0).unwrap_or(train);
         let n_ref = sample_src.rows().min(64);
         // The held-out test set, evaluated once with the kept weights.
-        let test = match &self.test {
+        let test_aligned = self
+            .test
+            .as_ref()
+            .map(|t| align_classes("test", &classes, t))
+            .transpose()?;
+        let test = match test_aligned.as_deref() {
             Some(t) if t.rows() > 0 => {
                 if t.n_features() != train.n_features() {
                     return Err(TrainError::Data(format!(
@@ -1332,5 +1344,86 @@ mod ddp {
             }
             Ok((loss, hits))
         }
+    }
+}
+
+/// `set`'s class indices renumbered onto the training classes `classes` (unchanged when its
+/// class list already is `classes`, or for regression); an error naming the first class that
+/// training never saw.
+pub(crate) fn align_classes<'a>(
+    what: &str,
+    classes: &[String],
+    set: &'a Dataset,
+) -> Result<std::borrow::Cow<'a, Dataset>, TrainError> {
+    let Some(Targets::Classes { indices, names }) = &set.targets else {
+        return Ok(std::borrow::Cow::Borrowed(set));
+    };
+    if classes.is_empty() || names.as_slice() == classes {
+        return Ok(std::borrow::Cow::Borrowed(set));
+    }
+    let map: Vec<u32> = names
+        .iter()
+        .map(|n| {
+            classes.iter().position(|c| c == n).map(|i| i as u32).ok_or_else(|| {
+                TrainError::Data(format!(
+                    "the {what} data has class {n:?}, which the training data does not have (training classes: {}); a model cannot predict a class it never saw",
+                    classes.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let indices = indices
+        .iter()
+        .map(|&i| {
+            map.get(i as usize).copied().ok_or_else(|| {
+                TrainError::Data(format!(
+                    "the {what} data has class index {i}, past its {} class names",
+                    names.len()
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut aligned = set.clone();
+    aligned.targets = Some(Targets::Classes {
+        indices,
+        names: classes.to_vec(),
+    });
+    Ok(std::borrow::Cow::Owned(aligned))
+}
+
+#[cfg(test)]
+mod align_tests {
+    use super::*;
+
+    fn set(indices: Vec<u32>, names: &[&str]) -> Dataset {
+        Dataset {
+            feature_names: vec!["x".into()],
+            features: vec![0.0; indices.len()],
+            targets: Some(Targets::Classes {
+                indices,
+                names: names.iter().map(|n| n.to_string()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_validation_set_missing_a_class_is_renumbered_onto_the_training_classes() {
+        let classes: Vec<String> = ["a", "b", "c"].iter().map(|n| n.to_string()).collect();
+        // Validation has only b and c, which it numbers 0 and 1.
+        let val = set(vec![0, 1, 1, 0], &["b", "c"]);
+        let aligned = align_classes("validation", &classes, &val).expect("aligned");
+        let Some(Targets::Classes { indices, names }) = &aligned.targets else {
+            panic!("classes");
+        };
+        assert_eq!(indices, &[1, 2, 2, 1]);
+        assert_eq!(names, &classes);
+        // The same list is borrowed as is; an unseen class is an error naming it.
+        let same = set(vec![2, 0], &["a", "b", "c"]);
+        assert!(matches!(
+            align_classes("validation", &classes, &same),
+            Ok(std::borrow::Cow::Borrowed(_))
+        ));
+        let err = align_classes("test", &classes, &set(vec![0], &["d"])).expect_err("unseen");
+        assert!(err.to_string().contains("\"d\""), "{err}");
     }
 }
