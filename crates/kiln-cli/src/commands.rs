@@ -1145,6 +1145,30 @@ pub(crate) fn engine_and_provider(
     Ok((engine, provider))
 }
 
+/// Opens a model for `infer` and `serve`: `--engine` (or ort for a lone `--provider`; `auto`
+/// measured at `auto_batch` unless the model records a choice), then the provider, with a loud
+/// warning when it is not here (an error with --strict-provider).
+pub(crate) fn open_model(
+    path: &Path,
+    engine: Option<&str>,
+    p: &ProviderArgs,
+    base: EngineConfig,
+    auto_batch: usize,
+) -> Result<kiln_infer::Opened> {
+    let (name, provider) = engine_and_provider(engine, p)?;
+    let choice =
+        kiln_infer::EngineChoice::parse(&name, auto_batch).map_err(|e| usage(e.to_string()))?;
+    let base = EngineConfig { provider, ..base };
+    let opened = kiln_infer::open_model(path, choice, base, p.strict_provider)?;
+    if let Some(how) = &opened.auto {
+        tracing::info!(target: "kiln", "engine auto: {} ({})", how.engine, how.reason);
+    }
+    if let Some(w) = opened.provider.warning() {
+        tracing::warn!(target: "kiln", "{w}");
+    }
+    Ok(opened)
+}
+
 /// Loads the model on the requested provider, or on the CPU with a loud warning when that
 /// provider is not here (an error with --strict-provider).
 pub(crate) fn load_on_provider(
@@ -1172,30 +1196,31 @@ fn infer(cli: &Cli, a: &InferArgs, rep: &mut Reporter) -> Result<()> {
     if a.batch_size == 0 {
         return Err(usage("--batch-size must be at least 1"));
     }
-    let (engine_name, provider) = engine_and_provider(a.engine.as_deref(), &a.provider)?;
+    let (engine_name, _) = engine_and_provider(a.engine.as_deref(), &a.provider)?;
     let kind = EngineKind::parse(&engine_name).map_err(|e| usage(e.to_string()))?;
     let workers = match (a.workers, kind) {
         (0, EngineKind::Tract) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         (0, _) => 1,
         (n, _) => n,
     };
-    let engine = EngineConfig {
-        kind,
-        ort_lib: a.ort_lib.clone(),
-        threads: a.threads,
-        provider,
-        concurrency: workers,
-    };
     // `auto` measures the available engines on this model at the batch size in use.
-    let (engine, auto) = if engine_name == "auto" {
-        let (cfg, choice) =
-            kiln_infer::choose_engine(&a.model, if a.stream { 1 } else { a.batch_size }, &engine)?;
-        tracing::info!(target: "kiln", "engine auto: {} ({})", choice.engine, choice.reason);
-        (cfg, Some(choice))
-    } else {
-        (engine, None)
-    };
-    let (model, provider) = load_on_provider(&a.model, engine, &a.provider)?;
+    let kiln_infer::Opened {
+        model,
+        provider,
+        auto,
+        ..
+    } = open_model(
+        &a.model,
+        a.engine.as_deref(),
+        &a.provider,
+        EngineConfig {
+            ort_lib: a.ort_lib.clone(),
+            threads: a.threads,
+            concurrency: workers,
+            ..EngineConfig::default()
+        },
+        if a.stream { 1 } else { a.batch_size },
+    )?;
     let explicit_format = match a.input_format.as_deref() {
         None => None,
         Some("csv") => Some(kiln_data::Format::Csv),

@@ -2,7 +2,7 @@
 //! `kiln-serve`.
 
 use crate::args::{BenchArgs, Cli, ServeArgs};
-use crate::commands::{engine_and_provider, load_on_provider, summary, usage};
+use crate::commands::{open_model, summary, usage};
 use anyhow::{Context, Result};
 use kiln_infer::batcher::BatcherConfig;
 use kiln_infer::{EngineConfig, EngineKind};
@@ -124,37 +124,22 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<()> {
     let (model_path, default_name, bundle_engine, _unpacked) = resolve_model(&a.model)?;
     // An explicit --engine, else ort for a --provider, else the bundle's engine, else tract.
     let bundle_engine = bundle_engine.filter(|_| a.provider.provider.is_none());
-    let (engine_name, provider) = engine_and_provider(
+    // `auto`: the choice recorded by `kiln optimize --engine auto`, else a measurement at the
+    // largest batch the server forms.
+    let kiln_infer::Opened {
+        model, provider, ..
+    } = open_model(
+        &model_path,
         a.engine.as_deref().or(bundle_engine.as_deref()),
         &a.provider,
-    )?;
-    let engine = if engine_name == "auto" {
-        // The choice recorded by `kiln optimize --engine auto`, else a measurement at the
-        // largest batch the server forms.
-        let base = EngineConfig {
+        EngineConfig {
             ort_lib: a.ort_lib.clone(),
             threads: a.threads,
-            provider,
             concurrency: a.workers,
             ..EngineConfig::default()
-        };
-        let (cfg, choice) = kiln_infer::choose_engine(&model_path, a.max_batch, &base)?;
-        tracing::info!(target: "kiln", "engine auto: {} ({})", choice.engine, choice.reason);
-        EngineConfig {
-            concurrency: a.workers,
-            ..cfg
-        }
-    } else {
-        let kind = EngineKind::parse(&engine_name).map_err(|e| usage(e.to_string()))?;
-        EngineConfig {
-            kind,
-            ort_lib: a.ort_lib.clone(),
-            threads: a.threads,
-            provider,
-            concurrency: a.workers,
-        }
-    };
-    let (model, provider) = load_on_provider(&model_path, engine, &a.provider)?;
+        },
+        a.max_batch,
+    )?;
     let name = a.name.clone().unwrap_or(default_name);
     let config = ServeConfig {
         addr: SocketAddr::new(host, a.port),

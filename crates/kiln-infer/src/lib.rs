@@ -52,6 +52,8 @@ pub use bench::{
 pub use error::InferError;
 pub use latency::{LatencyBucket, LatencyRecorder, LatencySummary};
 pub use model::{EngineConfig, EngineKind, Evaluation, Model, ModelInfo, Prediction, Provider};
-pub use provider::{ProviderChoice, load_bytes_on_provider, load_on_provider};
+pub use provider::{
+    EngineChoice, Opened, ProviderChoice, load_bytes_on_provider, load_on_provider, open_model,
+};
 pub use stream::{StreamOptions, StreamReport, infer_stream};
 pub use tract_engine::TractEngine;

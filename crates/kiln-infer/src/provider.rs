@@ -90,3 +90,65 @@ pub fn load_bytes_on_provider(
         Err(e) => Err(e),
     }
 }
+
+/// The engine a user asked for: one of the engines, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// This engine.
+    Engine(EngineKind),
+    /// The choice `kiln optimize --engine auto` recorded in the model, else the faster of the
+    /// engines measured on it at `batch_size`.
+    Auto {
+        /// The batch size to measure at.
+        batch_size: usize,
+    },
+}
+
+impl EngineChoice {
+    /// Parses `tract`, `ort` or `auto` (measuring at `batch_size`).
+    pub fn parse(name: &str, batch_size: usize) -> Result<Self, InferError> {
+        match name {
+            "auto" => Ok(Self::Auto { batch_size }),
+            other => EngineKind::parse(other).map(Self::Engine),
+        }
+    }
+}
+
+/// A model opened the way a command asked: the engine, its settings and the provider.
+#[derive(Debug)]
+pub struct Opened {
+    /// The loaded model.
+    pub model: Model,
+    /// The configuration it was loaded with.
+    pub config: EngineConfig,
+    /// Requested and actual execution provider.
+    pub provider: ProviderChoice,
+    /// How `auto` chose, when it was asked for.
+    pub auto: Option<crate::AutoChoice>,
+}
+
+/// Opens `path` once: resolves `auto` (reading the recorded choice or measuring), then loads it
+/// on the requested provider ([`load_on_provider`]). `base` carries the threads, library path,
+/// provider and concurrency; its `kind` is replaced by the choice.
+pub fn open_model(
+    path: &Path,
+    choice: EngineChoice,
+    base: EngineConfig,
+    strict_provider: bool,
+) -> Result<Opened, InferError> {
+    let (config, auto) = match choice {
+        EngineChoice::Engine(kind) => (EngineConfig { kind, ..base }, None),
+        EngineChoice::Auto { batch_size } => {
+            let concurrency = base.concurrency;
+            let (cfg, how) = crate::choose_engine(path, batch_size, &base)?;
+            (EngineConfig { concurrency, ..cfg }, Some(how))
+        }
+    };
+    let (model, provider) = load_on_provider(path, config.clone(), strict_provider)?;
+    Ok(Opened {
+        model,
+        config,
+        provider,
+        auto,
+    })
+}
