@@ -1747,87 +1747,27 @@ fn pipeline_report<'a>(
 }
 
 fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
-    let m = kiln_onnx::load(&a.model)?;
-    let g = m.graph.clone().unwrap_or_default();
-    let describe = |v: &kiln_onnx::proto::ValueInfoProto| -> String {
-        use kiln_onnx::proto::{tensor_shape_proto::dimension::Value, type_proto};
-        match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            Some(type_proto::Value::TensorType(t)) => {
-                let dims: Vec<String> = t
-                    .shape
-                    .as_ref()
-                    .map(|s| {
-                        s.dim
-                            .iter()
-                            .map(|d| match &d.value {
-                                Some(Value::DimValue(n)) => n.to_string(),
-                                Some(Value::DimParam(p)) => p.clone(),
-                                None => "?".into(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "{}: {} [{}]",
-                    v.name(),
-                    kiln_onnx::proto::data_type::name(t.elem_type()),
-                    dims.join(", ")
-                )
-            }
-            _ => format!("{}: (non-tensor)", v.name()),
-        }
-    };
-    let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
-    let inputs: Vec<String> = g
-        .input
-        .iter()
-        .filter(|i| !inits.contains(i.name()))
-        .map(describe)
-        .collect();
-    let outputs: Vec<String> = g.output.iter().map(describe).collect();
-    let ops = kiln_onnx::graph::op_counts(&g);
-    let meta = kiln_onnx::metadata(&m);
-    let opsets: Vec<String> = m
-        .opset_import
-        .iter()
-        .map(|o| {
-            format!(
-                "{}:{}",
-                if o.domain().is_empty() {
-                    "ai.onnx"
-                } else {
-                    o.domain()
-                },
-                o.version()
-            )
-        })
-        .collect();
+    let s = kiln_onnx::ModelSummary::of(&kiln_onnx::load(&a.model)?);
     let mut human = format!(
         "{}\n  producer: {} {}\n  ir_version {}, opsets {}\n  inputs:\n    {}\n  outputs:\n    {}\n  operators ({} nodes, {} initializers):\n",
         a.model.display(),
-        m.producer_name(),
-        m.producer_version(),
-        m.ir_version(),
-        opsets.join(", "),
-        inputs.join("\n    "),
-        outputs.join("\n    "),
-        g.node.len(),
-        g.initializer.len()
+        s.producer,
+        s.producer_version,
+        s.ir_version,
+        s.opsets.join(", "),
+        s.inputs.join("\n    "),
+        s.outputs.join("\n    "),
+        s.nodes,
+        s.initializers
     );
-    for (op, n) in &ops {
+    for (op, n) in &s.ops {
         human.push_str(&format!("    {op:<24} {n}\n"));
     }
     human.push_str("  metadata:\n");
-    for (k, v) in &meta {
-        let v = if v.len() > 100 {
-            format!(
-                "{}…",
-                &v[..v.char_indices().nth(100).map_or(v.len(), |(i, _)| i)]
-            )
-        } else {
-            v.clone()
-        };
-        human.push_str(&format!("    {k} = {v}\n"));
+    for (k, v) in &s.metadata {
+        let end = v.char_indices().nth(100).map_or(v.len(), |(i, _)| i);
+        let more = if end < v.len() { "…" } else { "" };
+        human.push_str(&format!("    {k} = {}{more}\n", &v[..end]));
     }
     summary(
         cli,
@@ -1835,15 +1775,15 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<()> {
         json!({
             "command": "inspect",
             "model": a.model,
-            "producer": m.producer_name(),
-            "producer_version": m.producer_version(),
-            "ir_version": m.ir_version(),
-            "opsets": opsets,
-            "inputs": inputs,
-            "outputs": outputs,
-            "nodes": g.node.len(),
-            "ops": ops.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-            "metadata": meta.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "producer": s.producer,
+            "producer_version": s.producer_version,
+            "ir_version": s.ir_version,
+            "opsets": s.opsets,
+            "inputs": s.inputs,
+            "outputs": s.outputs,
+            "nodes": s.nodes,
+            "ops": s.ops.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            "metadata": s.metadata.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         }),
         false,
     );

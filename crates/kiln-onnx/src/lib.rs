@@ -29,10 +29,12 @@ pub mod graph;
 pub mod inline;
 pub mod int8;
 pub mod proto;
+mod summary;
 mod tensor;
 
 pub use builder::{Dim, GraphBuilder, attr_float, attr_int, attr_ints, attr_string};
 pub use error::OnnxError;
+pub use summary::{ModelSummary, describe_value};
 pub use tensor::{TensorValue, tensor_f32, tensor_i8, tensor_i64, tensor_u8};
 
 use proto::ModelProto;
