@@ -10,7 +10,7 @@ use kiln_train::ConfigFile;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-/// What the data file suggests.
+/// What the data file suggests (kiln-data's guess, with the task as `init` writes it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detected {
     pub columns: Vec<String>,
@@ -19,127 +19,17 @@ pub struct Detected {
     pub rows_sampled: usize,
 }
 
-const TARGET_NAMES: [&str; 6] = ["label", "target", "class", "y", "species", "quality"];
-const SAMPLE_ROWS: usize = 2000;
-
-/// Reads the header and up to 2000 rows of a CSV or JSONL file and guesses the target column
-/// (a conventional name, else the last column) and the task (classification when the target
-/// holds text, or at most 20 distinct integers; regression otherwise).
+/// The target column and task `kiln_data::sniff` guesses for `path`.
 pub fn detect(path: &Path, target: Option<&str>) -> Result<Detected> {
-    if path.is_dir() {
-        return Err(usage(format!(
-            "{} is a directory; give the data file (CSV or JSONL)",
-            path.display()
-        )));
-    }
-    let jsonl = matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("jsonl" | "ndjson")
-    );
-    let (columns, rows): (Vec<String>, Vec<Vec<String>>) = if jsonl {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut columns: Vec<String> = Vec::new();
-        let mut rows = Vec::new();
-        for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            if i >= SAMPLE_ROWS {
-                break;
-            }
-            let v: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| kiln_data::DataError::Row {
-                    path: path.to_path_buf(),
-                    row: i,
-                    line: i + 1,
-                    reason: format!("not a JSON object: {e}"),
-                })?;
-            let obj = v.as_object().ok_or_else(|| kiln_data::DataError::Row {
-                path: path.to_path_buf(),
-                row: i,
-                line: i + 1,
-                reason: "each line must be a JSON object".into(),
-            })?;
-            if columns.is_empty() {
-                columns = obj.keys().cloned().collect();
-            }
-            rows.push(
-                columns
-                    .iter()
-                    .map(|c| match obj.get(c) {
-                        Some(serde_json::Value::String(s)) => s.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    })
-                    .collect(),
-            );
-        }
-        (columns, rows)
-    } else {
-        let mut r = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_path(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let columns: Vec<String> = r
-            .headers()
-            .map_err(|e| kiln_data::DataError::Schema {
-                path: path.to_path_buf(),
-                reason: format!("cannot read the header: {e}"),
-            })?
-            .iter()
-            .map(|h| h.trim().to_string())
-            .collect();
-        let rows = r
-            .records()
-            .take(SAMPLE_ROWS)
-            .filter_map(|x| x.ok())
-            .map(|rec| rec.iter().map(|c| c.trim().to_string()).collect())
-            .collect();
-        (columns, rows)
-    };
-    if columns.len() < 2 {
-        return Err(anyhow::Error::new(kiln_data::DataError::Schema {
-            path: path.to_path_buf(),
-            reason: format!(
-                "found {} column(s); kiln needs feature columns and a target column, comma-separated with a header line",
-                columns.len()
-            ),
-        }));
-    }
-    let target = match target {
-        Some(t) if columns.iter().any(|c| c == t) => t.to_string(),
-        Some(t) => {
-            return Err(usage(format!(
-                "{} has no column {t:?}; its columns are {}",
-                path.display(),
-                columns.join(", ")
-            )));
-        }
-        None => columns
-            .iter()
-            .find(|c| TARGET_NAMES.contains(&c.to_ascii_lowercase().as_str()))
-            .or(columns.last())
-            .cloned()
-            .unwrap_or_default(),
-    };
-    let idx = columns.iter().position(|c| *c == target).unwrap_or(0);
-    let values: Vec<&str> = rows
-        .iter()
-        .filter_map(|r| r.get(idx).map(String::as_str))
-        .filter(|v| !v.is_empty())
-        .collect();
-    let numbers: Vec<f64> = values.iter().filter_map(|v| v.parse().ok()).collect();
-    let distinct: std::collections::BTreeSet<&str> = values.iter().copied().collect();
-    let task = if numbers.len() < values.len()
-        || (numbers.iter().all(|x| x.fract() == 0.0) && distinct.len() <= 20)
-    {
-        "classification"
-    } else {
-        "regression"
-    };
+    let s = kiln_data::sniff(path, target)?;
     Ok(Detected {
-        columns,
-        target,
-        task,
-        rows_sampled: rows.len(),
+        columns: s.columns,
+        target: s.target,
+        task: match s.task {
+            kiln_core::Task::Classification => "classification",
+            kiln_core::Task::Regression => "regression",
+        },
+        rows_sampled: s.rows_sampled,
     })
 }
 
@@ -291,50 +181,4 @@ pub fn init(cli: &Cli, a: &InitArgs) -> Result<()> {
         false,
     );
     Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_conventional_target_and_task() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.csv");
-        std::fs::write(&p, "x,y2,species\n1,2,setosa\n3,4,virginica\n").unwrap();
-        let got = detect(&p, None).unwrap();
-        assert_eq!(
-            (got.target.as_str(), got.task),
-            ("species", "classification")
-        );
-        std::fs::write(&p, "a,b,price\n1,2,3.5\n3,4,7.25\n").unwrap();
-        let got = detect(&p, None).unwrap();
-        assert_eq!((got.target.as_str(), got.task), ("price", "regression"));
-        std::fs::write(&p, "a,b,label\n1,2,0\n3,4,1\n").unwrap();
-        assert_eq!(detect(&p, None).unwrap().task, "classification");
-        let err = detect(&p, Some("nope")).unwrap_err().to_string();
-        assert!(
-            err.contains("no column \"nope\"") && err.contains("a, b, label"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn jsonl_columns_and_one_column_files() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.jsonl");
-        std::fs::write(
-            &p,
-            "{\"f\":1.5,\"target\":\"x\"}\n{\"f\":2,\"target\":\"y\"}\n",
-        )
-        .unwrap();
-        let got = detect(&p, None).unwrap();
-        assert_eq!(got.columns, ["f", "target"]);
-        assert_eq!(got.task, "classification");
-        let p = d.path().join("one.csv");
-        std::fs::write(&p, "a;b;c\n1;2;3\n").unwrap();
-        let err = detect(&p, None).unwrap_err().to_string();
-        assert!(err.contains("comma-separated"), "{err}");
-    }
 }

@@ -21,6 +21,7 @@
 mod error;
 pub mod npy;
 mod read;
+mod sniff;
 pub mod synthetic;
 mod write;
 
@@ -29,6 +30,7 @@ pub use read::{
     Format, MAX_ROW_BYTES, RowError, RowParser, RowRecord, RowTable, load_dataset,
     load_regression_dataset, read_rows, read_rows_with,
 };
+pub use sniff::{SNIFF_ROWS, Sniffed, sniff};
 pub use write::write_csv;
 
 use kiln_core::{Dataset, Normalization};
