@@ -869,6 +869,20 @@ fn providers_fall_back_loudly_or_fail_when_strict() {
             "cuda:0",
         ),
     ];
+    for args in [
+        &[
+            "infer", "--model", "m.onnx", "--data", test, "--engine", "tract",
+        ][..],
+        &["bench", "m.onnx", "--engines", "tract"][..],
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--ort-lib", "/nowhere/libonnxruntime.so"]);
+        let err = k.fails(&full, 2);
+        assert!(
+            err.contains("--ort-lib points at ONNX Runtime"),
+            "{full:?}: {err}"
+        );
+    }
     for (args, says) in refusals {
         let mut full = args.to_vec();
         full.extend(["--provider", "cuda"]);

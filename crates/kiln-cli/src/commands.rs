@@ -1156,6 +1156,11 @@ pub(crate) fn open_model(
     auto_batch: usize,
 ) -> Result<kiln_infer::Opened> {
     let (name, provider) = engine_and_provider(engine, p)?;
+    if name == "tract" && base.ort_lib.is_some() {
+        return Err(usage(
+            "--ort-lib points at ONNX Runtime, which --engine tract does not use; add --engine ort (or auto), or drop --ort-lib",
+        ));
+    }
     let choice =
         kiln_infer::EngineChoice::parse(&name, auto_batch).map_err(|e| usage(e.to_string()))?;
     let base = EngineConfig { provider, ..base };
@@ -1892,6 +1897,11 @@ fn bench(cli: &Cli, a: &BenchArgs, rep: &mut Reporter) -> Result<()> {
     }
     if a.workers.is_empty() || a.workers.contains(&0) {
         return Err(usage("--workers needs positive counts, e.g. 1,2"));
+    }
+    if a.ort_lib.is_some() && engines.iter().all(|e| e.kind == EngineKind::Tract) {
+        return Err(usage(
+            "--ort-lib points at ONNX Runtime, and only tract is benchmarked; add --engines ort (or auto), or drop --ort-lib",
+        ));
     }
     let provider = bench_provider(model_path, &mut engines, &a.provider)?;
     // What is measured, all in this one run: the model as given ("suite" 0, the baseline of
