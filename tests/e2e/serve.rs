@@ -12,6 +12,8 @@ use std::time::Duration;
 struct Served {
     child: Child,
     addr: String,
+    /// The server's log up to its "listening" line.
+    started: Vec<String>,
     /// The rest of the server's log (the reader thread keeps draining the pipe).
     _stderr: std::sync::mpsc::Receiver<String>,
 }
@@ -56,6 +58,7 @@ fn serve(k: &Kiln, args: &[&str]) -> Served {
     Served {
         child,
         addr,
+        started: seen,
         _stderr: rx,
     }
 }
@@ -270,4 +273,33 @@ fn serve_refuses_bad_setups_with_clear_errors() {
         err.contains("cannot listen") && err.contains(&port),
         "{err}"
     );
+}
+
+/// `kiln serve --provider`: ONNX Runtime on the provider, or a loud warning naming the CPU when
+/// the provider is not here (this build has no CUDA), or an error with --strict-provider.
+#[test]
+fn serve_falls_back_loudly_from_a_missing_provider_or_refuses_when_strict() {
+    let k = Kiln::new();
+    trained_and_exported(&k, 13, "2");
+    let s = serve(&k, &["m.onnx", "--provider", "cuda"]);
+    let log = s.started.join("\n");
+    assert!(
+        log.contains("warning:") && log.contains("cuda:0") && log.contains("running on cpu"),
+        "{log}"
+    );
+    wait_ready(&s.addr);
+    drop(s);
+    let err = k.fails(
+        &[
+            "serve",
+            "m.onnx",
+            "--provider",
+            "cuda",
+            "--strict-provider",
+            "--port",
+            "0",
+        ],
+        2,
+    );
+    assert!(err.contains("cuda:0"), "{err}");
 }
