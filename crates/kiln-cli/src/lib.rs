@@ -15,8 +15,10 @@ use std::io::Write;
 
 mod args;
 mod commands;
+mod engine;
 mod init;
 mod logging;
+mod optimize;
 mod render;
 mod runstate;
 mod serve;

@@ -2,7 +2,8 @@
 //! `kiln-serve`.
 
 use crate::args::{BenchArgs, Cli, ServeArgs};
-use crate::commands::{open_model, summary, usage};
+use crate::commands::{summary, usage};
+use crate::engine::open_model;
 use anyhow::{Context, Result};
 use kiln_infer::batcher::BatcherConfig;
 use kiln_infer::{EngineConfig, EngineKind};

@@ -34,10 +34,12 @@ pub mod package;
 pub mod passes;
 pub mod quantize;
 mod shapes;
+mod target;
 mod validate;
 
 pub use error::OptimizeError;
 pub use passes::{Pass, PassReport};
+pub use target::{EngineCheck, check_in_engine, default_output};
 pub use validate::{Comparison, compare_models};
 
 use kiln_core::{Event, EventSink, OnnxModel, Optimizer};
