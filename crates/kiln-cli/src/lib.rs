@@ -15,9 +15,12 @@ use std::io::Write;
 
 mod args;
 mod commands;
+mod doctor;
 mod engine;
+mod infer;
 mod init;
 mod logging;
+mod measure;
 mod optimize;
 mod render;
 mod runstate;
